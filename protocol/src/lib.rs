@@ -1,0 +1,483 @@
+//! Protocol v1 of the chat cluster, shared by the node, the load generator and the tests.
+//!
+//! Every frame is a JSON text frame with a `type` field. Keeping the wire types, the limits,
+//! the validation rules and the error and close codes in one small crate means the server and
+//! every client agree on them by construction instead of by convention. `docs/protocol.md`
+//! is the prose version of this file.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+
+/// Limits that are part of the protocol itself; the size limits are server defaults that an
+/// operator may change.
+pub mod limits {
+    /// Longest user name, in characters.
+    pub const MAX_NAME_CHARS: usize = 32;
+    /// Longest room name, in bytes (room names are ASCII).
+    pub const MAX_ROOM_BYTES: usize = 64;
+    /// Longest client `ref`, in bytes; it is echoed back, so it must stay small.
+    pub const MAX_REF_BYTES: usize = 64;
+    /// Default largest chat text, in bytes.
+    pub const DEFAULT_MAX_TEXT_BYTES: usize = 4096;
+    /// Default largest WebSocket frame or message a client may send, in bytes.
+    pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
+}
+
+/// WebSocket close codes the server uses. Codes below 4000 are the standard ones of RFC 6455;
+/// 4000–4999 are this protocol's own.
+pub mod close {
+    /// The client closed, or the server ended the session normally.
+    pub const NORMAL: u16 = 1000;
+    /// The node is shutting down; reconnect (a load balancer picks another node).
+    pub const GOING_AWAY: u16 = 1001;
+    /// A text frame was not valid UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// The handshake asked for something the policy refuses, such as an invalid name.
+    pub const POLICY_VIOLATION: u16 = 1008;
+    /// A frame or message exceeded the node's frame limit.
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// The node failed in a way that is not the client's fault.
+    pub const INTERNAL_ERROR: u16 = 1011;
+    /// The client read too slowly: its outbound queue overflowed. Reconnect and catch up.
+    pub const SLOW_CONSUMER: u16 = 4001;
+}
+
+/// The `code` of an `error` frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame is not a JSON object of the expected shape (also binary frames).
+    BadRequest,
+    /// The `type` is not one this server knows.
+    UnknownType,
+    /// A `send` or `leave` named a room the connection has not joined.
+    NotJoined,
+    /// The text or the frame is larger than the node allows.
+    TooLarge,
+    /// The backplane cannot take the request now; nothing was published. Retry later.
+    Unavailable,
+    /// The user name is empty, too long or has control characters.
+    InvalidName,
+    /// The room name is empty, too long or has characters outside `[A-Za-z0-9_.-]`.
+    InvalidRoom,
+}
+
+impl ErrorCode {
+    /// Every code, for registering one metric series per code up front.
+    pub const ALL: [ErrorCode; 7] = [
+        ErrorCode::BadRequest,
+        ErrorCode::UnknownType,
+        ErrorCode::NotJoined,
+        ErrorCode::TooLarge,
+        ErrorCode::Unavailable,
+        ErrorCode::InvalidName,
+        ErrorCode::InvalidRoom,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::NotJoined => "not_joined",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::InvalidName => "invalid_name",
+            ErrorCode::InvalidRoom => "invalid_room",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A request from a client, as clients write it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame<'a> {
+    Join {
+        room: Cow<'a, str>,
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Cow<'a, str>>,
+    },
+    Leave {
+        room: Cow<'a, str>,
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Cow<'a, str>>,
+    },
+    Send {
+        room: Cow<'a, str>,
+        text: Cow<'a, str>,
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Cow<'a, str>>,
+    },
+}
+
+/// A frame from the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame<'a> {
+    Welcome {
+        node: Cow<'a, str>,
+        session: Cow<'a, str>,
+        name: Cow<'a, str>,
+    },
+    Joined {
+        room: Cow<'a, str>,
+    },
+    Left {
+        room: Cow<'a, str>,
+    },
+    Ack {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Cow<'a, str>>,
+        id: Cow<'a, str>,
+    },
+    Message {
+        room: Cow<'a, str>,
+        id: Cow<'a, str>,
+        from: Cow<'a, str>,
+        text: Cow<'a, str>,
+        ts: u64,
+    },
+    Error {
+        code: ErrorCode,
+        message: Cow<'a, str>,
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Cow<'a, str>>,
+    },
+}
+
+impl ServerFrame<'_> {
+    /// Serializes the frame; infallible because every field is a string or an integer.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| unreachable!("server frames always serialize"))
+    }
+}
+
+/// Why a client frame was refused, with the `ref` it carried when that could be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct FrameError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub reference: Option<String>,
+}
+
+impl FrameError {
+    fn new(code: ErrorCode, message: impl Into<String>, reference: Option<&str>) -> Self {
+        FrameError {
+            code,
+            message: message.into(),
+            reference: reference.map(str::to_owned),
+        }
+    }
+}
+
+/// The fields any request may carry, all optional, so that a frame with a known shape but a
+/// wrong `type` can be told apart from one that is not a request at all, and so that the `ref`
+/// of a refused request can still be echoed.
+#[derive(Deserialize)]
+struct RawFrame<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    room: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+    #[serde(rename = "ref", borrow, default)]
+    reference: Option<Cow<'a, str>>,
+}
+
+/// Just the `ref`, read leniently from a frame that failed to parse as a whole.
+#[derive(Deserialize)]
+struct RefOnly {
+    #[serde(rename = "ref")]
+    reference: Option<String>,
+}
+
+/// Parses and validates one client text frame. Unknown fields are ignored for forward
+/// compatibility; everything else that is off is refused with the code the client should see.
+pub fn parse_client_frame(text: &str) -> Result<ClientFrame<'_>, FrameError> {
+    // serde accepts a struct written as a JSON array too; the protocol does not.
+    if !text.trim_start().starts_with('{') {
+        return Err(FrameError::new(
+            ErrorCode::BadRequest,
+            "a frame must be a JSON object",
+            None,
+        ));
+    }
+    let raw: RawFrame<'_> = serde_json::from_str(text).map_err(|err| {
+        let reference = serde_json::from_str::<RefOnly>(text)
+            .ok()
+            .and_then(|r| r.reference)
+            .filter(|r| r.len() <= limits::MAX_REF_BYTES);
+        FrameError {
+            code: ErrorCode::BadRequest,
+            message: format!("invalid frame: {err}"),
+            reference,
+        }
+    })?;
+    let reference = raw.reference;
+    let reference_str = reference.as_deref();
+    if reference_str.is_some_and(|r| r.len() > limits::MAX_REF_BYTES) {
+        return Err(FrameError::new(
+            ErrorCode::BadRequest,
+            format!("ref is longer than {} bytes", limits::MAX_REF_BYTES),
+            None,
+        ));
+    }
+    let Some(kind) = raw.kind else {
+        return Err(FrameError::new(
+            ErrorCode::BadRequest,
+            "missing field `type`",
+            reference_str,
+        ));
+    };
+    match kind.as_ref() {
+        "join" => Ok(ClientFrame::Join {
+            room: checked_room(raw.room, reference_str)?,
+            reference,
+        }),
+        "leave" => Ok(ClientFrame::Leave {
+            room: checked_room(raw.room, reference_str)?,
+            reference,
+        }),
+        "send" => {
+            let room = checked_room(raw.room, reference_str)?;
+            let text = raw.text.filter(|t| !t.is_empty()).ok_or_else(|| {
+                FrameError::new(
+                    ErrorCode::BadRequest,
+                    "field `text` is missing or empty",
+                    reference_str,
+                )
+            })?;
+            Ok(ClientFrame::Send {
+                room,
+                text,
+                reference,
+            })
+        }
+        other => Err(FrameError::new(
+            ErrorCode::UnknownType,
+            format!("unknown frame type `{}`", truncate_chars(other, 32)),
+            reference_str,
+        )),
+    }
+}
+
+fn checked_room<'a>(
+    room: Option<Cow<'a, str>>,
+    reference: Option<&str>,
+) -> Result<Cow<'a, str>, FrameError> {
+    let room = room
+        .ok_or_else(|| FrameError::new(ErrorCode::BadRequest, "missing field `room`", reference))?;
+    validate_room(&room)
+        .map_err(|message| FrameError::new(ErrorCode::InvalidRoom, message, reference))?;
+    Ok(room)
+}
+
+/// Room names: 1–64 of `[A-Za-z0-9_.-]`, so they are safe in Redis channel names, URLs and logs.
+pub fn validate_room(room: &str) -> Result<(), String> {
+    if room.is_empty() || room.len() > limits::MAX_ROOM_BYTES {
+        return Err(format!(
+            "room names are 1 to {} characters long",
+            limits::MAX_ROOM_BYTES
+        ));
+    }
+    if !room
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
+        return Err("room names use only A-Z, a-z, 0-9, '_', '.' and '-'".to_owned());
+    }
+    Ok(())
+}
+
+/// User names: 1–32 characters, none of them a control character.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let chars = name.chars().count();
+    if chars == 0 || chars > limits::MAX_NAME_CHARS {
+        return Err(format!(
+            "names are 1 to {} characters long",
+            limits::MAX_NAME_CHARS
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("names may not contain control characters".to_owned());
+    }
+    if name.trim().is_empty() {
+        return Err("names may not be blank".to_owned());
+    }
+    Ok(())
+}
+
+fn truncate_chars(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code_of(text: &str) -> ErrorCode {
+        parse_client_frame(text).expect_err(text).code
+    }
+
+    #[test]
+    fn parses_every_request_type() {
+        assert_eq!(
+            parse_client_frame(r#"{"type":"join","room":"lobby"}"#).unwrap(),
+            ClientFrame::Join {
+                room: "lobby".into(),
+                reference: None
+            }
+        );
+        assert_eq!(
+            parse_client_frame(r#"{"type":"leave","room":"a.b-c_d","ref":"r1"}"#).unwrap(),
+            ClientFrame::Leave {
+                room: "a.b-c_d".into(),
+                reference: Some("r1".into())
+            }
+        );
+        assert_eq!(
+            parse_client_frame(r#"{"type":"send","room":"lobby","text":"hi \"you\"","ref":"c1"}"#)
+                .unwrap(),
+            ClientFrame::Send {
+                room: "lobby".into(),
+                text: "hi \"you\"".into(),
+                reference: Some("c1".into())
+            }
+        );
+    }
+
+    #[test]
+    fn ignores_unknown_and_identity_fields() {
+        let frame = parse_client_frame(
+            r#"{"type":"send","room":"r","text":"t","from":"admin","id":"x","ts":1,"extra":{"a":[1]}}"#,
+        )
+        .unwrap();
+        assert!(matches!(frame, ClientFrame::Send { .. }));
+    }
+
+    #[test]
+    fn refuses_malformed_frames() {
+        for bad in [
+            "",
+            "   ",
+            "not json",
+            "{",
+            r#"{"type":"join","room":"lobby""#,
+            "[\"join\",\"lobby\"]",
+            "42",
+            "null",
+            "\"join\"",
+            r#"{"room":"lobby"}"#,
+            r#"{"type":7,"room":"lobby"}"#,
+            r#"{"type":"join","room":5}"#,
+            r#"{"type":"join"}"#,
+            r#"{"type":"send","room":"lobby"}"#,
+            r#"{"type":"send","room":"lobby","text":""}"#,
+            r#"{"type":"send","room":"lobby","text":["a"]}"#,
+            r#"{"type":"join","type":"leave","room":"lobby"}"#,
+            r#"{"type":"join","room":"lobby","ref":12}"#,
+        ] {
+            assert_eq!(code_of(bad), ErrorCode::BadRequest, "{bad}");
+        }
+    }
+
+    #[test]
+    fn survives_deep_nesting() {
+        let nest = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let in_known_field = format!(r#"{{"type":"join","room":{}}}"#, nest(100_000));
+        assert_eq!(code_of(&in_known_field), ErrorCode::BadRequest);
+        // Unknown fields are skipped without recursion, so depth there costs nothing.
+        let in_unknown_field = format!(r#"{{"type":"join","room":"r","x":{}}}"#, nest(100_000));
+        assert!(parse_client_frame(&in_unknown_field).is_ok());
+    }
+
+    #[test]
+    fn refuses_unknown_types_with_their_ref() {
+        let err = parse_client_frame(r#"{"type":"shout","room":"lobby","ref":"q"}"#).unwrap_err();
+        assert_eq!(err.code, ErrorCode::UnknownType);
+        assert_eq!(err.reference.as_deref(), Some("q"));
+    }
+
+    #[test]
+    fn echoes_ref_of_a_frame_with_wrong_field_types() {
+        let err = parse_client_frame(r#"{"type":"send","room":["x"],"ref":"r9"}"#).unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadRequest);
+        assert_eq!(err.reference.as_deref(), Some("r9"));
+    }
+
+    #[test]
+    fn refuses_oversize_refs() {
+        let frame = format!(r#"{{"type":"join","room":"r","ref":"{}"}}"#, "x".repeat(65));
+        assert_eq!(code_of(&frame), ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn validates_room_names() {
+        for bad in ["", "has space", "slash/room", "ünïcode", "star*", "a:b"] {
+            let frame = serde_json::json!({"type": "join", "room": bad}).to_string();
+            assert_eq!(code_of(&frame), ErrorCode::InvalidRoom, "{bad:?}");
+        }
+        let long = "r".repeat(65);
+        assert!(validate_room(&long).is_err());
+        assert!(validate_room(&"r".repeat(64)).is_ok());
+    }
+
+    #[test]
+    fn validates_names() {
+        assert!(validate_name("Ada").is_ok());
+        assert!(validate_name("名前のある人").is_ok());
+        assert!(validate_name(&"n".repeat(32)).is_ok());
+        assert!(validate_name(&"é".repeat(32)).is_ok());
+        for bad in ["", "   ", "tab\there", "nl\n", "bell\u{7}", "del\u{7f}"] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_name(&"n".repeat(33)).is_err());
+    }
+
+    #[test]
+    fn server_frames_have_the_documented_shape() {
+        let frame = ServerFrame::Message {
+            room: "lobby".into(),
+            id: "m1".into(),
+            from: "Ada".into(),
+            text: "<b>hi</b>".into(),
+            ts: 1,
+        };
+        assert_eq!(
+            frame.to_json(),
+            r#"{"type":"message","room":"lobby","id":"m1","from":"Ada","text":"<b>hi</b>","ts":1}"#
+        );
+        let error = ServerFrame::Error {
+            code: ErrorCode::NotJoined,
+            message: "join first".into(),
+            reference: None,
+        };
+        assert_eq!(
+            error.to_json(),
+            r#"{"type":"error","code":"not_joined","message":"join first"}"#
+        );
+        let parsed: ServerFrame<'static> = serde_json::from_str(&error.to_json()).unwrap();
+        assert_eq!(parsed, error);
+    }
+
+    #[test]
+    fn error_code_names_match_their_serde_names() {
+        for code in ErrorCode::ALL {
+            assert_eq!(
+                serde_json::to_string(&code).unwrap(),
+                format!("\"{}\"", code.as_str())
+            );
+        }
+    }
+}
