@@ -31,6 +31,8 @@ pub mod close {
     pub const NORMAL: u16 = 1000;
     /// The node is shutting down; reconnect (a load balancer picks another node).
     pub const GOING_AWAY: u16 = 1001;
+    /// The peer broke the WebSocket protocol (for example an unmasked client frame).
+    pub const PROTOCOL_ERROR: u16 = 1002;
     /// A text frame was not valid UTF-8.
     pub const INVALID_PAYLOAD: u16 = 1007;
     /// The handshake asked for something the policy refuses, such as an invalid name.
@@ -154,7 +156,8 @@ pub enum ServerFrame<'a> {
 impl ServerFrame<'_> {
     /// Serializes the frame; infallible because every field is a string or an integer.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|_| unreachable!("server frames always serialize"))
+        serde_json::to_string(self)
+            .unwrap_or_else(|_| unreachable!("server frames always serialize"))
     }
 }
 

@@ -1,0 +1,218 @@
+//! Command-line and environment configuration of a node.
+//!
+//! Every flag also reads an environment variable, so the same binary is configured the same
+//! way on a laptop, in systemd and in a container. Key values are hidden from `--help` and are
+//! never formatted into logs.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chat_protocol::limits;
+use clap::Parser;
+
+use crate::envelope::{KeyError, Keyring};
+
+#[derive(Parser)]
+#[command(
+    name = "chat-server",
+    version,
+    about = "Stateless WebSocket chat node; nodes relay AES-256-GCM sealed messages through Redis pub/sub"
+)]
+pub struct Config {
+    /// Address to listen on for HTTP and WebSocket.
+    #[arg(long, env = "CHAT_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Redis URL of the backplane (redis://[user:password@]host:port[/db]). Without it the node
+    /// runs alone on an in-memory broker.
+    #[arg(long, env = "CHAT_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Name of this node, shown to clients in `welcome` [default: host name plus a random suffix].
+    #[arg(long, env = "CHAT_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// AES-256 key as base64 of 32 bytes. Repeat (or separate with commas) to rotate: the
+    /// first seals, any opens. Make one with `openssl rand -base64 32`.
+    #[arg(
+        long = "key",
+        env = "CHAT_KEY",
+        value_delimiter = ',',
+        hide_env_values = true,
+        value_name = "BASE64"
+    )]
+    pub keys: Vec<String>,
+
+    /// File with one base64 key per line (blank lines and lines starting with # are skipped);
+    /// its keys come after those of --key.
+    #[arg(long, env = "CHAT_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+
+    /// Prefix of every Redis channel and key this cluster uses.
+    #[arg(long, env = "CHAT_REDIS_PREFIX", default_value = "chat", value_parser = parse_prefix)]
+    pub redis_prefix: String,
+
+    /// Largest chat text in bytes.
+    #[arg(long, env = "CHAT_MAX_TEXT_BYTES", default_value_t = limits::DEFAULT_MAX_TEXT_BYTES)]
+    pub max_text_bytes: usize,
+
+    /// Largest WebSocket frame or message a client may send, in bytes.
+    #[arg(long, env = "CHAT_MAX_FRAME_BYTES", default_value_t = limits::DEFAULT_MAX_FRAME_BYTES)]
+    pub max_frame_bytes: usize,
+
+    /// Outbound queue per connection, in frames; a client that falls this far behind is
+    /// closed as a slow consumer (close code 4001).
+    #[arg(long, env = "CHAT_OUTBOUND_QUEUE", default_value_t = 1024)]
+    pub outbound_queue: usize,
+
+    /// Requests per connection awaiting their reply before the node stops reading from it.
+    #[arg(long, env = "CHAT_MAX_IN_FLIGHT", default_value_t = 64)]
+    pub max_in_flight: usize,
+
+    /// Seconds to wait for sessions to close when shutting down.
+    #[arg(long, env = "CHAT_SHUTDOWN_TIMEOUT", default_value_t = 5)]
+    pub shutdown_timeout_secs: u64,
+}
+
+/// Why the configuration cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "a key is required with --redis-url: make one with `openssl rand -base64 32` and pass it \
+         with --key, CHAT_KEY or --key-file"
+    )]
+    MissingKey,
+    #[error("invalid key: {0} (make one with `openssl rand -base64 32`)")]
+    InvalidKey(#[from] KeyError),
+    #[error("cannot read key file {path}: {source}")]
+    KeyFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("--node-id must be 1 to 64 printable characters")]
+    InvalidNodeId,
+    #[error("--{0} must be at least 1")]
+    Zero(&'static str),
+}
+
+impl Config {
+    /// The keys from --key and --key-file; an ephemeral key when none is given and no Redis is
+    /// configured, since then nothing leaves the process.
+    pub fn keyring(&self) -> Result<Keyring, ConfigError> {
+        let mut keys = self.keys.clone();
+        if let Some(path) = &self.key_file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::KeyFile {
+                path: path.clone(),
+                source,
+            })?;
+            keys.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                    .map(str::to_owned),
+            );
+        }
+        keys.retain(|key| !key.trim().is_empty());
+        match (keys.is_empty(), &self.redis_url) {
+            (true, Some(_)) => Err(ConfigError::MissingKey),
+            (true, None) => Ok(Keyring::ephemeral()),
+            (false, _) => Ok(Keyring::from_base64(&keys)?),
+        }
+    }
+
+    pub fn node_id(&self) -> Result<String, ConfigError> {
+        match &self.node_id {
+            None => Ok(crate::ids::default_node_id()),
+            Some(id)
+                if !id.is_empty()
+                    && id.chars().count() <= 64
+                    && !id.chars().any(char::is_control) =>
+            {
+                Ok(id.clone())
+            }
+            Some(_) => Err(ConfigError::InvalidNodeId),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (name, value) in [
+            ("max-text-bytes", self.max_text_bytes),
+            ("max-frame-bytes", self.max_frame_bytes),
+            ("outbound-queue", self.outbound_queue),
+            ("max-in-flight", self.max_in_flight),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+}
+
+fn parse_prefix(prefix: &str) -> Result<String, String> {
+    let valid = !prefix.is_empty()
+        && prefix.len() <= 64
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b':'));
+    if valid {
+        Ok(prefix.to_owned())
+    } else {
+        Err("use 1 to 64 of A-Z, a-z, 0-9, '_', '.', '-', ':'".to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        Config::try_parse_from(std::iter::once("chat-server").chain(args.iter().copied())).unwrap()
+    }
+
+    const KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+    #[test]
+    fn redis_mode_requires_a_key_and_says_how_to_make_one() {
+        let config = parse(&["--redis-url", "redis://127.0.0.1:1/"]);
+        let error = config.keyring().unwrap_err().to_string();
+        assert!(error.contains("openssl rand -base64 32"), "{error}");
+    }
+
+    #[test]
+    fn memory_mode_needs_no_key() {
+        assert!(parse(&[]).keyring().is_ok());
+    }
+
+    #[test]
+    fn keys_come_from_flags_and_files() {
+        let dir = std::env::temp_dir().join(format!("chat-keys-{}", std::process::id()));
+        std::fs::write(&dir, format!("# rotation\n\n{KEY}\n")).unwrap();
+        let other = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+        let config = parse(&["--key", other, "--key-file", dir.to_str().unwrap()]);
+        assert_eq!(config.keyring().unwrap().key_ids().len(), 2);
+        std::fs::remove_file(dir).unwrap();
+    }
+
+    #[test]
+    fn bad_keys_are_reported_without_their_value() {
+        let config = parse(&["--key", "c2VjcmV0"]);
+        let error = config.keyring().unwrap_err().to_string();
+        assert!(!error.contains("c2VjcmV0"), "{error}");
+        assert!(error.contains("32 bytes"), "{error}");
+    }
+
+    #[test]
+    fn prefixes_are_checked() {
+        assert!(Config::try_parse_from(["chat-server", "--redis-prefix", "a b"]).is_err());
+        assert_eq!(
+            parse(&["--redis-prefix", "prod:eu-1"]).redis_prefix,
+            "prod:eu-1"
+        );
+    }
+}

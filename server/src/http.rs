@@ -1,0 +1,231 @@
+//! Everything a node serves on its one port: the WebSocket endpoint, the page, health, readiness
+//! and metrics.
+//!
+//! The WebSocket upgrade is done by hand (hyper's upgrade plus tungstenite's accept key) rather
+//! than through axum's `ws` extractor, so that the node uses the same tungstenite as the load
+//! generator and controls its buffer sizes directly.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hyper_util::rt::TokioIo;
+use rust_embed::RustEmbed;
+use serde::Deserialize;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::hub::Hub;
+use crate::session::{self, SessionLimits};
+
+/// Read buffer per connection. Chat frames are small: 2 KiB takes a typical frame in one read,
+/// and tungstenite grows the buffer for a larger frame only while reading it. The library's
+/// default (128 KiB, allocated up front) would cost ~128 KiB per idle connection.
+const READ_BUFFER_BYTES: usize = 2 * 1024;
+/// Frames are gathered up to this size before a write; larger bursts mean fewer syscalls, and
+/// the buffer is only allocated once something is written.
+const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+/// Guard against unbounded growth of one connection's write buffer.
+const MAX_WRITE_BUFFER_BYTES: usize = 256 * 1024;
+
+/// The page may load only its own script and style, and talk only to its own node.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+     frame-ancestors 'none'";
+
+#[derive(RustEmbed)]
+#[folder = "../static"]
+struct Page;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub hub: Arc<Hub>,
+    pub limits: SessionLimits,
+    pub max_frame_bytes: usize,
+    /// Cancelled when the node begins to shut down.
+    pub shutdown: CancellationToken,
+    /// Tracks every session so shutdown can wait for them to close.
+    pub sessions: TaskTracker,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/ws", get(websocket))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readiness))
+        .route("/metrics", get(metrics))
+        .route("/", get(|headers: HeaderMap| async move { asset("index.html", &headers) }))
+        .route(
+            "/{file}",
+            get(
+                |axum::extract::Path(file): axum::extract::Path<String>, headers: HeaderMap| async move {
+                    asset(&file, &headers)
+                },
+            ),
+        )
+        .with_state(state)
+}
+
+async fn readiness(State(state): State<AppState>) -> Response {
+    if state.shutdown.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    } else if state.hub.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "backplane unavailable\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        state.hub.metrics().render(),
+    )
+        .into_response()
+}
+
+/// Serves an embedded file of the page, with an ETag so browsers revalidate cheaply.
+fn asset(path: &str, request_headers: &HeaderMap) -> Response {
+    let Some(file) = Page::get(path) else {
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    };
+    let etag = format!(
+        "\"{}\"",
+        file.metadata
+            .sha256_hash()
+            .iter()
+            .take(16)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let mut headers = HeaderMap::new();
+    if let Ok(value) = HeaderValue::from_str(file.metadata.mimetype()) {
+        headers.insert(header::CONTENT_TYPE, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, value);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    let unchanged = request_headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|tag| tag.as_bytes() == etag.as_bytes());
+    if unchanged {
+        return (StatusCode::NOT_MODIFIED, headers).into_response();
+    }
+    (headers, file.data.into_owned()).into_response()
+}
+
+#[derive(Deserialize)]
+struct WebSocketParams {
+    name: Option<String>,
+}
+
+/// `GET /ws`: validates the handshake, answers 101 and runs the session on the upgraded stream.
+async fn websocket(
+    State(state): State<AppState>,
+    Query(params): Query<WebSocketParams>,
+    mut request: Request,
+) -> Response {
+    let headers = request.headers();
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|value| {
+            value
+                .to_str()
+                .unwrap_or("")
+                .split(',')
+                .any(|part| part.trim().eq_ignore_ascii_case(token))
+        })
+    };
+    if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
+        return (
+            StatusCode::UPGRADE_REQUIRED,
+            [(header::UPGRADE, "websocket")],
+            "this endpoint speaks WebSocket\n",
+        )
+            .into_response();
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return (
+            StatusCode::BAD_REQUEST,
+            [(header::SEC_WEBSOCKET_VERSION, "13")],
+            "unsupported WebSocket version\n",
+        )
+            .into_response();
+    }
+    let Some(accept) = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map(|key| derive_accept_key(key.as_bytes()))
+    else {
+        return (StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n").into_response();
+    };
+    let name = match params.name {
+        None => Ok(crate::ids::guest_name()),
+        Some(name) => chat_protocol::validate_name(&name).map(|()| name),
+    };
+
+    let upgrade = hyper::upgrade::on(&mut request);
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
+        .max_message_size(Some(state.max_frame_bytes))
+        .max_frame_size(Some(state.max_frame_bytes));
+    let AppState {
+        hub,
+        limits,
+        shutdown,
+        sessions,
+        ..
+    } = state;
+    sessions.spawn(async move {
+        match upgrade.await {
+            Ok(upgraded) => {
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
+                session::run(ws, name, hub, limits, shutdown).await;
+            }
+            Err(error) => log::debug!("WebSocket upgrade failed: {error}"),
+        }
+    });
+
+    let Ok(accept) = HeaderValue::from_str(&accept) else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    (
+        StatusCode::SWITCHING_PROTOCOLS,
+        [
+            (header::UPGRADE, HeaderValue::from_static("websocket")),
+            (header::CONNECTION, HeaderValue::from_static("upgrade")),
+            (header::SEC_WEBSOCKET_ACCEPT, accept),
+        ],
+    )
+        .into_response()
+}

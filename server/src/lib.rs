@@ -1,0 +1,25 @@
+//! A stateless WebSocket chat node. Clients join rooms and chat; nodes relay every message,
+//! sealed with AES-256-GCM, through a broker (Redis pub/sub, or in memory for a single node),
+//! so any client reaches any other through any node.
+//!
+//! Where to find what:
+//! - [`config`]: flags and environment variables;
+//! - [`node`]: assembling and running a node, graceful shutdown;
+//! - [`http`]: the one port: `/ws`, the page, `/healthz`, `/readyz`, `/metrics`;
+//! - [`session`]: one WebSocket connection;
+//! - [`hub`]: join, leave and publish, for sessions;
+//! - [`rooms`]: local membership and fan-out;
+//! - [`broker`]: the backplane interface and its Redis and in-memory implementations;
+//! - [`envelope`]: sealing and opening payloads;
+//! - [`ids`], [`metrics`]: stamped identifiers and Prometheus series.
+
+pub mod broker;
+pub mod config;
+pub mod envelope;
+pub mod http;
+pub mod hub;
+pub mod ids;
+pub mod metrics;
+pub mod node;
+pub mod rooms;
+pub mod session;

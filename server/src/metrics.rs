@@ -1,0 +1,170 @@
+//! Prometheus metrics of one node, served at `GET /metrics`.
+//!
+//! Every series is created once at start-up and its handle kept here, so the hot path pays one
+//! atomic add per update and never a label lookup. Deliveries are counted once per fan-out
+//! (`inc_by` the number of recipients), not once per recipient.
+
+use chat_protocol::ErrorCode;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    /// Open WebSocket connections.
+    pub connections: IntGauge,
+    /// WebSocket connections accepted since start.
+    pub connections_total: IntCounter,
+    /// Rooms with at least one member on this node.
+    pub rooms: IntGauge,
+    /// Chat messages accepted from this node's clients and published.
+    pub messages_in: IntCounter,
+    /// Message frames queued to this node's clients.
+    pub messages_out: IntCounter,
+    /// Sealed messages received from the backplane.
+    pub backplane_messages: IntCounter,
+    /// Backplane payloads dropped because they did not open (tampered, foreign key, garbage).
+    pub decrypt_failures: IntCounter,
+    /// Times the connection to Redis was re-established after a loss.
+    pub redis_reconnects: IntCounter,
+    /// 1 while the broker is connected, else 0.
+    pub broker_ready: IntGauge,
+    /// Connections closed because their outbound queue overflowed.
+    pub slow_consumer_closes: IntCounter,
+    /// Time from handing a message to the broker to its acceptance.
+    pub publish_duration: Histogram,
+    errors: Vec<(ErrorCode, IntCounter)>,
+    closes: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let errors_vec = IntCounterVec::new(
+            Opts::new("chat_errors_total", "Error frames sent to clients, by code"),
+            &["code"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let errors = ErrorCode::ALL
+            .iter()
+            .map(|code| (*code, errors_vec.with_label_values(&[code.as_str()])))
+            .collect();
+        let closes = IntCounterVec::new(
+            Opts::new(
+                "chat_closes_total",
+                "Connections closed by the server, by close code",
+            ),
+            &["code"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let publish_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "chat_publish_duration_seconds",
+                "Time until the broker accepted a published message",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ]),
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+
+        let metrics = Metrics {
+            connections: gauge("chat_connections", "Open WebSocket connections"),
+            connections_total: counter(
+                "chat_connections_total",
+                "WebSocket connections accepted since start",
+            ),
+            rooms: gauge("chat_rooms", "Rooms with at least one member on this node"),
+            messages_in: counter(
+                "chat_messages_in_total",
+                "Chat messages accepted from this node's clients and published",
+            ),
+            messages_out: counter(
+                "chat_messages_out_total",
+                "Message frames delivered to this node's clients",
+            ),
+            backplane_messages: counter(
+                "chat_backplane_messages_total",
+                "Sealed messages received from the backplane",
+            ),
+            decrypt_failures: counter(
+                "chat_decrypt_failures_total",
+                "Backplane payloads dropped because they failed to open",
+            ),
+            redis_reconnects: counter(
+                "chat_redis_reconnects_total",
+                "Times the Redis connection was re-established after a loss",
+            ),
+            broker_ready: gauge("chat_broker_ready", "1 while the broker is connected"),
+            slow_consumer_closes: counter(
+                "chat_slow_consumer_closes_total",
+                "Connections closed because their outbound queue overflowed",
+            ),
+            publish_duration,
+            errors,
+            closes,
+            registry,
+        };
+        metrics.register_all(errors_vec);
+        metrics
+    }
+
+    fn register_all(&self, errors: IntCounterVec) {
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(self.connections.clone()),
+            Box::new(self.connections_total.clone()),
+            Box::new(self.rooms.clone()),
+            Box::new(self.messages_in.clone()),
+            Box::new(self.messages_out.clone()),
+            Box::new(self.backplane_messages.clone()),
+            Box::new(self.decrypt_failures.clone()),
+            Box::new(self.redis_reconnects.clone()),
+            Box::new(self.broker_ready.clone()),
+            Box::new(self.slow_consumer_closes.clone()),
+            Box::new(self.publish_duration.clone()),
+            Box::new(errors),
+            Box::new(self.closes.clone()),
+        ];
+        for collector in collectors {
+            self.registry
+                .register(collector)
+                .unwrap_or_else(|e| unreachable!("metric names are unique: {e}"));
+        }
+    }
+
+    /// Counts an error frame sent to a client.
+    pub fn error(&self, code: ErrorCode) {
+        if let Some((_, counter)) = self.errors.iter().find(|(c, _)| *c == code) {
+            counter.inc();
+        }
+    }
+
+    /// Counts a connection the server closed with `code` (off the hot path: label lookup).
+    pub fn close(&self, code: u16) {
+        self.closes.with_label_values(&[&code.to_string()]).inc();
+    }
+
+    /// The Prometheus text exposition of every series.
+    pub fn render(&self) -> String {
+        let mut out = Vec::with_capacity(8 * 1024);
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            log::error!("metrics encoding failed: {e}");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    IntCounter::new(name, help).unwrap_or_else(|e| unreachable!("static metric definition: {e}"))
+}
+
+fn gauge(name: &str, help: &str) -> IntGauge {
+    IntGauge::new(name, help).unwrap_or_else(|e| unreachable!("static metric definition: {e}"))
+}

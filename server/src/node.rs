@@ -1,0 +1,148 @@
+//! Assembles a node from its configuration and runs it until it is told to stop.
+//!
+//! Shutdown order matters for "no silent loss": stop accepting, tell every session to finish
+//! (each drains its in-flight publishes, then closes with 1001), wait for them, and only then
+//! let the broker go.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::redis::RedisTiming;
+use crate::broker::{MemoryBroker, RedisBroker, SharedBroker};
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::rooms::Rooms;
+use crate::session::SessionLimits;
+
+/// Pending connections the kernel may queue. tokio's default backlog of 128 overflows in
+/// connection storms and stalls clients for seconds.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Runs the node until `shutdown` is cancelled, then shuts it down gracefully.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    config.validate()?;
+    let keyring = Arc::new(config.keyring()?);
+    let node_id = config.node_id()?;
+    let metrics = Arc::new(Metrics::new());
+    let rooms = Arc::new(Rooms::new(keyring.clone(), metrics.clone()));
+
+    let broker: SharedBroker = match &config.redis_url {
+        Some(url) => {
+            let broker =
+                RedisBroker::start(url, RedisTiming::default(), rooms.clone(), metrics.clone())
+                    .context("invalid --redis-url")?;
+            log::info!(
+                "node {node_id}: Redis backplane at {}, channels under `{}:`, sealing with key {}",
+                broker.address(),
+                config.redis_prefix,
+                keyring.key_ids()[0]
+            );
+            Arc::new(broker)
+        }
+        None => {
+            log::info!("node {node_id}: in-memory broker (single node, no Redis)");
+            metrics.broker_ready.set(1);
+            Arc::new(MemoryBroker::new(rooms.clone()))
+        }
+    };
+    let hub = Arc::new(Hub::new(
+        node_id,
+        &config.redis_prefix,
+        rooms,
+        broker,
+        keyring,
+        metrics,
+    ));
+
+    let listener =
+        bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
+    let address = listener.local_addr()?;
+    // The one line on stdout: scripts and tests read the bound port from it.
+    println!("listening on {address}");
+    log::info!("serving http://{address}/ (WebSocket at /ws)");
+
+    let sessions = TaskTracker::new();
+    let state = AppState {
+        hub,
+        limits: SessionLimits {
+            max_text_bytes: config.max_text_bytes,
+            outbound_queue: config.outbound_queue,
+            max_in_flight: config.max_in_flight,
+            drain_timeout: config.shutdown_timeout(),
+        },
+        max_frame_bytes: config.max_frame_bytes,
+        shutdown: shutdown.clone(),
+        sessions: sessions.clone(),
+    };
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        // Writes are batched by the sessions; Nagle would only add latency on top.
+        if let Err(error) = tcp.set_nodelay(true) {
+            log::debug!("cannot set TCP_NODELAY: {error}");
+        }
+    });
+    axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await
+        .context("HTTP server failed")?;
+
+    sessions.close();
+    let open = sessions.len();
+    log::info!("shutting down: closing {open} session(s)");
+    if tokio::time::timeout(config.shutdown_timeout(), sessions.wait())
+        .await
+        .is_err()
+    {
+        log::warn!(
+            "{} session(s) did not close within {:?}",
+            sessions.len(),
+            config.shutdown_timeout()
+        );
+    }
+    log::info!("stopped");
+    Ok(())
+}
+
+fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn termination_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            log::error!("cannot listen for Ctrl-C: {error}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                log::error!("cannot listen for SIGTERM: {error}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

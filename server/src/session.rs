@@ -1,0 +1,525 @@
+//! One WebSocket connection, from welcome to close, on a single task.
+//!
+//! The task `select!`s over the socket, its bounded outbound queue and its requests in flight,
+//! so reading and writing share one stream without a lock or a split. Every event that produces
+//! output appends to a batch; the batch is fed to the socket frame by frame and flushed once,
+//! which turns a burst of deliveries into one write syscall.
+//!
+//! Every request gets exactly one reply, in request order: replies (acks, `joined`, errors) go
+//! through one ordered queue of futures. A `send` is acknowledged only after the broker accepted
+//! the message; if it cannot be, the client gets `unavailable` with its `ref`. At most
+//! `max_in_flight` requests wait at once; beyond that the task stops reading the socket and TCP
+//! pushes back on the client.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chat_protocol::{ClientFrame, ErrorCode, FrameError, ServerFrame, close, parse_client_frame};
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::BrokerError;
+use crate::hub::Hub;
+use crate::rooms::{MemberId, Outbox, Subscription};
+
+/// Per-connection limits.
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    /// Largest chat text, in bytes.
+    pub max_text_bytes: usize,
+    /// Capacity of the outbound queue, in frames; overflowing it closes the connection.
+    pub outbound_queue: usize,
+    /// Requests awaiting their reply before the task stops reading.
+    pub max_in_flight: usize,
+    /// How long in-flight publishes may take to finish when the node shuts down.
+    pub drain_timeout: Duration,
+}
+
+/// Most frames written between two flushes.
+const WRITE_BATCH: usize = 256;
+/// How long a closing handshake may take before the connection is simply dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Runs a connection to its end. `name` is the requested name, already checked or an error.
+pub async fn run<S>(
+    ws: WebSocketStream<S>,
+    name: Result<String, String>,
+    hub: Arc<Hub>,
+    limits: SessionLimits,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let metrics = hub.metrics();
+    metrics.connections.inc();
+    metrics.connections_total.inc();
+    let mut ws = ws;
+    match name {
+        Ok(name) => {
+            let (outbox, queue) = Outbox::new(limits.outbound_queue);
+            let mut session = Session {
+                member: hub.next_member_id(),
+                hub: &hub,
+                name,
+                outbox,
+                rooms: HashMap::new(),
+                replies: FuturesOrdered::new(),
+                batch: Vec::new(),
+                limits,
+            };
+            session.serve(&mut ws, queue, &shutdown).await;
+        }
+        Err(message) => {
+            let refusal = error_frame(&hub, ErrorCode::InvalidName, &message, None);
+            let _ = ws.send(refusal).await;
+            close_with(&hub, &mut ws, close::POLICY_VIOLATION, "invalid name").await;
+        }
+    }
+    hub.metrics().connections.dec();
+}
+
+struct JoinedRoom {
+    channel: String,
+    /// Until the node's subscription is confirmed; publishes to the room wait for it, so a
+    /// member always receives its own first message.
+    pending: Option<Subscription>,
+}
+
+/// The outcome of a request, produced in request order.
+enum Reply {
+    Ready(Message),
+    Joined {
+        room: String,
+        reference: Option<String>,
+        result: Result<(), BrokerError>,
+    },
+    Published {
+        id: String,
+        reference: Option<String>,
+        result: Result<(), BrokerError>,
+    },
+}
+
+/// Why the main loop ended.
+enum End {
+    /// The peer closed the socket or it broke.
+    Gone,
+    /// The peer sent a close frame; tungstenite queued the reply.
+    ClosedByPeer,
+    Shutdown,
+    SlowConsumer,
+    /// The peer broke the protocol: optionally an error frame, then a close code.
+    Violation {
+        code: u16,
+        reason: &'static str,
+        error: Option<Message>,
+    },
+}
+
+struct Session<'h> {
+    hub: &'h Hub,
+    member: MemberId,
+    name: String,
+    outbox: Outbox,
+    rooms: HashMap<String, JoinedRoom>,
+    replies: FuturesOrdered<BoxFuture<'static, Reply>>,
+    batch: Vec<Message>,
+    limits: SessionLimits,
+}
+
+impl Session<'_> {
+    async fn serve<S>(
+        &mut self,
+        ws: &mut WebSocketStream<S>,
+        mut queue: mpsc::Receiver<Utf8Bytes>,
+        shutdown: &CancellationToken,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let overflowed = self.outbox.overflowed().clone();
+        let welcome = ServerFrame::Welcome {
+            node: self.hub.node_id().into(),
+            session: crate::ids::session_id().into(),
+            name: self.name.as_str().into(),
+        };
+        self.batch.push(text_message(welcome.to_json()));
+        let mut flush_needed = true;
+
+        let end = loop {
+            if !self.batch.is_empty() || flush_needed {
+                let written = tokio::select! {
+                    result = write_batch(ws, &mut self.batch) => result,
+                    _ = overflowed.cancelled() => break End::SlowConsumer,
+                    _ = shutdown.cancelled() => break End::Shutdown,
+                };
+                if written.is_err() {
+                    break End::Gone;
+                }
+                flush_needed = false;
+            }
+            let reading = self.replies.len() < self.limits.max_in_flight;
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break End::Shutdown,
+                _ = overflowed.cancelled() => break End::SlowConsumer,
+                Some(reply) = self.replies.next(), if !self.replies.is_empty() => {
+                    self.on_reply(reply);
+                }
+                Some(frame) = queue.recv() => self.batch.push(Message::Text(frame)),
+                incoming = ws.next(), if reading => match incoming {
+                    None => break End::Gone,
+                    Some(Ok(Message::Text(text))) => self.on_text(&text),
+                    Some(Ok(Message::Binary(_))) => self.reply_error(FrameError {
+                        code: ErrorCode::BadRequest,
+                        message: "binary frames are not supported: send JSON text frames".into(),
+                        reference: None,
+                    }),
+                    // tungstenite queues the pong itself; it goes out with the next flush.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
+                        flush_needed = true;
+                    }
+                    Some(Ok(Message::Close(_))) => break End::ClosedByPeer,
+                    Some(Err(error)) => break self.on_read_error(error),
+                },
+            }
+            // Take whatever else is ready without waiting, so that it joins this batch.
+            while let Some(Some(reply)) = self.replies.next().now_or_never() {
+                self.on_reply(reply);
+            }
+            while self.batch.len() < WRITE_BATCH {
+                match queue.try_recv() {
+                    Ok(frame) => self.batch.push(Message::Text(frame)),
+                    Err(_) => break,
+                }
+            }
+        };
+
+        // Stop deliveries into the queue before anything else.
+        for room in self.rooms.values() {
+            self.hub.leave(&room.channel, self.member);
+        }
+        self.finish(ws, end).await;
+    }
+
+    async fn finish<S>(&mut self, ws: &mut WebSocketStream<S>, end: End)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        match end {
+            End::Gone => {}
+            End::ClosedByPeer => {
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.flush()).await;
+            }
+            End::Shutdown => {
+                // Publishes already handed to the broker finish, and their senders learn how.
+                let drained = tokio::time::timeout(self.limits.drain_timeout, async {
+                    while let Some(reply) = self.replies.next().await {
+                        self.on_reply(reply);
+                    }
+                })
+                .await;
+                if drained.is_err() {
+                    log::warn!("shutdown: gave up waiting for in-flight requests");
+                }
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, write_batch(ws, &mut self.batch)).await;
+                close_with(self.hub, ws, close::GOING_AWAY, "server shutting down").await;
+            }
+            End::SlowConsumer => {
+                self.hub.metrics().slow_consumer_closes.inc();
+                close_with(self.hub, ws, close::SLOW_CONSUMER, "slow consumer").await;
+            }
+            End::Violation {
+                code,
+                reason,
+                error,
+            } => {
+                if let Some(error) = error {
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.send(error)).await;
+                }
+                close_with(self.hub, ws, code, reason).await;
+            }
+        }
+    }
+
+    fn on_read_error(&self, error: WsError) -> End {
+        match error {
+            WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => End::Violation {
+                code: close::MESSAGE_TOO_BIG,
+                reason: "frame too large",
+                error: Some(error_frame(
+                    self.hub,
+                    ErrorCode::TooLarge,
+                    &format!("a frame of {size} bytes exceeds the limit of {max_size} bytes"),
+                    None,
+                )),
+            },
+            WsError::Capacity(_) => End::Violation {
+                code: close::MESSAGE_TOO_BIG,
+                reason: "frame too large",
+                error: None,
+            },
+            WsError::Utf8(_) => End::Violation {
+                code: close::INVALID_PAYLOAD,
+                reason: "text frame is not valid UTF-8",
+                error: None,
+            },
+            WsError::Protocol(_) => End::Violation {
+                code: close::PROTOCOL_ERROR,
+                reason: "WebSocket protocol error",
+                error: None,
+            },
+            _ => End::Gone,
+        }
+    }
+
+    fn on_text(&mut self, text: &str) {
+        match parse_client_frame(text) {
+            Ok(ClientFrame::Join { room, reference }) => {
+                self.join(&room, reference.map(Into::into))
+            }
+            Ok(ClientFrame::Leave { room, reference }) => {
+                self.leave(&room, reference.map(Into::into))
+            }
+            Ok(ClientFrame::Send {
+                room,
+                text,
+                reference,
+            }) => self.send(&room, &text, reference.map(Into::into)),
+            Err(error) => self.reply_error(error),
+        }
+    }
+
+    fn join(&mut self, room: &str, reference: Option<String>) {
+        let subscription = match self.rooms.get(room) {
+            Some(joined) => joined.pending.clone(),
+            None => {
+                let channel = self.hub.channel(room);
+                match self.hub.join(&channel, self.member, &self.outbox) {
+                    Ok(subscription) => {
+                        self.rooms.insert(
+                            room.to_owned(),
+                            JoinedRoom {
+                                channel,
+                                pending: Some(subscription.clone()),
+                            },
+                        );
+                        Some(subscription)
+                    }
+                    Err(error) => {
+                        return self.reply_error(unavailable(&error, "cannot join", reference));
+                    }
+                }
+            }
+        };
+        let room = room.to_owned();
+        self.replies.push_back(
+            async move {
+                let result = match subscription {
+                    Some(subscription) => subscription.await,
+                    None => Ok(()),
+                };
+                Reply::Joined {
+                    room,
+                    reference,
+                    result,
+                }
+            }
+            .boxed(),
+        );
+    }
+
+    fn leave(&mut self, room: &str, reference: Option<String>) {
+        match self.rooms.remove(room) {
+            Some(joined) => {
+                self.hub.leave(&joined.channel, self.member);
+                let left = ServerFrame::Left { room: room.into() };
+                self.reply(text_message(left.to_json()));
+            }
+            None => self.reply_error(not_joined(room, reference)),
+        }
+    }
+
+    fn send(&mut self, room: &str, text: &str, reference: Option<String>) {
+        let Some(joined) = self.rooms.get(room) else {
+            return self.reply_error(not_joined(room, reference));
+        };
+        if text.len() > self.limits.max_text_bytes {
+            return self.reply_error(FrameError {
+                code: ErrorCode::TooLarge,
+                message: format!(
+                    "text of {} bytes exceeds the limit of {} bytes",
+                    text.len(),
+                    self.limits.max_text_bytes
+                ),
+                reference,
+            });
+        }
+        let pending = joined.pending.clone();
+        let publication = self.hub.publish(&joined.channel, room, &self.name, text);
+        let id = publication.id;
+        let accepted = publication.accepted;
+        self.replies.push_back(
+            async move {
+                let result = match pending {
+                    Some(subscription) => match subscription.await {
+                        Ok(()) => accepted.await,
+                        Err(error) => Err(error),
+                    },
+                    None => accepted.await,
+                };
+                Reply::Published {
+                    id,
+                    reference,
+                    result,
+                }
+            }
+            .boxed(),
+        );
+    }
+
+    fn on_reply(&mut self, reply: Reply) {
+        match reply {
+            Reply::Ready(message) => self.batch.push(message),
+            Reply::Joined {
+                room,
+                result: Ok(()),
+                ..
+            } => {
+                if let Some(joined) = self.rooms.get_mut(&room) {
+                    joined.pending = None;
+                }
+                let joined = ServerFrame::Joined { room: room.into() };
+                self.batch.push(text_message(joined.to_json()));
+            }
+            Reply::Joined {
+                room,
+                reference,
+                result: Err(error),
+            } => {
+                if let Some(joined) = self.rooms.remove(&room) {
+                    self.hub.leave(&joined.channel, self.member);
+                }
+                let error = unavailable(&error, "cannot join", reference);
+                self.batch.push(error_frame(
+                    self.hub,
+                    error.code,
+                    &error.message,
+                    error.reference.as_deref(),
+                ));
+            }
+            Reply::Published {
+                id,
+                reference,
+                result: Ok(()),
+            } => {
+                self.hub.metrics().messages_in.inc();
+                let ack = ServerFrame::Ack {
+                    reference: reference.map(Into::into),
+                    id: id.into(),
+                };
+                self.batch.push(text_message(ack.to_json()));
+            }
+            Reply::Published {
+                reference,
+                result: Err(error),
+                ..
+            } => {
+                let error = unavailable(&error, "message not sent", reference);
+                self.batch.push(error_frame(
+                    self.hub,
+                    error.code,
+                    &error.message,
+                    error.reference.as_deref(),
+                ));
+            }
+        }
+    }
+
+    /// Queues an immediate reply behind the replies still in flight, keeping request order.
+    fn reply(&mut self, message: Message) {
+        self.replies
+            .push_back(futures::future::ready(Reply::Ready(message)).boxed());
+    }
+
+    fn reply_error(&mut self, error: FrameError) {
+        let frame = error_frame(
+            self.hub,
+            error.code,
+            &error.message,
+            error.reference.as_deref(),
+        );
+        self.reply(frame);
+    }
+}
+
+fn not_joined(room: &str, reference: Option<String>) -> FrameError {
+    FrameError {
+        code: ErrorCode::NotJoined,
+        message: format!("join room `{room}` first"),
+        reference,
+    }
+}
+
+fn unavailable(error: &BrokerError, what: &str, reference: Option<String>) -> FrameError {
+    FrameError {
+        code: ErrorCode::Unavailable,
+        message: format!("{what}: {error}; try again shortly"),
+        reference,
+    }
+}
+
+/// An `error` frame, counted by code.
+fn error_frame(hub: &Hub, code: ErrorCode, message: &str, reference: Option<&str>) -> Message {
+    hub.metrics().error(code);
+    let frame = ServerFrame::Error {
+        code,
+        message: message.into(),
+        reference: reference.map(Into::into),
+    };
+    text_message(frame.to_json())
+}
+
+fn text_message(json: String) -> Message {
+    Message::Text(json.into())
+}
+
+async fn write_batch<S>(
+    ws: &mut WebSocketStream<S>,
+    batch: &mut Vec<Message>,
+) -> Result<(), WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    for message in batch.drain(..) {
+        ws.feed(message).await?;
+    }
+    ws.flush().await
+}
+
+/// Starts the closing handshake with `code` and waits briefly for the peer's answer.
+async fn close_with<S>(hub: &Hub, ws: &mut WebSocketStream<S>, code: u16, reason: &'static str)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    hub.metrics().close(code);
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        if ws.close(Some(frame)).await.is_ok() {
+            while let Some(Ok(_)) = ws.next().await {}
+        }
+    })
+    .await;
+}
