@@ -1,0 +1,642 @@
+// Browser client for protocol v1. Served by every node, so it talks only to its own origin.
+(function () {
+  'use strict';
+
+  // Limits mirror the protocol crate; the server enforces them too, checking them here only
+  // gives people a clear message before a round trip.
+  const MAX_NAME_CHARS = 32;
+  const MAX_ROOM_CHARS = 64;
+  const MAX_TEXT_BYTES = 4096;
+  const ROOM_CHARS = /^[A-Za-z0-9_.-]+$/;
+  // Rust's char::is_control, which the server uses: the C0 and C1 control ranges.
+  const CONTROL_CHARS = /[\u0000-\u001F\u007F-\u009F]/;
+
+  const BACKOFF_START_MS = 500;
+  const BACKOFF_CAP_MS = 10000;
+  const NOTICE_MS = 10000;
+  // Long-lived tabs would otherwise grow the DOM without bound.
+  const MAX_LOG_ITEMS = 1000;
+  const STICK_DISTANCE_PX = 48;
+  const NAME_KEY = 'chat.name';
+
+  const CLOSE_REASONS = {
+    1000: 'closed by the server',
+    1001: 'node going away',
+    1006: 'connection lost',
+    1007: 'invalid data',
+    1008: 'refused by policy',
+    1009: 'message too big',
+    1011: 'server error',
+    4001: 'too slow to keep up',
+  };
+
+  const ui = {};
+  [
+    'join', 'join-form', 'join-button', 'name', 'name-error', 'room', 'room-error',
+    'chat', 'room-name', 'me', 'node', 'status', 'reconnect', 'members-toggle', 'member-count',
+    'leave', 'messages', 'jump', 'members', 'notice', 'composer', 'text', 'text-hint',
+  ].forEach((id) => {
+    ui[id.replace(/-(\w)/g, (_, c) => c.toUpperCase())] = document.getElementById(id);
+  });
+
+  const encoder = new TextEncoder();
+
+  const state = {
+    name: '', // as typed, for the handshake URL
+    me: '', // as the server echoes it in welcome; messages carry this name
+    room: '',
+    socket: null,
+    welcomed: false,
+    joined: false,
+    everJoined: false,
+    lastError: null,
+    joinRef: '',
+    refCounter: 0,
+    attempt: 0,
+    retryAt: 0,
+    retryTimer: 0,
+    countdownTimer: 0,
+    noticeTimer: 0,
+    stick: true,
+    pending: new Map(), // ref -> message element awaiting its ack
+    byId: new Map(), // message id -> element, to dedupe echoes
+    early: new Map(), // message id -> own echo that overtook its ack
+    members: new Set(),
+  };
+
+  // ---- validation -------------------------------------------------------------------------
+
+  function nameProblem(name) {
+    if (!name) return 'Enter a name.';
+    // Spread counts code points, as the server does, so emoji count once.
+    if ([...name].length > MAX_NAME_CHARS) return `Names are at most ${MAX_NAME_CHARS} characters.`;
+    if (CONTROL_CHARS.test(name)) return 'Names cannot contain control characters.';
+    return '';
+  }
+
+  function roomProblem(room) {
+    if (!room) return 'Enter a room.';
+    if (room.length > MAX_ROOM_CHARS) return `Room names are at most ${MAX_ROOM_CHARS} characters.`;
+    if (!ROOM_CHARS.test(room)) {
+      return 'Room names use only letters A–Z, digits, “_”, “.” and “-”.';
+    }
+    return '';
+  }
+
+  function showFieldError(input, errorEl, message) {
+    errorEl.textContent = message;
+    errorEl.hidden = !message;
+    input.setAttribute('aria-invalid', message ? 'true' : 'false');
+  }
+
+  // ---- join view --------------------------------------------------------------------------
+
+  function roomFromHash() {
+    return new URLSearchParams(location.hash.slice(1)).get('room') || '';
+  }
+
+  function storedName() {
+    // Storage throws when disabled (private modes, strict settings); the name is a convenience.
+    try {
+      return localStorage.getItem(NAME_KEY) || '';
+    } catch (_) {
+      return '';
+    }
+  }
+
+  function rememberName(name) {
+    try {
+      localStorage.setItem(NAME_KEY, name);
+    } catch (_) {
+      // Not remembering the name is harmless.
+    }
+  }
+
+  function onJoinSubmit(event) {
+    event.preventDefault();
+    const name = ui.name.value.trim();
+    const room = ui.room.value.trim();
+    const nameError = nameProblem(name);
+    const roomError = roomProblem(room);
+    showFieldError(ui.name, ui.nameError, nameError);
+    showFieldError(ui.room, ui.roomError, roomError);
+    if (nameError || roomError) {
+      (nameError ? ui.name : ui.room).focus();
+      return;
+    }
+    enterRoom(name, room);
+  }
+
+  // Errors only update live once shown, so nobody is scolded while still typing.
+  function revalidateOnInput(input, errorEl, check) {
+    input.addEventListener('input', () => {
+      if (input.getAttribute('aria-invalid') === 'true') {
+        showFieldError(input, errorEl, check(input.value.trim()));
+      }
+    });
+  }
+
+  function showView(view) {
+    ui.join.hidden = view !== 'join';
+    ui.chat.hidden = view !== 'chat';
+    document.title = view === 'chat' ? `#${state.room} · Chat` : 'Chat';
+  }
+
+  function returnToJoin(errors) {
+    disconnect();
+    ui.name.value = state.name;
+    ui.room.value = state.room;
+    showFieldError(ui.name, ui.nameError, errors.name || '');
+    showFieldError(ui.room, ui.roomError, errors.room || '');
+    history.replaceState(null, '', location.pathname + location.search);
+    showView('join');
+    (errors.room && !errors.name ? ui.room : ui.name).focus();
+  }
+
+  // ---- chat view --------------------------------------------------------------------------
+
+  function enterRoom(name, room) {
+    state.name = name;
+    state.me = name;
+    state.room = room;
+    state.attempt = 0;
+    resetRoomView();
+    ui.roomName.textContent = room;
+    ui.me.textContent = name;
+    ui.node.textContent = '—';
+    ui.text.placeholder = `Message #${room}`;
+    history.replaceState(null, '', `#room=${room}`);
+    showView('chat');
+    connect();
+    ui.text.focus();
+  }
+
+  function resetRoomView() {
+    ui.messages.replaceChildren();
+    ui.members.replaceChildren();
+    ui.memberCount.textContent = '0';
+    state.pending.clear();
+    state.byId.clear();
+    state.early.clear();
+    state.members.clear();
+    state.everJoined = false;
+    state.stick = true;
+    ui.jump.hidden = true;
+    setPeopleOpen(false);
+    notice('');
+  }
+
+  function leaveRoom() {
+    sendFrame({ type: 'leave', room: state.room });
+    returnToJoin({});
+  }
+
+  function setStatus(kind, text) {
+    ui.status.dataset.state = kind;
+    ui.status.textContent = text;
+  }
+
+  // A small line for problems that belong to no single message; stale errors mislead, so it
+  // clears itself.
+  function notice(text) {
+    clearTimeout(state.noticeTimer);
+    ui.notice.textContent = text;
+    if (text) state.noticeTimer = setTimeout(() => { ui.notice.textContent = ''; }, NOTICE_MS);
+  }
+
+  function setPeopleOpen(open) {
+    ui.chat.classList.toggle('people-open', open);
+    ui.membersToggle.setAttribute('aria-expanded', String(open));
+  }
+
+  function addMember(name) {
+    if (!name || state.members.has(name)) return;
+    state.members.add(name);
+    const names = [...state.members].sort((a, b) => a.localeCompare(b));
+    ui.members.replaceChildren(...names.map((n) => {
+      const item = make('li', n === state.me ? 'member me' : 'member', n);
+      item.title = n;
+      return item;
+    }));
+    ui.memberCount.textContent = String(names.length);
+  }
+
+  // ---- message list -----------------------------------------------------------------------
+
+  function make(tag, className, text) {
+    const node = document.createElement(tag);
+    node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function setTime(item, ts) {
+    const time = item.querySelector('.time');
+    const date = new Date(Number.isFinite(ts) ? ts : Date.now());
+    time.dateTime = date.toISOString();
+    time.textContent = date.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+    time.title = date.toLocaleString();
+  }
+
+  function renderMessage(from, text, ts, own) {
+    const item = make('li', own ? 'message own' : 'message');
+    const meta = make('div', 'meta');
+    meta.append(make('span', 'from', from), make('time', 'time'));
+    item.append(meta, make('div', 'text', text));
+    setTime(item, ts);
+    return item;
+  }
+
+  function appendToLog(node, forceScroll) {
+    ui.messages.append(node);
+    pruneLog();
+    if (forceScroll || state.stick) {
+      scrollToBottom();
+    } else {
+      ui.jump.hidden = false;
+    }
+  }
+
+  function pruneLog() {
+    while (ui.messages.childElementCount > MAX_LOG_ITEMS) {
+      const oldest = ui.messages.firstElementChild;
+      if (oldest.dataset.id) state.byId.delete(oldest.dataset.id);
+      oldest.remove();
+    }
+  }
+
+  function addSystemLine(text) {
+    appendToLog(make('li', 'system', text), false);
+  }
+
+  function scrollToBottom() {
+    ui.messages.scrollTop = ui.messages.scrollHeight;
+    state.stick = true;
+    ui.jump.hidden = true;
+  }
+
+  function onLogScroll() {
+    const log = ui.messages;
+    state.stick = log.scrollHeight - log.scrollTop - log.clientHeight < STICK_DISTANCE_PX;
+    if (state.stick) ui.jump.hidden = true;
+  }
+
+  function showIncoming(frame) {
+    const item = renderMessage(frame.from, frame.text, frame.ts, frame.from === state.me);
+    item.dataset.id = frame.id;
+    state.byId.set(frame.id, item);
+    appendToLog(item, false);
+  }
+
+  // ---- sending ----------------------------------------------------------------------------
+
+  function nextRef(prefix) {
+    state.refCounter += 1;
+    return prefix + state.refCounter;
+  }
+
+  function sendFrame(frame) {
+    const socket = state.socket;
+    if (!socket || socket.readyState !== WebSocket.OPEN) return false;
+    socket.send(JSON.stringify(frame));
+    return true;
+  }
+
+  function sendText(text) {
+    if (!state.joined) {
+      notice('Not connected right now. Your message was kept; send it again once connected.');
+      return false;
+    }
+    const ref = nextRef('c');
+    const item = renderMessage(state.me, text, Date.now(), true);
+    item.classList.add('pending');
+    item.dataset.ref = ref;
+    state.pending.set(ref, item);
+    appendToLog(item, true);
+    sendFrame({ type: 'send', room: state.room, text, ref });
+    return true;
+  }
+
+  function textBytes() {
+    return encoder.encode(ui.text.value.trim()).length;
+  }
+
+  function updateTextHint() {
+    const bytes = textBytes();
+    const over = bytes > MAX_TEXT_BYTES;
+    // Stay quiet until the limit is near; a permanent counter is noise.
+    ui.textHint.textContent = bytes > MAX_TEXT_BYTES * 0.9
+      ? `${bytes} / ${MAX_TEXT_BYTES} bytes${over ? ' — too long to send' : ''}`
+      : '';
+    ui.textHint.classList.toggle('over', over);
+    ui.text.setAttribute('aria-invalid', over ? 'true' : 'false');
+  }
+
+  function submitComposer() {
+    const text = ui.text.value.trim();
+    if (!text || textBytes() > MAX_TEXT_BYTES) {
+      updateTextHint();
+      return;
+    }
+    if (sendText(text)) {
+      ui.text.value = '';
+      updateTextHint();
+    }
+    ui.text.focus();
+  }
+
+  function onComposerKey(event) {
+    // isComposing: Enter also confirms IME input, which must not send half a word.
+    if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      submitComposer();
+    }
+  }
+
+  // ---- acks, echoes and failures ------------------------------------------------------------
+
+  function settle(ref) {
+    state.pending.delete(ref);
+    if (state.pending.size === 0) flushEarly();
+  }
+
+  // Own echoes held back while sends were unacked that turned out to belong to none of them
+  // (another tab with the same name, or a send whose ack was lost) are shown after all.
+  function flushEarly() {
+    const frames = [...state.early.values()];
+    state.early.clear();
+    frames.forEach(showIncoming);
+  }
+
+  function onAck(frame) {
+    const item = state.pending.get(frame.ref);
+    if (!item) return;
+    item.classList.remove('pending');
+    item.dataset.id = frame.id;
+    state.byId.set(frame.id, item);
+    const echo = state.early.get(frame.id);
+    if (echo) {
+      state.early.delete(frame.id);
+      setTime(item, echo.ts);
+    }
+    settle(frame.ref);
+  }
+
+  function onMessage(frame) {
+    if (frame.room !== state.room) return;
+    addMember(frame.from);
+    const known = state.byId.get(frame.id);
+    if (known) {
+      // The echo of an acked send: it confirms the entry already shown, with the server's time.
+      setTime(known, frame.ts);
+      return;
+    }
+    if (state.early.has(frame.id)) return;
+    if (frame.from === state.me && state.pending.size > 0) {
+      // Probably the echo of a send whose ack is still on its way; hold it so the message is
+      // never listed twice, and let the ack match it by id.
+      state.early.set(frame.id, frame);
+      return;
+    }
+    showIncoming(frame);
+  }
+
+  function describeError(frame) {
+    const what = String(frame.code || 'error').replace(/_/g, ' ');
+    const wait = Number(frame.retry_after_ms);
+    const retry = wait > 0 ? `, try again in ${Math.ceil(wait / 1000)} s` : '';
+    return `${what} — not sent${retry}`;
+  }
+
+  function failMessage(ref, reason, detail) {
+    const item = state.pending.get(ref);
+    const text = item.querySelector('.text').textContent;
+    item.classList.remove('pending');
+    item.classList.add('failed');
+    const error = make('span', 'error', reason);
+    if (detail) error.title = detail;
+    const retry = make('button', 'retry link', 'Retry');
+    retry.type = 'button';
+    retry.addEventListener('click', () => {
+      if (sendText(text)) item.remove();
+    });
+    item.append(error, retry);
+    settle(ref);
+  }
+
+  function failAllPending(reason) {
+    [...state.pending.keys()].forEach((ref) => failMessage(ref, reason));
+  }
+
+  function onError(frame) {
+    state.lastError = frame;
+    if (frame.ref && state.pending.has(frame.ref)) {
+      failMessage(frame.ref, describeError(frame), frame.message);
+    } else if (frame.ref && frame.ref === state.joinRef) {
+      onJoinError(frame);
+    } else if (frame.code !== 'invalid_name') {
+      // invalid_name is followed by a 1008 close, which returns to the join view.
+      notice(frame.message || frame.code);
+    }
+    if (frame.code === 'not_joined' && state.joined) {
+      // The node no longer has us in the room; rejoining is the whole fix.
+      state.joined = false;
+      setStatus('connecting', 'rejoining…');
+      sendJoin();
+    }
+  }
+
+  function onJoinError(frame) {
+    if (frame.code === 'invalid_room') {
+      returnToJoin({ room: `Room refused: ${frame.message || 'not accepted'}` });
+      return;
+    }
+    notice(`Could not join #${state.room}: ${frame.message || frame.code}`);
+    // Closing hands the retry to the reconnect path, which already backs off.
+    state.socket.close(1000, 'join failed');
+  }
+
+  // ---- connection -------------------------------------------------------------------------
+
+  function socketUrl() {
+    const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+    return `${scheme}://${location.host}/ws?name=${encodeURIComponent(state.name)}`;
+  }
+
+  function connect() {
+    clearRetry();
+    setStatus('connecting', state.attempt === 0 ? 'connecting…' : 'reconnecting…');
+    state.welcomed = false;
+    state.joined = false;
+    state.lastError = null;
+    const socket = new WebSocket(socketUrl());
+    // Events of a socket that has since been replaced or closed on purpose are stale.
+    socket.addEventListener('message', (event) => {
+      if (socket === state.socket) onFrame(event.data);
+    });
+    socket.addEventListener('close', (event) => {
+      if (socket === state.socket) onClose(event);
+    });
+    // No 'error' listener: browsers always follow an error with a close, handled above.
+    state.socket = socket;
+  }
+
+  function disconnect() {
+    clearRetry();
+    const socket = state.socket;
+    state.socket = null;
+    state.joined = false;
+    if (socket) socket.close(1000, 'leaving');
+  }
+
+  function sendJoin() {
+    state.joinRef = nextRef('j');
+    sendFrame({ type: 'join', room: state.room, ref: state.joinRef });
+  }
+
+  function onFrame(data) {
+    let frame;
+    try {
+      frame = JSON.parse(data);
+    } catch (_) {
+      notice('Received a frame this page cannot read.');
+      return;
+    }
+    if (!frame || typeof frame !== 'object') return;
+    switch (frame.type) {
+      case 'welcome': onWelcome(frame); break;
+      case 'joined': onJoined(frame); break;
+      case 'ack': onAck(frame); break;
+      case 'message': onMessage(frame); break;
+      case 'error': onError(frame); break;
+      // 'left' needs nothing: the page drops the socket right after leaving. Types added by
+      // newer servers are ignored so this page keeps working against them.
+      default: break;
+    }
+  }
+
+  function onWelcome(frame) {
+    state.welcomed = true;
+    state.me = frame.name;
+    // Remembered only once the server has accepted it, so a refused name is not offered again.
+    rememberName(state.name);
+    ui.me.textContent = frame.name;
+    ui.node.textContent = frame.node;
+    sendJoin();
+  }
+
+  function onJoined(frame) {
+    if (frame.room !== state.room) return;
+    state.joined = true;
+    // Only a completed join proves the node is healthy, so only then is the backoff reset.
+    state.attempt = 0;
+    setStatus('connected', 'connected');
+    notice('');
+    addMember(state.me);
+    if (state.everJoined) {
+      addSystemLine(`Rejoined via node ${ui.node.textContent}. `
+        + 'Messages sent while disconnected are not shown.');
+    } else {
+      addSystemLine(`You joined #${state.room}. Earlier messages are not shown.`);
+    }
+    state.everJoined = true;
+  }
+
+  function onClose(event) {
+    const wasJoined = state.joined;
+    const wasWelcomed = state.welcomed;
+    state.socket = null;
+    state.joined = false;
+    failAllPending('connection lost — not confirmed');
+    if (event.code === 1008 && state.lastError && state.lastError.code === 'invalid_name') {
+      returnToJoin({ name: `Name refused: ${state.lastError.message || 'not accepted'}` });
+      return;
+    }
+    const reason = CLOSE_REASONS[event.code] || `closed (${event.code})`;
+    if (wasJoined) addSystemLine(`Disconnected: ${reason}.`);
+    // A node shutting down sends clients elsewhere at once. Only a session that got as far as
+    // welcome earns that, so a node refusing every connection with 1001 cannot cause a loop.
+    if (event.code === 1001 && wasWelcomed) {
+      connect();
+      return;
+    }
+    notice(`Disconnected: ${reason}.`);
+    scheduleReconnect();
+  }
+
+  function scheduleReconnect() {
+    const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_START_MS * 2 ** Math.min(state.attempt, 8));
+    // Jitter spreads out the clients a dead node dropped at the same instant.
+    const delay = ceiling / 2 + Math.random() * (ceiling / 2);
+    state.attempt += 1;
+    state.retryAt = Date.now() + delay;
+    state.retryTimer = setTimeout(connect, delay);
+    state.countdownTimer = setInterval(showCountdown, 250);
+    ui.reconnect.hidden = false;
+    showCountdown();
+  }
+
+  function showCountdown() {
+    const seconds = Math.max(0, Math.ceil((state.retryAt - Date.now()) / 1000));
+    setStatus('reconnecting', `reconnecting in ${seconds} s`);
+  }
+
+  function clearRetry() {
+    clearTimeout(state.retryTimer);
+    clearInterval(state.countdownTimer);
+    state.retryTimer = 0;
+    state.countdownTimer = 0;
+    ui.reconnect.hidden = true;
+  }
+
+  // The browser knows the network is back; waiting out the backoff would only add delay.
+  function onOnline() {
+    if (state.retryTimer) connect();
+  }
+
+  function onHashChange() {
+    const room = roomFromHash();
+    if (!room) return;
+    if (ui.chat.hidden) {
+      ui.room.value = room;
+    } else if (room !== state.room && !roomProblem(room)) {
+      // A shared link pasted into an open tab moves the tab to that room.
+      sendFrame({ type: 'leave', room: state.room });
+      disconnect();
+      enterRoom(state.name, room);
+    }
+  }
+
+  // ---- start ------------------------------------------------------------------------------
+
+  function init() {
+    ui.name.value = storedName();
+    ui.room.value = roomFromHash() || 'lobby';
+    revalidateOnInput(ui.name, ui.nameError, nameProblem);
+    revalidateOnInput(ui.room, ui.roomError, roomProblem);
+    ui.joinForm.addEventListener('submit', onJoinSubmit);
+    ui.composer.addEventListener('submit', (event) => {
+      event.preventDefault();
+      submitComposer();
+    });
+    ui.text.addEventListener('keydown', onComposerKey);
+    ui.text.addEventListener('input', updateTextHint);
+    ui.leave.addEventListener('click', leaveRoom);
+    ui.reconnect.addEventListener('click', connect);
+    ui.membersToggle.addEventListener('click', () => {
+      setPeopleOpen(!ui.chat.classList.contains('people-open'));
+    });
+    ui.messages.addEventListener('scroll', onLogScroll, { passive: true });
+    ui.jump.addEventListener('click', scrollToBottom);
+    // The list shrinks when a phone keyboard opens; keep the newest message in view.
+    new ResizeObserver(() => {
+      if (state.stick) scrollToBottom();
+    }).observe(ui.messages);
+    window.addEventListener('hashchange', onHashChange);
+    window.addEventListener('online', onOnline);
+    showView('join');
+    (ui.name.value ? ui.joinButton : ui.name).focus();
+  }
+
+  init();
+})();
