@@ -175,7 +175,6 @@ impl Session<'_> {
                 Some(reply) = self.replies.next(), if !self.replies.is_empty() => {
                     self.on_reply(reply);
                 }
-                Some(frame) = queue.recv() => self.batch.push(Message::Text(frame)),
                 incoming = ws.next(), if reading => match incoming {
                     None => break End::Gone,
                     Some(Ok(Message::Text(text))) => self.on_text(&text),
@@ -191,6 +190,9 @@ impl Session<'_> {
                     Some(Ok(Message::Close(_))) => break End::ClosedByPeer,
                     Some(Err(error)) => break self.on_read_error(error),
                 },
+                // After the socket, so a busy room cannot starve a client's requests; whatever
+                // is queued is drained below after every event anyway.
+                Some(frame) = queue.recv() => self.batch.push(Message::Text(frame)),
             }
             // Take whatever else is ready without waiting, so that it joins this batch.
             while let Some(Some(reply)) = self.replies.next().now_or_never() {

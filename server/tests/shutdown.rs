@@ -1,0 +1,44 @@
+//! Graceful shutdown: on SIGTERM a node tells every client it is going away (close 1001) and
+//! exits with status 0 within a few seconds.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use chat_protocol::close;
+use support::{Node, RedisServer, key};
+
+const EXIT_WITHIN: Duration = Duration::from_secs(5);
+
+/// An idle client and a room member on `node`; SIGTERM; both get 1001 and the node exits 0.
+async fn assert_sigterm_closes_clients_and_exits_cleanly(mut node: Node) {
+    let mut idle = node.client("idle").await;
+    let mut member = node.client("member").await;
+    member.join("hall").await;
+
+    node.sigterm();
+    let signalled = Instant::now();
+    for client in [&mut idle, &mut member] {
+        assert_eq!(client.expect_close().await, close::GOING_AWAY);
+    }
+    let status = node
+        .wait_exit(EXIT_WITHIN.saturating_sub(signalled.elapsed()))
+        .await;
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status after SIGTERM: {status}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_on_a_memory_node_closes_clients_with_going_away() {
+    assert_sigterm_closes_clients_and_exits_cleanly(Node::memory().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_on_a_redis_node_closes_clients_with_going_away() {
+    let redis = RedisServer::start().await;
+    let node = Node::redis(&redis, "node-0", &[&key(0xD4)]).await;
+    assert_sigterm_closes_clients_and_exits_cleanly(node).await;
+}

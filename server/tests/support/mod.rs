@@ -1,0 +1,1124 @@
+//! Harness for the integration tests: real `redis-server` and `chat-server` processes on
+//! loopback ports, WebSocket clients that speak protocol v1, and small HTTP and metrics helpers.
+//!
+//! Every process is owned by a guard whose `Drop` kills it by PID and waits for it, so nothing
+//! outlives a test, also when it fails; a failing test prints the tail of each process's log.
+//! Every wait has a deadline, so a test fails instead of hanging.
+
+// Each test binary uses a different part of the harness.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use chat_protocol::{ClientFrame, ErrorCode, ServerFrame};
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::{Bytes, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Longest wait for one protocol step (a reply, a delivery, a process start).
+pub const STEP: Duration = Duration::from_secs(5);
+/// How long a client must stay quiet to show that nothing more (no duplicate) is coming.
+pub const QUIET: Duration = Duration::from_millis(300);
+
+/// A base64 AES-256 key of 32 bytes derived from `seed`; different seeds give different keys.
+pub fn key(seed: u8) -> String {
+    let bytes: Vec<u8> = (0..32u8)
+        .map(|i| seed.wrapping_mul(31).wrapping_add(i))
+        .collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A string no other test or run uses, for refs, room names and markers.
+pub fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("{prefix}{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// Polls `check` every 100 ms until it returns true; panics after `timeout`.
+pub async fn wait_until(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A directory under the system temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!(
+            "chat-it-{}-{}",
+            std::process::id(),
+            unique(&format!("{label}-"))
+        ));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process that is killed (SIGKILL) and reaped on drop; its output goes to `log`,
+/// whose tail is printed when the test is failing.
+struct Process {
+    label: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Process {
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The exit status if the process has ended (and is reaped), without blocking.
+    fn try_wait(&mut self) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        child
+            .try_wait()
+            .unwrap_or_else(|e| panic!("{}: try_wait: {e}", self.label))
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // `Child::kill` does not signal a child that has already been reaped.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn log_text(&self) -> String {
+        fs::read(&self.log)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default()
+    }
+
+    fn print_log_tail(&self) {
+        let text = self.log_text();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(80)..];
+        eprintln!(
+            "----- last {} lines of {} ({}) -----\n{}\n----- end of {} -----",
+            tail.len(),
+            self.label,
+            self.log.display(),
+            tail.join("\n"),
+            self.label
+        );
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            self.print_log_tail();
+        }
+    }
+}
+
+fn log_file(path: &Path) -> File {
+    File::options()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
+}
+
+/// A port that was free a moment ago (bound to 127.0.0.1:0 and released).
+fn free_port() -> u16 {
+    StdTcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// Sends SIGTERM to `pid`.
+fn sigterm(pid: u32) {
+    let pid = libc::pid_t::try_from(pid).expect("pid fits pid_t");
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(
+        rc,
+        0,
+        "kill -TERM {pid}: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis
+// ---------------------------------------------------------------------------------------------
+
+/// A private `redis-server` on an ephemeral loopback port, without persistence.
+pub struct RedisServer {
+    process: Process,
+    port: u16,
+    dir: TempDir,
+}
+
+impl RedisServer {
+    /// Starts Redis on a free port, trying other ports if one is taken meanwhile.
+    pub async fn start() -> RedisServer {
+        let dir = TempDir::new("redis");
+        let mut failures = Vec::new();
+        for _ in 0..5 {
+            let port = free_port();
+            match spawn_redis(port, dir.path()).await {
+                Ok(process) => return RedisServer { process, port, dir },
+                Err(err) => failures.push(format!("port {port}: {err}")),
+            }
+        }
+        panic!("redis-server did not start: {failures:#?}");
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn client(&self) -> redis::Client {
+        redis::Client::open(self.url()).expect("valid redis url")
+    }
+
+    /// Kills Redis with SIGKILL (no goodbye to its clients) and reaps it.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts Redis again on the same port, as after an outage (empty, like a crashed Redis
+    /// without persistence).
+    pub async fn restart(&mut self) {
+        assert!(self.process.child.is_none(), "redis is still running");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match spawn_redis(self.port, self.dir.path()).await {
+                Ok(process) => {
+                    self.process = process;
+                    return;
+                }
+                Err(err) if Instant::now() < deadline => {
+                    eprintln!("restarting redis on port {}: {err}; retrying", self.port);
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(err) => panic!("redis did not restart on port {}: {err}", self.port),
+            }
+        }
+    }
+
+    /// `PUBLISH channel payload` from a plain client; returns how many subscribers got it.
+    pub async fn publish(&self, channel: &str, payload: &[u8]) -> i64 {
+        let mut conn = tokio::time::timeout(STEP, self.client().get_multiplexed_async_connection())
+            .await
+            .expect("redis connect timed out")
+            .expect("redis connect");
+        tokio::time::timeout(
+            STEP,
+            redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(payload)
+                .query_async::<i64>(&mut conn),
+        )
+        .await
+        .expect("PUBLISH timed out")
+        .expect("PUBLISH")
+    }
+
+    /// A raw subscriber to every channel matching `pattern`.
+    pub async fn psubscribe(&self, pattern: &str) -> RawSubscriber {
+        let mut pubsub = tokio::time::timeout(STEP, self.client().get_async_pubsub())
+            .await
+            .expect("redis connect timed out")
+            .expect("redis connect");
+        tokio::time::timeout(STEP, pubsub.psubscribe(pattern))
+            .await
+            .expect("PSUBSCRIBE timed out")
+            .expect("PSUBSCRIBE");
+        RawSubscriber {
+            stream: pubsub.into_on_message(),
+        }
+    }
+}
+
+async fn spawn_redis(port: u16, dir: &Path) -> Result<Process, String> {
+    let log = dir.join("redis.log");
+    let program = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned());
+    let child = Command::new(&program)
+        .args(["--port", &port.to_string()])
+        .args(["--bind", "127.0.0.1"])
+        .args(["--save", ""])
+        .args(["--appendonly", "no"])
+        .args(["--daemonize", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(log_file(&log))
+        .stderr(log_file(&log))
+        .spawn()
+        .map_err(|e| format!("spawn {program}: {e} (is the redis-server package installed?)"))?;
+    let mut process = Process {
+        label: format!("redis-server :{port}"),
+        child: Some(child),
+        log,
+    };
+    let deadline = Instant::now() + STEP;
+    loop {
+        if let Some(status) = process.try_wait() {
+            return Err(format!("exited with {status}"));
+        }
+        if redis_answers_ping(port).await {
+            return Ok(process);
+        }
+        if Instant::now() >= deadline {
+            return Err("no PONG within 5 s".to_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn redis_answers_ping(port: u16) -> bool {
+    let attempt = async {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        stream.write_all(b"PING\r\n").await.ok()?;
+        let mut reply = [0u8; 7];
+        stream.read_exact(&mut reply).await.ok()?;
+        Some(&reply == b"+PONG\r\n")
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_millis(500), attempt).await,
+        Ok(Some(true))
+    )
+}
+
+/// What a raw Redis subscriber saw: the channel and the payload bytes.
+pub struct RawSubscriber {
+    stream: redis::aio::PubSubStream,
+}
+
+impl RawSubscriber {
+    /// Everything published within `window`.
+    pub async fn collect_for(&mut self, window: Duration) -> Vec<(String, Vec<u8>)> {
+        let deadline = tokio::time::Instant::now() + window;
+        let mut seen = Vec::new();
+        while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, self.stream.next()).await {
+            seen.push((
+                msg.get_channel_name().to_owned(),
+                msg.get_payload_bytes().to_vec(),
+            ));
+        }
+        seen
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// chat-server nodes
+// ---------------------------------------------------------------------------------------------
+
+/// A running `chat-server` process.
+pub struct Node {
+    process: Process,
+    addr: SocketAddr,
+    dir: TempDir,
+}
+
+/// The command line of a node that uses `redis` with node id `id` and `keys` (first encrypts).
+pub fn redis_node_args(redis: &RedisServer, id: &str, keys: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "--listen".to_owned(),
+        "127.0.0.1:0".to_owned(),
+        "--redis-url".to_owned(),
+        redis.url(),
+        "--node-id".to_owned(),
+        id.to_owned(),
+    ];
+    for key in keys {
+        args.push("--key".to_owned());
+        args.push((*key).to_owned());
+    }
+    args
+}
+
+impl Node {
+    /// A single node with the in-memory broker.
+    pub async fn memory() -> Node {
+        Node::spawn(&["--listen", "127.0.0.1:0"], &[]).await
+    }
+
+    /// A node on `redis` with node id `id` and `keys`.
+    pub async fn redis(redis: &RedisServer, id: &str, keys: &[&str]) -> Node {
+        Node::spawn(&redis_node_args(redis, id, keys), &[]).await
+    }
+
+    /// Starts `chat-server` with `args` and extra environment `env` (no other `CHAT_*`
+    /// variables are passed on) and waits for its `listening on ADDR` line.
+    pub async fn spawn(args: &[impl AsRef<str>], env: &[(&str, &str)]) -> Node {
+        let dir = TempDir::new("node");
+        let log = dir.path().join("node.log");
+        let mut child = node_command(args, env)
+            .stdout(Stdio::piped())
+            .stderr(log_file(&log))
+            .spawn()
+            .expect("spawn chat-server");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut process = Process {
+            label: format!("chat-server pid {}", child.id()),
+            child: Some(child),
+            log,
+        };
+
+        // A thread reads stdout until the listening line, hands it over, and keeps draining.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.strip_prefix("listening on ")
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+            }
+        });
+        let addr = match tokio::time::timeout(Duration::from_secs(10), rx).await {
+            Ok(Ok(addr)) => addr,
+            Ok(Err(_)) => {
+                let status = process.try_wait();
+                process.print_log_tail();
+                panic!(
+                    "chat-server closed stdout without a `listening on` line (exit: {status:?})"
+                );
+            }
+            Err(_) => {
+                process.print_log_tail();
+                panic!("chat-server printed no `listening on` line within 10 s");
+            }
+        };
+        let addr: SocketAddr = addr
+            .parse()
+            .unwrap_or_else(|e| panic!("bad address in `listening on {addr}`: {e}"));
+        assert!(addr.ip().is_loopback(), "node listens on {addr}");
+        assert_ne!(addr.port(), 0, "node printed port 0");
+        Node { process, addr, dir }
+    }
+
+    /// A node configured only through `CHAT_*` environment variables.
+    pub async fn from_env(env: &[(&str, &str)]) -> Node {
+        let no_args: [&str; 0] = [];
+        Node::spawn(&no_args, env).await
+    }
+
+    /// Runs `chat-server` with `args` and `env` expecting it to exit by itself within
+    /// `timeout`; returns its status and everything it wrote to stderr.
+    pub async fn run_to_exit(
+        args: &[impl AsRef<str>],
+        env: &[(&str, &str)],
+        timeout: Duration,
+    ) -> (ExitStatus, String) {
+        let dir = TempDir::new("node-exit");
+        let log = dir.path().join("node.log");
+        let child = node_command(args, env)
+            .stdout(Stdio::null())
+            .stderr(log_file(&log))
+            .spawn()
+            .expect("spawn chat-server");
+        let mut process = Process {
+            label: format!("chat-server pid {}", child.id()),
+            child: Some(child),
+            log,
+        };
+        let status = wait_for_exit(&mut process, timeout).await;
+        (status, process.log_text())
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid().expect("node is running")
+    }
+
+    /// `ws://ADDR/ws`, with `?name=` (percent-encoded) when a name is given.
+    pub fn ws_url(&self, name: Option<&str>) -> String {
+        match name {
+            Some(name) => format!("ws://{}/ws?name={}", self.addr, percent_encode(name)),
+            None => format!("ws://{}/ws", self.addr),
+        }
+    }
+
+    /// Connects a client named `name` and reads its welcome.
+    pub async fn client(&self, name: &str) -> Client {
+        let client = Client::connect(&self.ws_url(Some(name))).await;
+        assert_eq!(client.name(), name, "welcome name");
+        client
+    }
+
+    /// A plain HTTP/1.1 GET of `path`.
+    pub async fn http_get(&self, path: &str) -> HttpResponse {
+        http_get(self.addr, path).await
+    }
+
+    pub async fn status_of(&self, path: &str) -> u16 {
+        self.http_get(path).await.status
+    }
+
+    pub async fn metrics(&self) -> Metrics {
+        let response = self.http_get("/metrics").await;
+        assert_eq!(response.status, 200, "GET /metrics: {}", response.body);
+        Metrics(response.body)
+    }
+
+    /// The value of one series, e.g. `chat_errors_total{code="bad_request"}`; panics if absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let metrics = self.metrics().await;
+        metrics
+            .value(series)
+            .unwrap_or_else(|| panic!("no series `{series}` in /metrics:\n{}", metrics.0))
+    }
+
+    pub fn sigterm(&self) {
+        sigterm(self.pid());
+    }
+
+    /// Waits for the node to exit by itself; panics (and the guard kills it) after `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        wait_for_exit(&mut self.process, timeout).await
+    }
+}
+
+fn node_command(args: &[impl AsRef<str>], env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chat-server"));
+    command.args(args.iter().map(AsRef::as_ref));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("CHAT_") {
+            command.env_remove(name);
+        }
+    }
+    command.env(
+        "RUST_LOG",
+        std::env::var("CHAT_TEST_LOG").unwrap_or_else(|_| "info".to_owned()),
+    );
+    command.envs(env.iter().copied());
+    command.stdin(Stdio::null());
+    command
+}
+
+async fn wait_for_exit(process: &mut Process, timeout: Duration) -> ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = process.try_wait() {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            panic!("{} did not exit within {timeout:?}", process.label);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP and metrics
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A minimal HTTP/1.1 GET with `Connection: close`, bounded by `STEP`.
+pub async fn http_get(addr: SocketAddr, path: &str) -> HttpResponse {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        Ok::<_, std::io::Error>(raw)
+    };
+    let raw = tokio::time::timeout(STEP, exchange)
+        .await
+        .unwrap_or_else(|_| panic!("GET {path} on {addr} timed out"))
+        .unwrap_or_else(|e| panic!("GET {path} on {addr}: {e}"));
+    parse_http_response(&raw).unwrap_or_else(|| {
+        panic!(
+            "GET {path}: malformed response {:?}",
+            String::from_utf8_lossy(&raw)
+        )
+    })
+}
+
+fn parse_http_response(raw: &[u8]) -> Option<HttpResponse> {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&raw[..split]).ok()?;
+    let mut body = raw[split + 4..].to_vec();
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    if chunked {
+        body = dechunk(&body)?;
+    }
+    Some(HttpResponse {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
+}
+
+/// The text of a `/metrics` scrape.
+pub struct Metrics(pub String);
+
+impl Metrics {
+    /// The value of the series written exactly as `series` (name plus `{labels}` if any).
+    pub fn value(&self, series: &str) -> Option<f64> {
+        self.0
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .find_map(|line| {
+                let rest = line.strip_prefix(series)?;
+                rest.starts_with(' ')
+                    .then(|| rest.split_whitespace().next().and_then(|v| v.parse().ok()))?
+            })
+    }
+
+    /// Whether any sample line belongs to metric family `name`.
+    pub fn has_family(&self, name: &str) -> bool {
+        self.0.lines().any(|line| {
+            !line.starts_with('#')
+                && line
+                    .strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with([' ', '{']) || rest.starts_with("_bucket"))
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// WebSocket clients
+// ---------------------------------------------------------------------------------------------
+
+/// A chat message as delivered to one client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chat {
+    pub room: String,
+    pub id: String,
+    pub from: String,
+    pub text: String,
+    pub ts: u64,
+}
+
+impl Chat {
+    fn from_frame(frame: &ServerFrame<'_>) -> Option<Chat> {
+        match frame {
+            ServerFrame::Message {
+                room,
+                id,
+                from,
+                text,
+                ts,
+            } => Some(Chat {
+                room: room.to_string(),
+                id: id.to_string(),
+                from: from.to_string(),
+                text: text.to_string(),
+                ts: *ts,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// What the server sent in its welcome frame.
+#[derive(Debug, Clone)]
+pub struct Welcome {
+    pub node: String,
+    pub session: String,
+    pub name: String,
+}
+
+/// What a read from the socket gave.
+enum Event {
+    Frame(ServerFrame<'static>),
+    Closed(Option<u16>),
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A protocol v1 WebSocket client. Frames read while waiting for another one are kept in
+/// order and handed out by later reads, so no helper loses a frame.
+pub struct Client {
+    ws: Ws,
+    welcome: Option<Welcome>,
+    pending: VecDeque<ServerFrame<'static>>,
+    closed: Option<Option<u16>>,
+}
+
+impl Client {
+    /// Completes the WebSocket handshake without reading anything.
+    pub async fn open(url: &str) -> Client {
+        let (ws, response) = tokio::time::timeout(STEP, tokio_tungstenite::connect_async(url))
+            .await
+            .unwrap_or_else(|_| panic!("WebSocket handshake with {url} timed out"))
+            .unwrap_or_else(|e| panic!("WebSocket handshake with {url}: {e}"));
+        assert_eq!(response.status(), 101, "handshake status");
+        Client {
+            ws,
+            welcome: None,
+            pending: VecDeque::new(),
+            closed: None,
+        }
+    }
+
+    /// Connects and reads the welcome frame, which must come first.
+    pub async fn connect(url: &str) -> Client {
+        let mut client = Client::open(url).await;
+        match client.recv().await {
+            ServerFrame::Welcome {
+                node,
+                session,
+                name,
+            } => {
+                assert!(!node.is_empty(), "welcome without node");
+                assert!(!session.is_empty(), "welcome without session");
+                client.welcome = Some(Welcome {
+                    node: node.into_owned(),
+                    session: session.into_owned(),
+                    name: name.into_owned(),
+                });
+            }
+            other => panic!("first frame from {url} is not a welcome: {other:?}"),
+        }
+        client
+    }
+
+    pub fn welcome(&self) -> &Welcome {
+        self.welcome
+            .as_ref()
+            .expect("client connected with a welcome")
+    }
+
+    pub fn name(&self) -> &str {
+        &self.welcome().name
+    }
+
+    pub async fn send_message(&mut self, message: Message) {
+        tokio::time::timeout(STEP, self.ws.send(message))
+            .await
+            .expect("WebSocket send timed out")
+            .expect("WebSocket send");
+    }
+
+    pub async fn send_frame(&mut self, frame: &ClientFrame<'_>) {
+        let json = serde_json::to_string(frame).expect("client frames serialize");
+        self.send_raw_text(&json).await;
+    }
+
+    pub async fn send_raw_text(&mut self, text: &str) {
+        self.send_message(Message::text(text)).await;
+    }
+
+    pub async fn send_binary(&mut self, bytes: &[u8]) {
+        self.send_message(Message::Binary(Bytes::copy_from_slice(bytes)))
+            .await;
+    }
+
+    /// A single final text frame with arbitrary (possibly invalid UTF-8) payload bytes.
+    pub async fn send_raw_text_frame(&mut self, payload: &[u8]) {
+        let frame = Frame::message(payload.to_vec(), OpCode::Data(Data::Text), true);
+        self.send_message(Message::Frame(frame)).await;
+    }
+
+    /// Sends `text` to `room` with a fresh ref and returns the ref.
+    pub async fn send_chat(&mut self, room: &str, text: &str) -> String {
+        let reference = unique("ref-");
+        self.send_frame(&ClientFrame::Send {
+            room: room.into(),
+            text: text.into(),
+            reference: Some(reference.as_str().into()),
+        })
+        .await;
+        reference
+    }
+
+    async fn read_event(&mut self, deadline: tokio::time::Instant) -> Option<Event> {
+        if let Some(code) = self.closed {
+            return Some(Event::Closed(code));
+        }
+        loop {
+            let next = match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return None,
+                Ok(next) => next,
+            };
+            let event = match next {
+                Some(Ok(Message::Text(text))) => {
+                    let frame: ServerFrame<'static> = serde_json::from_str(text.as_str())
+                        .unwrap_or_else(|e| panic!("server sent a bad frame {text:?}: {e}"));
+                    Event::Frame(frame)
+                }
+                Some(Ok(Message::Close(frame))) => Event::Closed(frame.map(|f| f.code.into())),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(other)) => panic!("server sent an unexpected message: {other:?}"),
+                Some(Err(e)) => panic!("WebSocket failed without a close frame: {e}"),
+                None => panic!("WebSocket ended without a close frame"),
+            };
+            if let Event::Closed(code) = event {
+                self.closed = Some(code);
+            }
+            return Some(event);
+        }
+    }
+
+    /// The next frame within `timeout`, or None; panics if the server closes.
+    pub async fn recv_within(&mut self, timeout: Duration) -> Option<ServerFrame<'static>> {
+        if let Some(frame) = self.pending.pop_front() {
+            return Some(frame);
+        }
+        match self
+            .read_event(tokio::time::Instant::now() + timeout)
+            .await?
+        {
+            Event::Frame(frame) => Some(frame),
+            Event::Closed(code) => panic!("server closed the connection (code {code:?})"),
+        }
+    }
+
+    /// The next frame; panics if none comes within `STEP`.
+    pub async fn recv(&mut self) -> ServerFrame<'static> {
+        self.recv_within(STEP)
+            .await
+            .unwrap_or_else(|| panic!("no frame within {STEP:?}"))
+    }
+
+    /// The first frame matching `pred` within `timeout`, or None. Frames that do not match
+    /// are kept for later reads, in order.
+    pub async fn recv_until_within(
+        &mut self,
+        timeout: Duration,
+        mut pred: impl FnMut(&ServerFrame<'static>) -> bool,
+    ) -> Option<ServerFrame<'static>> {
+        if let Some(i) = self.pending.iter().position(&mut pred) {
+            return self.pending.remove(i);
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.read_event(deadline).await? {
+                Event::Frame(frame) if pred(&frame) => return Some(frame),
+                Event::Frame(frame) => self.pending.push_back(frame),
+                Event::Closed(code) => panic!(
+                    "server closed the connection (code {code:?}); unread frames: {:?}",
+                    self.pending
+                ),
+            }
+        }
+    }
+
+    /// The first frame matching `pred` (described by `what`); panics after `STEP`.
+    pub async fn recv_until(
+        &mut self,
+        what: &str,
+        pred: impl FnMut(&ServerFrame<'static>) -> bool,
+    ) -> ServerFrame<'static> {
+        match self.recv_until_within(STEP, pred).await {
+            Some(frame) => frame,
+            None => panic!(
+                "no {what} within {STEP:?}; other frames: {:?}",
+                self.pending
+            ),
+        }
+    }
+
+    /// The ack or error answering the request with `reference`.
+    pub async fn reply_to(&mut self, reference: Option<&str>) -> ServerFrame<'static> {
+        self.recv_until(
+            &format!("reply to ref {reference:?}"),
+            |frame| match frame {
+                ServerFrame::Ack { reference: r, .. } | ServerFrame::Error { reference: r, .. } => {
+                    r.as_deref() == reference
+                }
+                _ => false,
+            },
+        )
+        .await
+    }
+
+    /// Waits for the ack of `reference` and returns the message id in it.
+    pub async fn ack(&mut self, reference: &str) -> String {
+        match self.reply_to(Some(reference)).await {
+            ServerFrame::Ack { id, .. } => {
+                assert!(!id.is_empty(), "ack with an empty id");
+                id.into_owned()
+            }
+            other => panic!("expected an ack for {reference}, got {other:?}"),
+        }
+    }
+
+    /// Waits for an error frame with `reference` and checks its code.
+    pub async fn expect_error(&mut self, code: ErrorCode, reference: Option<&str>) {
+        match self.reply_to(reference).await {
+            ServerFrame::Error { code: got, .. } if got == code => {}
+            other => panic!("expected error {code} with ref {reference:?}, got {other:?}"),
+        }
+    }
+
+    /// Joins `room` and waits for `joined`.
+    pub async fn join(&mut self, room: &str) {
+        let reference = unique("join-");
+        self.send_frame(&ClientFrame::Join {
+            room: room.into(),
+            reference: Some(reference.as_str().into()),
+        })
+        .await;
+        let frame = self
+            .recv_until(&format!("joined {room}"), |frame| match frame {
+                ServerFrame::Joined { room: r } => r == room,
+                ServerFrame::Error { reference: r, .. } => r.as_deref() == Some(&reference),
+                _ => false,
+            })
+            .await;
+        assert!(
+            matches!(frame, ServerFrame::Joined { .. }),
+            "join {room}: {frame:?}"
+        );
+    }
+
+    /// Leaves `room` and waits for `left`.
+    pub async fn leave(&mut self, room: &str) {
+        self.send_frame(&ClientFrame::Leave {
+            room: room.into(),
+            reference: None,
+        })
+        .await;
+        self.recv_until(
+            &format!("left {room}"),
+            |frame| matches!(frame, ServerFrame::Left { room: r } if r == room),
+        )
+        .await;
+    }
+
+    /// The next chat message with id `id`.
+    pub async fn message_with_id(&mut self, id: &str) -> Chat {
+        let frame = self
+            .recv_until(
+                &format!("message {id}"),
+                |frame| matches!(frame, ServerFrame::Message { id: i, .. } if i == id),
+            )
+            .await;
+        Chat::from_frame(&frame).expect("a message frame")
+    }
+
+    /// The next chat message whose text is `text`, if one comes within `timeout`.
+    pub async fn message_with_text_within(
+        &mut self,
+        text: &str,
+        timeout: Duration,
+    ) -> Option<Chat> {
+        let frame = self
+            .recv_until_within(
+                timeout,
+                |frame| matches!(frame, ServerFrame::Message { text: t, .. } if t == text),
+            )
+            .await?;
+        Chat::from_frame(&frame)
+    }
+
+    /// The next `count` chat messages, in arrival order (other frames are kept).
+    pub async fn messages(&mut self, count: usize) -> Vec<Chat> {
+        let mut chats = Vec::with_capacity(count);
+        while chats.len() < count {
+            let frame = self
+                .recv_until(
+                    &format!("message {} of {count} (got {chats:?})", chats.len() + 1),
+                    |frame| matches!(frame, ServerFrame::Message { .. }),
+                )
+                .await;
+            chats.extend(Chat::from_frame(&frame));
+        }
+        chats
+    }
+
+    /// Sends `text` to `room`, checks the ack and the sender's own copy, and returns the id.
+    pub async fn say(&mut self, room: &str, text: &str) -> String {
+        let reference = self.send_chat(room, text).await;
+        let id = self.ack(&reference).await;
+        let own = self.message_with_id(&id).await;
+        let name = self.name().to_owned();
+        assert_eq!(
+            (own.room.as_str(), own.from.as_str(), own.text.as_str()),
+            (room, name.as_str(), text),
+            "the sender's own copy of {id}"
+        );
+        id
+    }
+
+    /// Asserts that nothing arrives for `window` and nothing unread is kept.
+    pub async fn expect_silence(&mut self, window: Duration) {
+        assert!(
+            self.pending.is_empty(),
+            "{}: expected silence, but unread frames: {:?}",
+            self.label(),
+            self.pending
+        );
+        let deadline = tokio::time::Instant::now() + window;
+        if let Some(event) = self.read_event(deadline).await {
+            match event {
+                Event::Frame(frame) => panic!("{}: expected silence, got {frame:?}", self.label()),
+                Event::Closed(code) => {
+                    panic!("{}: expected silence, got a close ({code:?})", self.label())
+                }
+            }
+        }
+    }
+
+    /// Every frame unread so far plus whatever arrives within `window`.
+    pub async fn drain(&mut self, window: Duration) -> Vec<ServerFrame<'static>> {
+        let mut frames: Vec<_> = self.pending.drain(..).collect();
+        let deadline = tokio::time::Instant::now() + window;
+        while let Some(event) = self.read_event(deadline).await {
+            match event {
+                Event::Frame(frame) => frames.push(frame),
+                Event::Closed(code) => panic!("{}: closed ({code:?}) while draining", self.label()),
+            }
+        }
+        frames
+    }
+
+    /// Reads until the server's close frame (skipping data frames) and returns its code.
+    pub async fn expect_close(&mut self) -> u16 {
+        let deadline = tokio::time::Instant::now() + STEP;
+        loop {
+            match self.read_event(deadline).await {
+                None => panic!("{}: no close frame within {STEP:?}", self.label()),
+                Some(Event::Frame(frame)) => self.pending.push_back(frame),
+                Some(Event::Closed(None)) => panic!("{}: close frame without a code", self.label()),
+                Some(Event::Closed(Some(code))) => {
+                    self.finish_close().await;
+                    return code;
+                }
+            }
+        }
+    }
+
+    /// Keeps reading after the server's close frame, as a real client does: the read sends
+    /// tungstenite's queued close reply, and the server then ends the connection.
+    async fn finish_close(&mut self) {
+        let deadline = tokio::time::Instant::now() + STEP;
+        while let Ok(Some(Ok(_))) = tokio::time::timeout_at(deadline, self.ws.next()).await {}
+    }
+
+    fn label(&self) -> String {
+        match &self.welcome {
+            Some(welcome) => format!("client {:?} on {}", welcome.name, welcome.node),
+            None => "client".to_owned(),
+        }
+    }
+}
+
+/// `sender` says `text` in `room`; every client in `receivers` gets it exactly once, with the
+/// sender's name and the acked id. Returns the id.
+pub async fn exchange(
+    sender: &mut Client,
+    room: &str,
+    text: &str,
+    receivers: &mut [&mut Client],
+) -> String {
+    let id = sender.say(room, text).await;
+    let from = sender.name().to_owned();
+    for receiver in receivers.iter_mut() {
+        let chat = receiver.message_with_id(&id).await;
+        assert_eq!(
+            (chat.room.as_str(), chat.from.as_str(), chat.text.as_str()),
+            (room, from.as_str(), text),
+            "message {id} as {} got it",
+            receiver.label()
+        );
+    }
+    sender.expect_silence(QUIET).await;
+    expect_silence_all(receivers, QUIET).await;
+    id
+}
+
+/// Asserts silence on every client at once.
+pub async fn expect_silence_all(clients: &mut [&mut Client], window: Duration) {
+    futures::future::join_all(clients.iter_mut().map(|c| c.expect_silence(window))).await;
+}
