@@ -52,7 +52,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Runs a connection to its end. `name` is the requested name, already checked or an error.
 pub async fn run<S>(
-    ws: WebSocketStream<S>,
+    mut ws: WebSocketStream<S>,
     name: Result<String, String>,
     hub: Arc<Hub>,
     limits: SessionLimits,
@@ -60,14 +60,13 @@ pub async fn run<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let metrics = hub.metrics();
-    metrics.connections.inc();
-    metrics.connections_total.inc();
-    let mut ws = ws;
+    hub.metrics().connections.inc();
+    hub.metrics().connections_total.inc();
     match name {
         Ok(name) => {
             let (outbox, queue) = Outbox::new(limits.outbound_queue);
             let mut session = Session {
+                id: crate::ids::session_id(),
                 member: hub.next_member_id(),
                 hub: &hub,
                 name,
@@ -126,7 +125,20 @@ enum End {
     },
 }
 
+impl End {
+    fn describe(&self) -> &'static str {
+        match self {
+            End::Gone => "connection gone",
+            End::ClosedByPeer => "closed by the client",
+            End::Shutdown => "node shutting down",
+            End::SlowConsumer => "slow consumer",
+            End::Violation { reason, .. } => reason,
+        }
+    }
+}
+
 struct Session<'h> {
+    id: String,
     hub: &'h Hub,
     member: MemberId,
     name: String,
@@ -149,11 +161,12 @@ impl Session<'_> {
         let overflowed = self.outbox.overflowed().clone();
         let welcome = ServerFrame::Welcome {
             node: self.hub.node_id().into(),
-            session: crate::ids::session_id().into(),
+            session: self.id.as_str().into(),
             name: self.name.as_str().into(),
         };
         self.batch.push(text_message(welcome.to_json()));
         let mut flush_needed = true;
+        log::debug!("session {} opened for {:?}", self.id, self.name);
 
         let end = loop {
             if !self.batch.is_empty() || flush_needed {
@@ -210,6 +223,7 @@ impl Session<'_> {
         for room in self.rooms.values() {
             self.hub.leave(&room.channel, self.member);
         }
+        log::debug!("session {} closing: {}", self.id, end.describe());
         self.finish(ws, end).await;
     }
 
