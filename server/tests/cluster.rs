@@ -8,36 +8,11 @@ use std::time::Duration;
 
 use chat_protocol::ServerFrame;
 use support::{
-    Client, Node, QUIET, RedisServer, TempDir, exchange, expect_silence_all, key, now_secs,
-    redis_node_args, wait_until,
+    Client, KEY_A, Node, QUIET, RedisServer, TempDir, cluster, exchange, expect_silence_all, key,
+    member, now_secs, redis_node_args, wait_until,
 };
 
-const KEY_A: u8 = 0xA1;
 const KEY_B: u8 = 0xB2;
-
-/// One Redis and `n` nodes `node-0`, `node-1`, … sharing key A.
-struct Cluster {
-    nodes: Vec<Node>,
-    redis: RedisServer,
-}
-
-async fn cluster(n: usize) -> Cluster {
-    let redis = RedisServer::start().await;
-    let key_a = key(KEY_A);
-    let mut nodes = Vec::with_capacity(n);
-    for i in 0..n {
-        nodes.push(Node::redis(&redis, &format!("node-{i}"), &[&key_a]).await);
-    }
-    Cluster { nodes, redis }
-}
-
-/// Connects `name` to `node`, checks the welcome names the node, and joins `room`.
-async fn member(node: &Node, node_id: &str, name: &str, room: &str) -> Client {
-    let mut client = node.client(name).await;
-    assert_eq!(client.welcome().node, node_id, "welcome node of {name}");
-    client.join(room).await;
-    client
-}
 
 async fn decrypt_failures(node: &Node) -> f64 {
     node.metric("chat_decrypt_failures_total").await

@@ -352,3 +352,58 @@ async fn metrics_count_connections_rooms_messages_and_errors() {
     assert!(value("chat_messages_in_total") >= 2.0, "{}", metrics.0);
     assert!(value("chat_messages_out_total") >= 4.0, "{}", metrics.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_without_slowing_its_room() {
+    const MESSAGES: usize = 150;
+    const TEXT_BYTES: usize = 60_000;
+    let node = Node::spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--outbound-queue",
+            "64",
+            "--max-text-bytes",
+            &TEXT_BYTES.to_string(),
+        ],
+        &[],
+    )
+    .await;
+    let mut stuck = node.client("stuck").await;
+    stuck.join(ROOM).await;
+    let mut alice = node.client("alice").await;
+    alice.join(ROOM).await;
+    let mut bob = node.client("bob").await;
+    bob.join(ROOM).await;
+
+    // Bob reads as fast as he can while alice floods the room with 9 MB; the stuck client
+    // reads nothing, so its socket buffers and then its queue fill up.
+    let reader = tokio::spawn(async move {
+        let got = bob.messages(MESSAGES).await;
+        (bob, got)
+    });
+    let text = "x".repeat(TEXT_BYTES);
+    for _ in 0..MESSAGES {
+        alice.say(ROOM, &text).await;
+    }
+    let (_bob, got) = reader.await.expect("bob's reader");
+    assert_eq!(got.len(), MESSAGES, "the bystander lost nothing");
+
+    support::wait_until("the stuck client is closed", support::STEP, async || {
+        node.metric("chat_slow_consumer_closes_total").await == 1.0
+    })
+    .await;
+    assert_eq!(
+        node.metrics().await.value(&format!(
+            "chat_closes_total{{code=\"{}\"}}",
+            close::SLOW_CONSUMER
+        )),
+        Some(1.0)
+    );
+    let rss_kib = node.rss_kib();
+    assert!(
+        rss_kib < 64 * 1024,
+        "node memory stays bounded: {rss_kib} KiB resident"
+    );
+    drop(stuck);
+}

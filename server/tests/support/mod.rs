@@ -245,12 +245,17 @@ impl RedisServer {
         }
     }
 
-    /// `PUBLISH channel payload` from a plain client; returns how many subscribers got it.
-    pub async fn publish(&self, channel: &str, payload: &[u8]) -> i64 {
-        let mut conn = tokio::time::timeout(STEP, self.client().get_multiplexed_async_connection())
+    /// A plain command connection.
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        tokio::time::timeout(STEP, self.client().get_multiplexed_async_connection())
             .await
             .expect("redis connect timed out")
-            .expect("redis connect");
+            .expect("redis connect")
+    }
+
+    /// `PUBLISH channel payload` from a plain client; returns how many subscribers got it.
+    pub async fn publish(&self, channel: &str, payload: &[u8]) -> i64 {
+        let mut conn = self.connection().await;
         tokio::time::timeout(
             STEP,
             redis::cmd("PUBLISH")
@@ -261,6 +266,25 @@ impl RedisServer {
         .await
         .expect("PUBLISH timed out")
         .expect("PUBLISH")
+    }
+
+    /// How many subscribers Redis counts on `channel` (`PUBSUB NUMSUB`): one per node that is
+    /// subscribed to it.
+    pub async fn subscribers(&self, channel: &str) -> i64 {
+        let mut conn = self.connection().await;
+        let (_, count): (String, i64) = tokio::time::timeout(
+            STEP,
+            redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(channel)
+                .query_async::<Vec<(String, i64)>>(&mut conn),
+        )
+        .await
+        .expect("PUBSUB NUMSUB timed out")
+        .expect("PUBSUB NUMSUB")
+        .pop()
+        .expect("one channel asked, one answered");
+        count
     }
 
     /// A raw subscriber to every channel matching `pattern`.
@@ -471,6 +495,17 @@ impl Node {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Resident memory of the node process, from `/proc`.
+    pub fn rss_kib(&self) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/<pid>/status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status")
     }
 
     pub fn pid(&self) -> u32 {
@@ -1121,4 +1156,32 @@ pub async fn exchange(
 /// Asserts silence on every client at once.
 pub async fn expect_silence_all(clients: &mut [&mut Client], window: Duration) {
     futures::future::join_all(clients.iter_mut().map(|c| c.expect_silence(window))).await;
+}
+
+/// The key seed every node of a [`cluster`] shares.
+pub const KEY_A: u8 = 0xA1;
+
+/// One Redis and several nodes `node-0`, `node-1`, … sharing key A. Nodes are dropped (killed)
+/// before Redis.
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    pub redis: RedisServer,
+}
+
+pub async fn cluster(n: usize) -> Cluster {
+    let redis = RedisServer::start().await;
+    let key_a = key(KEY_A);
+    let mut nodes = Vec::with_capacity(n);
+    for i in 0..n {
+        nodes.push(Node::redis(&redis, &format!("node-{i}"), &[&key_a]).await);
+    }
+    Cluster { nodes, redis }
+}
+
+/// Connects `name` to `node`, checks the welcome names the node, and joins `room`.
+pub async fn member(node: &Node, node_id: &str, name: &str, room: &str) -> Client {
+    let mut client = node.client(name).await;
+    assert_eq!(client.welcome().node, node_id, "welcome node of {name}");
+    client.join(room).await;
+    client
 }
