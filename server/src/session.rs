@@ -539,3 +539,4 @@ where
     })
     .await;
 }
+
