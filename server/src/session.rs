@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::BrokerError;
 use crate::hub::Hub;
-use crate::rooms::{MemberId, Outbox, Subscription};
+use crate::rooms::{MemberId, Outbox};
 
 /// Per-connection limits.
 #[derive(Debug, Clone)]
@@ -72,6 +72,7 @@ pub async fn run<S>(
                 name,
                 outbox,
                 rooms: HashMap::new(),
+                joins_pending: 0,
                 replies: FuturesOrdered::new(),
                 batch: Vec::new(),
                 limits,
@@ -89,9 +90,6 @@ pub async fn run<S>(
 
 struct JoinedRoom {
     channel: String,
-    /// Until the node's subscription is confirmed; publishes to the room wait for it, so a
-    /// member always receives its own first message.
-    pending: Option<Subscription>,
 }
 
 /// The outcome of a request, produced in request order.
@@ -99,6 +97,8 @@ enum Reply {
     Ready(Message),
     Joined {
         room: String,
+        /// Whether this join counted in `joins_pending`.
+        awaited: bool,
         reference: Option<String>,
         result: Result<(), BrokerError>,
     },
@@ -144,6 +144,10 @@ struct Session<'h> {
     name: String,
     outbox: Outbox,
     rooms: HashMap<String, JoinedRoom>,
+    /// Joins whose subscription is not confirmed yet. While there are any, the session reads
+    /// no further requests, so a `send` right after a `join` cannot be published before this
+    /// node hears the room, and the sender always receives its own message.
+    joins_pending: usize,
     replies: FuturesOrdered<BoxFuture<'static, Reply>>,
     batch: Vec<Message>,
     limits: SessionLimits,
@@ -180,7 +184,7 @@ impl Session<'_> {
                 }
                 flush_needed = false;
             }
-            let reading = self.replies.len() < self.limits.max_in_flight;
+            let reading = self.joins_pending == 0 && self.replies.len() < self.limits.max_in_flight;
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break End::Shutdown,
@@ -316,27 +320,22 @@ impl Session<'_> {
     }
 
     fn join(&mut self, room: &str, reference: Option<String>) {
-        let subscription = match self.rooms.get(room) {
-            Some(joined) => joined.pending.clone(),
-            None => {
-                let channel = self.hub.channel(room);
-                match self.hub.join(&channel, self.member, &self.outbox) {
-                    Ok(subscription) => {
-                        self.rooms.insert(
-                            room.to_owned(),
-                            JoinedRoom {
-                                channel,
-                                pending: Some(subscription.clone()),
-                            },
-                        );
-                        Some(subscription)
-                    }
-                    Err(error) => {
-                        return self.reply_error(unavailable(&error, "cannot join", reference));
-                    }
+        let subscription = if self.rooms.contains_key(room) {
+            None
+        } else {
+            let channel = self.hub.channel(room);
+            match self.hub.join(&channel, self.member, &self.outbox) {
+                Ok(subscription) => {
+                    self.rooms.insert(room.to_owned(), JoinedRoom { channel });
+                    Some(subscription)
+                }
+                Err(error) => {
+                    return self.reply_error(unavailable(&error, "cannot join", reference));
                 }
             }
         };
+        let awaited = subscription.is_some();
+        self.joins_pending += usize::from(awaited);
         let room = room.to_owned();
         self.replies.push_back(
             async move {
@@ -346,6 +345,7 @@ impl Session<'_> {
                 };
                 Reply::Joined {
                     room,
+                    awaited,
                     reference,
                     result,
                 }
@@ -380,23 +380,15 @@ impl Session<'_> {
                 reference,
             });
         }
-        let pending = joined.pending.clone();
         let publication = self.hub.publish(&joined.channel, room, &self.name, text);
         let id = publication.id;
         let accepted = publication.accepted;
         self.replies.push_back(
             async move {
-                let result = match pending {
-                    Some(subscription) => match subscription.await {
-                        Ok(()) => accepted.await,
-                        Err(error) => Err(error),
-                    },
-                    None => accepted.await,
-                };
                 Reply::Published {
                     id,
                     reference,
-                    result,
+                    result: accepted.await,
                 }
             }
             .boxed(),
@@ -404,6 +396,9 @@ impl Session<'_> {
     }
 
     fn on_reply(&mut self, reply: Reply) {
+        if let Reply::Joined { awaited: true, .. } = reply {
+            self.joins_pending -= 1;
+        }
         match reply {
             Reply::Ready(message) => self.batch.push(message),
             Reply::Joined {
@@ -411,9 +406,6 @@ impl Session<'_> {
                 result: Ok(()),
                 ..
             } => {
-                if let Some(joined) = self.rooms.get_mut(&room) {
-                    joined.pending = None;
-                }
                 let joined = ServerFrame::Joined { room: room.into() };
                 self.batch.push(text_message(joined.to_json()));
             }
@@ -421,6 +413,7 @@ impl Session<'_> {
                 room,
                 reference,
                 result: Err(error),
+                ..
             } => {
                 if let Some(joined) = self.rooms.remove(&room) {
                     self.hub.leave(&joined.channel, self.member);
@@ -539,4 +532,3 @@ where
     })
     .await;
 }
-

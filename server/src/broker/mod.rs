@@ -7,8 +7,8 @@
 //! Two ordering rules make room bookkeeping simple and race-free:
 //! - `subscribe` and `unsubscribe` take effect in the order they are called, so the hub can call
 //!   them while it holds a room's entry and need not await anything under that lock;
-//! - `publish` futures from one caller are sent in the order they are first polled, so one
-//!   client's messages keep their order.
+//! - `publish` takes effect in call order, whether or not its future is ever polled, so one
+//!   client's messages keep their order without the caller sequencing anything.
 
 use std::sync::Arc;
 
@@ -43,8 +43,8 @@ pub trait Inbound: Send + Sync + 'static {
 }
 
 pub trait Broker: Send + Sync + 'static {
-    /// Publishes `payload` to every node subscribed to `channel`. Resolves once the broker
-    /// accepted the message: only then may the sender be acknowledged.
+    /// Publishes `payload` to every node subscribed to `channel`, in call order. Resolves once
+    /// the broker accepted the message: only then may the sender be acknowledged.
     fn publish(&self, channel: &str, payload: Bytes) -> BrokerFuture;
 
     /// Starts receiving `channel`. Takes effect in call order with `unsubscribe`; the future

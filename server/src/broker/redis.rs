@@ -6,7 +6,10 @@
 //! - a *subscriber* connection (RESP3, so pushes and commands share it) whose push handler hands
 //!   every message straight to the [`Inbound`] on the connection's own task: no extra queue, and
 //!   a node that cannot keep up slows its Redis reads instead of buffering without bound;
-//! - a *publisher* connection, multiplexed, so publishes from every session are pipelined;
+//! - a *publisher* connection fed by one task that sends every publish queued since its last
+//!   round trip as one pipeline: publishes reach Redis in exactly the order they were made (so
+//!   one client's messages keep their order), and under load many share one write and one
+//!   round trip;
 //! - a supervisor task that owns the set of wanted channels, applies subscribe/unsubscribe in
 //!   call order, pings both connections every second, and on any loss marks the broker
 //!   unavailable, reconnects with capped exponential backoff for as long as it takes, and
@@ -58,11 +61,23 @@ impl Default for RedisTiming {
 
 /// Channels per SUBSCRIBE when resubscribing after a reconnect.
 const RESUBSCRIBE_BATCH: usize = 1000;
+/// Most PUBLISH commands in one pipeline.
+const PUBLISH_BATCH: usize = 512;
 
 pub struct RedisBroker {
     state: Arc<State>,
     commands: mpsc::UnboundedSender<Command>,
+    /// Unbounded, but bounded in practice: every session has at most `--max-in-flight`
+    /// requests waiting, and publishes are among them.
+    publishes: mpsc::UnboundedSender<Publish>,
     address: String,
+}
+
+struct Publish {
+    channel: String,
+    payload: Bytes,
+    queued: Instant,
+    done: oneshot::Sender<Result<(), BrokerError>>,
 }
 
 struct State {
@@ -109,6 +124,12 @@ impl RedisBroker {
             metrics,
         });
         let (commands, command_rx) = mpsc::unbounded_channel();
+        let (publishes, publish_rx) = mpsc::unbounded_channel();
+        tokio::spawn(publish_in_order(
+            state.clone(),
+            publish_rx,
+            timing.command_timeout,
+        ));
         let supervisor = Supervisor {
             client,
             timing,
@@ -122,6 +143,7 @@ impl RedisBroker {
         Ok(RedisBroker {
             state,
             commands,
+            publishes,
             address,
         })
     }
@@ -130,13 +152,14 @@ impl RedisBroker {
     pub fn address(&self) -> &str {
         &self.address
     }
+}
 
+impl State {
     fn publisher(&self) -> Option<MultiplexedConnection> {
-        if !self.state.ready.load(Ordering::Acquire) {
+        if !self.ready.load(Ordering::Acquire) {
             return None;
         }
-        self.state
-            .publisher
+        self.publisher
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
@@ -145,31 +168,20 @@ impl RedisBroker {
 
 impl Broker for RedisBroker {
     fn publish(&self, channel: &str, payload: Bytes) -> BrokerFuture {
-        let Some(mut connection) = self.publisher() else {
+        if !self.is_ready() {
             return futures::future::ready(Err(BrokerError::Disconnected)).boxed();
-        };
-        let state = self.state.clone();
-        let channel = channel.to_owned();
-        async move {
-            let started = Instant::now();
-            match connection
-                .publish::<_, _, i64>(channel, payload.as_ref())
-                .await
-            {
-                Ok(_) => {
-                    state
-                        .metrics
-                        .publish_duration
-                        .observe(started.elapsed().as_secs_f64());
-                    Ok(())
-                }
-                Err(error) => {
-                    state.check_now.notify_one();
-                    Err(classify(&error))
-                }
-            }
         }
-        .boxed()
+        let (done, result) = oneshot::channel();
+        let publish = Publish {
+            channel: channel.to_owned(),
+            payload,
+            queued: Instant::now(),
+            done,
+        };
+        if self.publishes.send(publish).is_err() {
+            return futures::future::ready(Err(BrokerError::Disconnected)).boxed();
+        }
+        async move { result.await.unwrap_or(Err(BrokerError::Disconnected)) }.boxed()
     }
 
     fn subscribe(&self, channel: &str) -> BrokerFuture {
@@ -204,6 +216,48 @@ fn classify(error: &RedisError) -> BrokerError {
         BrokerError::Disconnected
     } else {
         BrokerError::Refused(error.to_string())
+    }
+}
+
+/// Sends queued publishes to Redis in queue order: everything queued during one round trip
+/// goes out as the next pipeline, so batches grow with load and order is never in question.
+async fn publish_in_order(
+    state: Arc<State>,
+    mut queue: mpsc::UnboundedReceiver<Publish>,
+    timeout: Duration,
+) {
+    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+    while queue.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
+        let result = match state.publisher() {
+            None => Err(BrokerError::Disconnected),
+            Some(mut connection) => {
+                let mut pipeline = redis::pipe();
+                for publish in &batch {
+                    pipeline
+                        .publish(&publish.channel, publish.payload.as_ref())
+                        .ignore();
+                }
+                match tokio::time::timeout(timeout, pipeline.query_async::<()>(&mut connection))
+                    .await
+                {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(error)) => Err(classify(&error)),
+                    Err(_) => Err(BrokerError::Timeout),
+                }
+            }
+        };
+        if result.is_err() {
+            state.check_now.notify_one();
+        }
+        for publish in batch.drain(..) {
+            if result.is_ok() {
+                state
+                    .metrics
+                    .publish_duration
+                    .observe(publish.queued.elapsed().as_secs_f64());
+            }
+            let _ = publish.done.send(result.clone());
+        }
     }
 }
 

@@ -407,9 +407,15 @@ impl Node {
         Node::spawn(&["--listen", "127.0.0.1:0"], &[]).await
     }
 
-    /// A node on `redis` with node id `id` and `keys`.
+    /// A node on `redis` with node id `id` and `keys`, once it reports ready (connected to
+    /// Redis; it listens before that).
     pub async fn redis(redis: &RedisServer, id: &str, keys: &[&str]) -> Node {
-        Node::spawn(&redis_node_args(redis, id, keys), &[]).await
+        let node = Node::spawn(&redis_node_args(redis, id, keys), &[]).await;
+        wait_until("the node is connected to Redis", STEP, async || {
+            node.status_of("/readyz").await == 200
+        })
+        .await;
+        node
     }
 
     /// Starts `chat-server` with `args` and extra environment `env` (no other `CHAT_*`
