@@ -35,6 +35,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     let broker: SharedBroker = match &config.redis_url {
         Some(url) => {
+            // rediss:// URLs use rustls, which needs a process-wide crypto provider. An error
+            // only means one is installed already.
+            let _ = rustls::crypto::ring::default_provider().install_default();
             let broker =
                 RedisBroker::start(url, RedisTiming::default(), rooms.clone(), metrics.clone())
                     .context("invalid --redis-url")?;

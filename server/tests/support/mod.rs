@@ -190,18 +190,51 @@ fn sigterm(pid: u32) {
 pub struct RedisServer {
     process: Process,
     port: u16,
+    /// Extra command-line arguments, kept for restarts.
+    extra: Vec<String>,
     dir: TempDir,
 }
 
 impl RedisServer {
     /// Starts Redis on a free port, trying other ports if one is taken meanwhile.
     pub async fn start() -> RedisServer {
+        RedisServer::start_with(Vec::new()).await
+    }
+
+    /// Starts Redis with its plain port plus a TLS port serving `certificates`; the harness
+    /// keeps using the plain port. Returns the server and the TLS port.
+    pub async fn start_tls(certificates: &TestCertificates) -> (RedisServer, u16) {
+        let tls_port = free_port();
+        let path = |file: &str| certificates.dir.path().join(file).display().to_string();
+        let extra = vec![
+            "--tls-port".to_owned(),
+            tls_port.to_string(),
+            "--tls-cert-file".to_owned(),
+            path("server.pem"),
+            "--tls-key-file".to_owned(),
+            path("server.key"),
+            "--tls-ca-cert-file".to_owned(),
+            path("ca.pem"),
+            "--tls-auth-clients".to_owned(),
+            "no".to_owned(),
+        ];
+        (RedisServer::start_with(extra).await, tls_port)
+    }
+
+    async fn start_with(extra: Vec<String>) -> RedisServer {
         let dir = TempDir::new("redis");
         let mut failures = Vec::new();
         for _ in 0..5 {
             let port = free_port();
-            match spawn_redis(port, dir.path()).await {
-                Ok(process) => return RedisServer { process, port, dir },
+            match spawn_redis(port, &extra, dir.path()).await {
+                Ok(process) => {
+                    return RedisServer {
+                        process,
+                        port,
+                        extra,
+                        dir,
+                    };
+                }
                 Err(err) => failures.push(format!("port {port}: {err}")),
             }
         }
@@ -231,7 +264,7 @@ impl RedisServer {
         assert!(self.process.child.is_none(), "redis is still running");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match spawn_redis(self.port, self.dir.path()).await {
+            match spawn_redis(self.port, &self.extra, self.dir.path()).await {
                 Ok(process) => {
                     self.process = process;
                     return;
@@ -303,7 +336,7 @@ impl RedisServer {
     }
 }
 
-async fn spawn_redis(port: u16, dir: &Path) -> Result<Process, String> {
+async fn spawn_redis(port: u16, extra: &[String], dir: &Path) -> Result<Process, String> {
     let log = dir.join("redis.log");
     let program = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned());
     let child = Command::new(&program)
@@ -312,6 +345,7 @@ async fn spawn_redis(port: u16, dir: &Path) -> Result<Process, String> {
         .args(["--save", ""])
         .args(["--appendonly", "no"])
         .args(["--daemonize", "no"])
+        .args(extra)
         .arg("--dir")
         .arg(dir)
         .stdin(Stdio::null())
@@ -351,6 +385,52 @@ async fn redis_answers_ping(port: u16) -> bool {
         tokio::time::timeout(Duration::from_millis(500), attempt).await,
         Ok(Some(true))
     )
+}
+
+/// A private certificate authority and a certificate for `localhost` and 127.0.0.1 signed by
+/// it, made with the `openssl` command: `ca.pem`, `server.pem` and `server.key` in `dir`.
+pub struct TestCertificates {
+    pub dir: TempDir,
+}
+
+impl TestCertificates {
+    pub fn generate() -> TestCertificates {
+        let dir = TempDir::new("tls");
+        let openssl = |command: &str| {
+            let args: Vec<&str> = command.split_whitespace().collect();
+            let output = Command::new("openssl")
+                .args(&args)
+                .current_dir(dir.path())
+                .output()
+                .expect("run openssl (is the openssl package installed?)");
+            assert!(
+                output.status.success(),
+                "openssl {command}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        fs::write(
+            dir.path().join("server.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        )
+        .expect("write server.ext");
+        openssl(
+            "req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=chat-test-ca \
+             -keyout ca.key -out ca.pem",
+        );
+        openssl(
+            "req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key -out server.csr",
+        );
+        openssl(
+            "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+             -extfile server.ext -out server.pem",
+        );
+        TestCertificates { dir }
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
 }
 
 /// What a raw Redis subscriber saw: the channel and the payload bytes.
