@@ -152,3 +152,69 @@ async fn wait_for_subscribers(redis: &support::RedisServer, channel: &str, expec
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_redis_refuses_fails_alone() {
+    let redis = support::RedisServer::start().await;
+    // The node's Redis user may subscribe to two rooms and publish to one of them only.
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("node")
+        .arg("on")
+        .arg(">secret")
+        .arg("~*")
+        .arg("resetchannels")
+        .arg("&chat:room:open")
+        .arg("&chat:room:readonly")
+        .arg("+@all")
+        .arg("-publish")
+        .arg("(+publish &chat:room:open)")
+        .query_async(&mut redis.connection().await)
+        .await
+        .expect("ACL SETUSER");
+    let url = format!("redis://node:secret@127.0.0.1:{}/", redis.port());
+    let key = support::key(support::KEY_A);
+    let node = support::Node::spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--redis-url",
+            &url,
+            "--node-id",
+            "acl",
+            "--key",
+            &key,
+        ],
+        &[],
+    )
+    .await;
+    wait_until("the node is ready", STEP, async || {
+        node.status_of("/readyz").await == 200
+    })
+    .await;
+
+    let mut client = node.client("tester").await;
+    let reference = "join-forbidden";
+    client
+        .send_frame(&chat_protocol::ClientFrame::Join {
+            room: "forbidden".into(),
+            reference: Some(reference.into()),
+        })
+        .await;
+    client
+        .expect_error(chat_protocol::ErrorCode::Unavailable, Some(reference))
+        .await;
+
+    client.join("readonly").await;
+    let refused = client.send_chat("readonly", "not allowed here").await;
+    client
+        .expect_error(chat_protocol::ErrorCode::Unavailable, Some(&refused))
+        .await;
+
+    // The refusals did not cost the node its connection: the allowed room works.
+    let mut peer = member(&node, "acl", "peer", "open").await;
+    client.join("open").await;
+    support::exchange(&mut client, "open", "allowed", &mut [&mut peer]).await;
+    assert_eq!(node.status_of("/readyz").await, 200);
+    assert_eq!(node.metric("chat_redis_reconnects_total").await, 0.0);
+}

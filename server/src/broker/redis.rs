@@ -228,35 +228,49 @@ async fn publish_in_order(
 ) {
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
     while queue.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
-        let result = match state.publisher() {
+        let outcome = match state.publisher() {
             None => Err(BrokerError::Disconnected),
             Some(mut connection) => {
                 let mut pipeline = redis::pipe();
+                // Each PUBLISH gets its own result: one refused message (say, by an ACL) must
+                // not be reported as lost for the others, which were published.
+                pipeline.ignore_errors();
                 for publish in &batch {
-                    pipeline
-                        .publish(&publish.channel, publish.payload.as_ref())
-                        .ignore();
+                    pipeline.publish(&publish.channel, publish.payload.as_ref());
                 }
-                match tokio::time::timeout(timeout, pipeline.query_async::<()>(&mut connection))
-                    .await
-                {
-                    Ok(Ok(())) => Ok(()),
+                let query = pipeline.query_async::<Vec<redis::RedisResult<i64>>>(&mut connection);
+                match tokio::time::timeout(timeout, query).await {
+                    Ok(Ok(results)) => Ok(results),
                     Ok(Err(error)) => Err(classify(&error)),
                     Err(_) => Err(BrokerError::Timeout),
                 }
             }
         };
-        if result.is_err() {
-            state.check_now.notify_one();
-        }
-        for publish in batch.drain(..) {
-            if result.is_ok() {
-                state
-                    .metrics
-                    .publish_duration
-                    .observe(publish.queued.elapsed().as_secs_f64());
+        match outcome {
+            Ok(results) => {
+                let mut results = results.into_iter();
+                for publish in batch.drain(..) {
+                    let result = match results.next() {
+                        Some(Ok(_)) => {
+                            let waited = publish.queued.elapsed().as_secs_f64();
+                            state.metrics.publish_duration.observe(waited);
+                            Ok(())
+                        }
+                        Some(Err(error)) => {
+                            log::warn!("Redis refused a publish: {error}");
+                            Err(classify(&error))
+                        }
+                        None => Err(BrokerError::Refused("no reply for this publish".into())),
+                    };
+                    let _ = publish.done.send(result);
+                }
             }
-            let _ = publish.done.send(result.clone());
+            Err(error) => {
+                state.check_now.notify_one();
+                for publish in batch.drain(..) {
+                    let _ = publish.done.send(Err(error.clone()));
+                }
+            }
         }
     }
 }
@@ -414,9 +428,20 @@ impl Supervisor {
                     Ok(Err(error)) => Err(classify(&error)),
                     Err(_) => Err(BrokerError::Timeout),
                 };
-                let failure = result.as_ref().err().map(ToString::to_string);
+                // A refusal (say, an ACL that forbids the channel) concerns this channel only;
+                // anything else means the connection is gone.
+                let lost = match &result {
+                    Err(error @ (BrokerError::Disconnected | BrokerError::Timeout)) => {
+                        Some(format!("SUBSCRIBE failed: {error}"))
+                    }
+                    Err(BrokerError::Refused(reason)) => {
+                        log::warn!("Redis refused to subscribe to a channel: {reason}");
+                        None
+                    }
+                    Ok(()) => None,
+                };
                 let _ = done.send(result);
-                failure.map_or(Ok(()), |e| Err(format!("SUBSCRIBE failed: {e}")))
+                lost.map_or(Ok(()), Err)
             }
             Command::Unsubscribe { channel } => {
                 self.wanted.remove(&channel);
