@@ -88,10 +88,6 @@ pub async fn run<S>(
     hub.metrics().connections.dec();
 }
 
-struct JoinedRoom {
-    channel: String,
-}
-
 /// The outcome of a request, produced in request order.
 enum Reply {
     Ready(Message),
@@ -143,7 +139,8 @@ struct Session<'h> {
     member: MemberId,
     name: String,
     outbox: Outbox,
-    rooms: HashMap<String, JoinedRoom>,
+    /// Joined rooms and their backplane channels, formatted once per join rather than per send.
+    rooms: HashMap<String, String>,
     /// Joins whose subscription is not confirmed yet. While there are any, the session reads
     /// no further requests, so a `send` right after a `join` cannot be published before this
     /// node hears the room, and the sender always receives its own message.
@@ -224,8 +221,8 @@ impl Session<'_> {
         };
 
         // Stop deliveries into the queue before anything else.
-        for room in self.rooms.values() {
-            self.hub.leave(&room.channel, self.member);
+        for channel in self.rooms.values() {
+            self.hub.leave(channel, self.member);
         }
         log::debug!("session {} closing: {}", self.id, end.describe());
         self.finish(ws, end).await;
@@ -326,7 +323,7 @@ impl Session<'_> {
             let channel = self.hub.channel(room);
             match self.hub.join(&channel, self.member, &self.outbox) {
                 Ok(subscription) => {
-                    self.rooms.insert(room.to_owned(), JoinedRoom { channel });
+                    self.rooms.insert(room.to_owned(), channel);
                     Some(subscription)
                 }
                 Err(error) => {
@@ -356,8 +353,8 @@ impl Session<'_> {
 
     fn leave(&mut self, room: &str, reference: Option<String>) {
         match self.rooms.remove(room) {
-            Some(joined) => {
-                self.hub.leave(&joined.channel, self.member);
+            Some(channel) => {
+                self.hub.leave(&channel, self.member);
                 let left = ServerFrame::Left { room: room.into() };
                 self.reply(text_message(left.to_json()));
             }
@@ -366,7 +363,7 @@ impl Session<'_> {
     }
 
     fn send(&mut self, room: &str, text: &str, reference: Option<String>) {
-        let Some(joined) = self.rooms.get(room) else {
+        let Some(channel) = self.rooms.get(room) else {
             return self.reply_error(not_joined(room, reference));
         };
         if text.len() > self.limits.max_text_bytes {
@@ -380,7 +377,7 @@ impl Session<'_> {
                 reference,
             });
         }
-        let publication = self.hub.publish(&joined.channel, room, &self.name, text);
+        let publication = self.hub.publish(channel, room, &self.name, text);
         let id = publication.id;
         let accepted = publication.accepted;
         self.replies.push_back(
@@ -415,8 +412,8 @@ impl Session<'_> {
                 result: Err(error),
                 ..
             } => {
-                if let Some(joined) = self.rooms.remove(&room) {
-                    self.hub.leave(&joined.channel, self.member);
+                if let Some(channel) = self.rooms.remove(&room) {
+                    self.hub.leave(&channel, self.member);
                 }
                 let error = unavailable(&error, "cannot join", reference);
                 self.batch.push(error_frame(
