@@ -1,5 +1,6 @@
-//! A Redis outage longer than any client-side retry budget: nodes report it, refuse work with
-//! `unavailable` instead of dropping it, and chat resumes on the same WebSocket connections.
+//! A Redis outage of more than a minute, far beyond any library's retry budget: nodes report
+//! it, refuse work with `unavailable` instead of dropping it, keep trying, and chat resumes on
+//! the same WebSocket connections once Redis is back.
 
 mod support;
 
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 use chat_protocol::{ClientFrame, ErrorCode, ServerFrame};
 use support::{Client, Node, RedisServer, exchange, key, unique, wait_until};
 
-const OUTAGE: Duration = Duration::from_secs(12);
+const OUTAGE: Duration = Duration::from_secs(65);
 const RECOVERY: Duration = Duration::from_secs(20);
 const ROOM: &str = "ops";
 const LOST_PREFIX: &str = "sent during the outage ";
@@ -66,7 +67,7 @@ async fn settle(client: &mut Client) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chat_resumes_on_the_same_connections_after_a_redis_outage() {
+async fn chat_resumes_on_the_same_connections_after_a_redis_outage_of_over_a_minute() {
     let mut redis = RedisServer::start().await;
     let key = key(0xC3);
     let nodes = [
@@ -104,7 +105,7 @@ async fn chat_resumes_on_the_same_connections_after_a_redis_outage() {
         }
         rounds += 1;
         let left = OUTAGE.saturating_sub(outage_started.elapsed());
-        tokio::time::sleep(left.min(Duration::from_secs(2))).await;
+        tokio::time::sleep(left.min(Duration::from_secs(5))).await;
     }
     assert!(
         rounds >= 3,
