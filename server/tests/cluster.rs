@@ -387,3 +387,64 @@ async fn metrics_count_cluster_traffic() {
         sender.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_and_the_redis_password_never_appear_in_logs_or_help() {
+    let redis = RedisServer::start().await;
+    let password = "pw-7f3e9c1d";
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg(password)
+        .query_async(&mut redis.connection().await)
+        .await
+        .expect("CONFIG SET requirepass");
+    let key_a = key(KEY_A);
+    let url = format!("redis://:{password}@127.0.0.1:{}/", redis.port());
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--redis-url",
+        url.as_str(),
+        "--node-id",
+        "quiet",
+        "--key",
+        key_a.as_str(),
+    ];
+    let node = Node::spawn(&args, &[("RUST_LOG", "trace")]).await;
+    wait_until("the node is ready", Duration::from_secs(5), async || {
+        node.status_of("/readyz").await == 200
+    })
+    .await;
+    let mut a = member(&node, "quiet", "a", "hush").await;
+    let mut b = member(&node, "quiet", "b", "hush").await;
+    exchange(&mut a, "hush", "nothing to see", &mut [&mut b]).await;
+
+    let log = node.log_text();
+    assert!(
+        log.contains("connected to Redis"),
+        "the log is being written"
+    );
+    assert!(!log.contains(&key_a), "the key appears in the log");
+    assert!(
+        !log.contains(password),
+        "the Redis password appears in the log"
+    );
+
+    let (status, help) = Node::run_to_exit(
+        &["--help"],
+        &[
+            ("CHAT_KEY", key_a.as_str()),
+            ("CHAT_REDIS_URL", url.as_str()),
+        ],
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(status.success());
+    assert!(help.contains("--key"), "{help}");
+    assert!(!help.contains(&key_a), "the key appears in --help");
+    assert!(
+        !help.contains(password),
+        "the Redis password appears in --help"
+    );
+}

@@ -557,7 +557,7 @@ impl Node {
     }
 
     /// Runs `chat-server` with `args` and `env` expecting it to exit by itself within
-    /// `timeout`; returns its status and everything it wrote to stderr.
+    /// `timeout`; returns its status and everything it wrote to stdout and stderr.
     pub async fn run_to_exit(
         args: &[impl AsRef<str>],
         env: &[(&str, &str)],
@@ -566,7 +566,7 @@ impl Node {
         let dir = TempDir::new("node-exit");
         let log = dir.path().join("node.log");
         let child = node_command(args, env)
-            .stdout(Stdio::null())
+            .stdout(log_file(&log))
             .stderr(log_file(&log))
             .spawn()
             .expect("spawn chat-server");
@@ -581,6 +581,11 @@ impl Node {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Everything the node has logged so far.
+    pub fn log_text(&self) -> String {
+        self.process.log_text()
     }
 
     /// Resident memory of the node process, from `/proc`.
