@@ -80,7 +80,14 @@ pub async fn run<S>(
             session.serve(&mut ws, queue, &shutdown).await;
         }
         Err(message) => {
-            let refusal = error_frame(&hub, ErrorCode::InvalidName, &message, None);
+            let refusal = error_frame(
+                &hub,
+                FrameError {
+                    code: ErrorCode::InvalidName,
+                    message,
+                    reference: None,
+                },
+            );
             let _ = ws.send(refusal).await;
             close_with(&hub, &mut ws, close::POLICY_VIOLATION, "invalid name").await;
         }
@@ -275,9 +282,13 @@ impl Session<'_> {
                 reason: "frame too large",
                 error: Some(error_frame(
                     self.hub,
-                    ErrorCode::TooLarge,
-                    &format!("a frame of {size} bytes exceeds the limit of {max_size} bytes"),
-                    None,
+                    FrameError {
+                        code: ErrorCode::TooLarge,
+                        message: format!(
+                            "a frame of {size} bytes exceeds the limit of {max_size} bytes"
+                        ),
+                        reference: None,
+                    },
                 )),
             },
             WsError::Capacity(_) => End::Violation {
@@ -416,12 +427,7 @@ impl Session<'_> {
                     self.hub.leave(&channel, self.member);
                 }
                 let error = unavailable(&error, "cannot join", reference);
-                self.batch.push(error_frame(
-                    self.hub,
-                    error.code,
-                    &error.message,
-                    error.reference.as_deref(),
-                ));
+                self.batch.push(error_frame(self.hub, error));
             }
             Reply::Published {
                 id,
@@ -441,12 +447,7 @@ impl Session<'_> {
                 ..
             } => {
                 let error = unavailable(&error, "message not sent", reference);
-                self.batch.push(error_frame(
-                    self.hub,
-                    error.code,
-                    &error.message,
-                    error.reference.as_deref(),
-                ));
+                self.batch.push(error_frame(self.hub, error));
             }
         }
     }
@@ -458,12 +459,7 @@ impl Session<'_> {
     }
 
     fn reply_error(&mut self, error: FrameError) {
-        let frame = error_frame(
-            self.hub,
-            error.code,
-            &error.message,
-            error.reference.as_deref(),
-        );
+        let frame = error_frame(self.hub, error);
         self.reply(frame);
     }
 }
@@ -485,12 +481,12 @@ fn unavailable(error: &BrokerError, what: &str, reference: Option<String>) -> Fr
 }
 
 /// An `error` frame, counted by code.
-fn error_frame(hub: &Hub, code: ErrorCode, message: &str, reference: Option<&str>) -> Message {
-    hub.metrics().error(code);
+fn error_frame(hub: &Hub, error: FrameError) -> Message {
+    hub.metrics().error(error.code);
     let frame = ServerFrame::Error {
-        code,
-        message: message.into(),
-        reference: reference.map(Into::into),
+        code: error.code,
+        message: error.message.into(),
+        reference: error.reference.map(Into::into),
     };
     text_message(frame.to_json())
 }
