@@ -138,13 +138,10 @@ impl Inbound for Rooms {
     fn deliver(&self, channel: &[u8], payload: Vec<u8>) {
         self.metrics.backplane_messages.inc();
         let frame = match self.keyring.open(channel, payload) {
-            Ok(plaintext) => Utf8Bytes::try_from(plaintext).map_err(|_| "plaintext is not UTF-8"),
-            Err(error) => Err(match error {
-                crate::envelope::OpenError::TooShort => "payload too short",
-                crate::envelope::OpenError::UnknownVersion(_) => "unknown envelope version",
-                crate::envelope::OpenError::UnknownKey => "sealed with an unknown key",
-                crate::envelope::OpenError::Forged => "authentication failed",
-            }),
+            Ok(plaintext) => {
+                Utf8Bytes::try_from(plaintext).map_err(|_| "plaintext is not UTF-8".to_owned())
+            }
+            Err(error) => Err(error.to_string()),
         };
         let frame = match frame {
             Ok(frame) => frame,
