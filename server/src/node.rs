@@ -4,6 +4,7 @@
 //! (each drains its in-flight publishes, then closes with 1001), wait for them, and only then
 //! let the broker go.
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -90,21 +91,32 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             log::debug!("cannot set TCP_NODELAY: {error}");
         }
     });
-    axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await
-        .context("HTTP server failed")?;
+    let mut server = tokio::spawn(
+        axum::serve(listener, http::router(state))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future(),
+    );
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        stopped = &mut server => {
+            anyhow::bail!("the HTTP server stopped on its own: {stopped:?}");
+        }
+    }
 
+    // HTTP connections and sessions get one deadline together: a client that never finishes
+    // its request must not keep the node from exiting.
     sessions.close();
-    let open = sessions.len();
-    log::info!("shutting down: closing {open} session(s)");
-    if tokio::time::timeout(config.shutdown_timeout(), sessions.wait())
-        .await
-        .is_err()
-    {
+    log::info!("shutting down: closing {} session(s)", sessions.len());
+    let drained = tokio::time::timeout(config.shutdown_timeout(), async {
+        if let Ok(Err(error)) = server.await {
+            log::warn!("HTTP server: {error}");
+        }
+        sessions.wait().await;
+    })
+    .await;
+    if drained.is_err() {
         log::warn!(
-            "{} session(s) did not close within {:?}",
-            sessions.len(),
+            "connections still open after {:?}; exiting anyway",
             config.shutdown_timeout()
         );
     }
