@@ -97,6 +97,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .into_future(),
     );
     tokio::select! {
+        // Biased: once shutdown begins the server finishes too, and that is no failure.
+        biased;
         _ = shutdown.cancelled() => {}
         stopped = &mut server => {
             anyhow::bail!("the HTTP server stopped on its own: {stopped:?}");
