@@ -127,11 +127,6 @@ impl Rooms {
             }
         }
     }
-
-    /// Local members of the room behind `channel`.
-    pub fn member_count(&self, channel: &str) -> usize {
-        self.rooms.get(channel).map_or(0, |room| room.members.len())
-    }
 }
 
 impl Inbound for Rooms {
@@ -244,7 +239,8 @@ mod tests {
             });
             assert_eq!(subscription.now_or_never(), Some(Ok(())));
         }
-        assert_eq!((subscribes.get(), rooms.member_count("c")), (1, 2));
+        let members = rooms.rooms.get("c").map_or(0, |room| room.members.len());
+        assert_eq!((subscribes.get(), members), (1, 2));
         assert_eq!(metrics.rooms.get(), 1);
         rooms.remove("c", 1, || unsubscribes.set(unsubscribes.get() + 1));
         assert_eq!(unsubscribes.get(), 0);
