@@ -18,6 +18,8 @@
   const MAX_LOG_ITEMS = 1000;
   const STICK_DISTANCE_PX = 48;
   const NAME_KEY = 'chat.name';
+  // Sending the same text again cannot help with these, so failed messages offer no retry.
+  const PERMANENT_ERRORS = new Set(['bad_request', 'invalid_room', 'too_large']);
 
   const CLOSE_REASONS = {
     1000: 'closed by the server',
@@ -34,7 +36,8 @@
   [
     'join', 'join-form', 'join-button', 'name', 'name-error', 'room', 'room-error',
     'chat', 'room-name', 'me', 'node', 'status', 'reconnect', 'members-toggle', 'member-count',
-    'leave', 'messages', 'jump', 'members', 'notice', 'composer', 'text', 'text-hint',
+    'leave', 'messages', 'jump', 'people-title', 'members', 'notice', 'composer', 'text',
+    'text-hint',
   ].forEach((id) => {
     ui[id.replace(/-(\w)/g, (_, c) => c.toUpperCase())] = document.getElementById(id);
   });
@@ -59,8 +62,18 @@
     noticeTimer: 0,
     stick: true,
     pending: new Map(), // ref -> message element awaiting its ack
-    byId: new Map(), // message id -> element, to dedupe echoes
+    byId: new Map(), // message id -> element, to dedupe echoes and history
     early: new Map(), // message id -> own echo that overtook its ack
+    // Own messages whose connection dropped before their ack: they may have been published,
+    // and history delivered after a rejoin then confirms them instead of listing them twice.
+    unconfirmed: [],
+    // Newest message id received, sent as `since` on rejoin so a server that keeps history
+    // can fill the gap.
+    lastId: '',
+    sentSince: false, // whether the pending join asked for the messages after lastId
+    // True once the server reports the room's members; until then the list holds the names
+    // seen in the room, which only grows.
+    presence: false,
     members: new Set(),
   };
 
@@ -178,7 +191,11 @@
     state.pending.clear();
     state.byId.clear();
     state.early.clear();
+    state.unconfirmed = [];
+    state.lastId = '';
+    state.presence = false;
     state.members.clear();
+    ui.peopleTitle.textContent = 'Seen in this room';
     state.everJoined = false;
     state.stick = true;
     ui.jump.hidden = true;
@@ -210,8 +227,30 @@
   }
 
   function addMember(name) {
-    if (!name || state.members.has(name)) return;
+    if (typeof name !== 'string' || !name || state.members.has(name)) return;
     state.members.add(name);
+    renderMembers();
+  }
+
+  function removeMember(name) {
+    // Another connection under this page's name leaving does not take this one out.
+    if (name === state.me || !state.members.delete(name)) return;
+    renderMembers();
+  }
+
+  // A joined reply that lists the members makes the list exact from then on.
+  function setMembers(names) {
+    state.presence = true;
+    ui.peopleTitle.textContent = 'In this room';
+    state.members.clear();
+    names.forEach((name) => {
+      if (typeof name === 'string' && name) state.members.add(name);
+    });
+    state.members.add(state.me);
+    renderMembers();
+  }
+
+  function renderMembers() {
     const names = [...state.members].sort((a, b) => a.localeCompare(b));
     ui.members.replaceChildren(...names.map((n) => {
       const item = make('li', n === state.me ? 'member me' : 'member', n);
@@ -265,8 +304,8 @@
     }
   }
 
-  function addSystemLine(text) {
-    appendToLog(make('li', 'system', text), false);
+  function addSystemLine(text, kind) {
+    appendToLog(make('li', kind ? `system ${kind}` : 'system', text), false);
   }
 
   function scrollToBottom() {
@@ -382,16 +421,22 @@
     settle(frame.ref);
   }
 
-  function onMessage(frame) {
-    if (frame.room !== state.room) return;
-    addMember(frame.from);
+  // Live messages and those replayed from history on join take the same path, so whatever
+  // arrives twice is shown once.
+  function onMessage(frame, fromHistory) {
+    // History frames may leave out the room: they come inside the joined reply for it.
+    if (!frame || typeof frame.id !== 'string' || (frame.room || state.room) !== state.room) return;
+    if (!state.presence) addMember(frame.from);
     const known = state.byId.get(frame.id);
+    // History is oldest first and may repeat what is shown; only news moves the mark.
+    if (!(fromHistory && known)) state.lastId = frame.id;
     if (known) {
       // The echo of an acked send: it confirms the entry already shown, with the server's time.
       setTime(known, frame.ts);
       return;
     }
     if (state.early.has(frame.id)) return;
+    if (fromHistory && frame.from === state.me && confirmUnconfirmed(frame)) return;
     if (frame.from === state.me && state.pending.size > 0) {
       // Probably the echo of a send whose ack is still on its way; hold it so the message is
       // never listed twice, and let the ack match it by id.
@@ -401,37 +446,63 @@
     showIncoming(frame);
   }
 
+  // The server's own words (for example how long a rate limit lasts) say most; the code is
+  // the fallback and the tooltip.
   function describeError(frame) {
-    const what = String(frame.code || 'error').replace(/_/g, ' ');
+    const what = frame.message || String(frame.code || 'error').replace(/_/g, ' ');
     const wait = Number(frame.retry_after_ms);
-    const retry = wait > 0 ? `, try again in ${Math.ceil(wait / 1000)} s` : '';
-    return `${what} — not sent${retry}`;
+    const retry = wait > 0 ? ` Try again in ${Math.ceil(wait / 1000)} s.` : '';
+    return `Not sent: ${what}${retry}`;
   }
 
-  function failMessage(ref, reason, detail) {
+  function failMessage(ref, reason, code) {
     const item = state.pending.get(ref);
     const text = item.querySelector('.text').textContent;
     item.classList.remove('pending');
     item.classList.add('failed');
     const error = make('span', 'error', reason);
-    if (detail) error.title = detail;
-    const retry = make('button', 'retry link', 'Retry');
-    retry.type = 'button';
-    retry.addEventListener('click', () => {
-      if (sendText(text)) item.remove();
-    });
-    item.append(error, retry);
+    if (code) error.title = code;
+    item.append(error);
+    if (!PERMANENT_ERRORS.has(code)) {
+      const retry = make('button', 'retry link', 'Retry');
+      retry.type = 'button';
+      retry.addEventListener('click', () => {
+        if (sendText(text)) {
+          item.remove();
+          state.unconfirmed = state.unconfirmed.filter((other) => other !== item);
+        }
+      });
+      item.append(retry);
+    }
     settle(ref);
   }
 
   function failAllPending(reason) {
+    const items = [...state.pending.values()];
     [...state.pending.keys()].forEach((ref) => failMessage(ref, reason));
+    state.unconfirmed.push(...items);
+  }
+
+  // An own message from history that matches one whose ack was lost with the connection was
+  // published after all: mark that entry sent rather than show the text twice.
+  function confirmUnconfirmed(frame) {
+    const index = state.unconfirmed.findIndex(
+      (item) => item.querySelector('.text').textContent === frame.text,
+    );
+    if (index < 0) return false;
+    const [item] = state.unconfirmed.splice(index, 1);
+    item.classList.remove('failed');
+    item.querySelectorAll('.error, .retry').forEach((node) => node.remove());
+    item.dataset.id = frame.id;
+    state.byId.set(frame.id, item);
+    setTime(item, frame.ts);
+    return true;
   }
 
   function onError(frame) {
     state.lastError = frame;
     if (frame.ref && state.pending.has(frame.ref)) {
-      failMessage(frame.ref, describeError(frame), frame.message);
+      failMessage(frame.ref, describeError(frame), frame.code);
     } else if (frame.ref && frame.ref === state.joinRef) {
       onJoinError(frame);
     } else if (frame.code !== 'invalid_name') {
@@ -491,7 +562,12 @@
 
   function sendJoin() {
     state.joinRef = nextRef('j');
-    sendFrame({ type: 'join', room: state.room, ref: state.joinRef });
+    const join = { type: 'join', room: state.room, ref: state.joinRef };
+    // On a rejoin, a server that keeps history replays what came after this id; servers
+    // without history ignore the field.
+    if (state.lastId) join.since = state.lastId;
+    state.sentSince = Boolean(state.lastId);
+    sendFrame(join);
   }
 
   function onFrame(data) {
@@ -507,7 +583,8 @@
       case 'welcome': onWelcome(frame); break;
       case 'joined': onJoined(frame); break;
       case 'ack': onAck(frame); break;
-      case 'message': onMessage(frame); break;
+      case 'message': onMessage(frame, false); break;
+      case 'presence': onPresence(frame); break;
       case 'error': onError(frame); break;
       // 'left' needs nothing: the page drops the socket right after leaving. Types added by
       // newer servers are ignored so this page keeps working against them.
@@ -532,14 +609,32 @@
     state.attempt = 0;
     setStatus('connected', 'connected');
     notice('');
-    addMember(state.me);
-    if (state.everJoined) {
-      addSystemLine(`Rejoined via node ${ui.node.textContent}. `
-        + 'Messages sent while disconnected are not shown.');
+    if (Array.isArray(frame.members)) {
+      setMembers(frame.members);
     } else {
-      addSystemLine(`You joined #${state.room}. Earlier messages are not shown.`);
+      addMember(state.me);
+    }
+    // Servers without history send none; then the page says plainly what it cannot show.
+    const history = Array.isArray(frame.history) ? frame.history : null;
+    // The gap lies before whatever the server could replay.
+    if (state.sentSince && frame.recovered === false) {
+      addSystemLine('Some messages may be missing: not all of them could be recovered.', 'gap');
+    }
+    if (history) history.forEach((message) => onMessage(message, true));
+    if (state.everJoined) {
+      addSystemLine(`Rejoined via node ${ui.node.textContent}.`
+        + (history ? '' : ' Messages sent while disconnected are not shown.'));
+    } else {
+      addSystemLine(`You joined #${state.room}.` + (history ? '' : ' Earlier messages are not shown.'));
     }
     state.everJoined = true;
+  }
+
+  function onPresence(frame) {
+    if (frame.room !== state.room) return;
+    if (frame.event === 'join') addMember(frame.name);
+    // Names seen stay listed; only a server that reports members says who left.
+    if (frame.event === 'leave' && state.presence) removeMember(frame.name);
   }
 
   function onClose(event) {
