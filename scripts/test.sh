@@ -7,12 +7,22 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# The browser test drives Debian's chromium with playwright-core, which never downloads one.
+[ -x /usr/bin/chromium ] || missing+=(chromium fonts-liberation)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The versions pinned in package-lock.json, installed again whenever the lock changes.
+if [ ! -e browser-test/node_modules/.package-lock.json ] ||
+  [ browser-test/package-lock.json -nt browser-test/node_modules/.package-lock.json ]; then
+  (cd browser-test && npm ci --no-audit --no-fund)
 fi
 
 cargo fmt --all -- --check

@@ -8,6 +8,8 @@
 // Each test binary uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader};
@@ -462,6 +464,9 @@ pub struct Node {
     process: Process,
     addr: SocketAddr,
     dir: TempDir,
+    /// How it was started, for [`Node::restart`].
+    args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 /// The command line of a node that uses `redis` with node id `id` and `keys` (first encrypts).
@@ -547,7 +552,43 @@ impl Node {
             .unwrap_or_else(|e| panic!("bad address in `listening on {addr}`: {e}"));
         assert!(addr.ip().is_loopback(), "node listens on {addr}");
         assert_ne!(addr.port(), 0, "node printed port 0");
-        Node { process, addr, dir }
+        Node {
+            process,
+            addr,
+            dir,
+            args: args.iter().map(|a| a.as_ref().to_owned()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
+    /// Stops the node gracefully (SIGTERM, so clients get 1001) and starts it again with the
+    /// same configuration on the same address, as an operator's restart does.
+    pub async fn restart(&mut self) {
+        self.sigterm();
+        self.wait_exit(Duration::from_secs(15)).await;
+        let mut args = self.args.clone();
+        match args.iter().position(|a| a == "--listen") {
+            Some(i) => args[i + 1] = self.addr.to_string(),
+            None => args.extend(["--listen".to_owned(), self.addr.to_string()]),
+        }
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let restarted = Node::spawn(&args, &env).await;
+        assert_eq!(restarted.addr, self.addr, "restarted on another address");
+        // The old arguments are kept: with port 0 a later restart still reuses this address.
+        let Node { process, dir, .. } = restarted;
+        self.process = process;
+        self.dir = dir;
+        wait_until("the restarted node is ready", STEP, async || {
+            self.status_of("/readyz").await == 200
+        })
+        .await;
     }
 
     /// A node configured only through `CHAT_*` environment variables.

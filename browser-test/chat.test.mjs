@@ -1,0 +1,431 @@
+// The chat page in headless Debian chromium, driven by playwright-core.
+//
+// Started by `server/tests/browser.rs`, which runs Redis and two real nodes and passes their
+// addresses in the environment. When this script needs something only the test can do
+// (restart a node), it prints `@<command>` on stdout and waits for one line on stdin.
+//
+// Two parts:
+// - against the real nodes: chat across nodes, rendering of hostile text, the room link, the
+//   remembered name, an error frame from the server, a node restart, screenshots;
+// - against a scripted socket (playwright's WebSocket routing) with the page's clock under
+//   the test's control: exact protocol steps a real server cannot be made to take on demand
+//   (a pending send, a rate-limit error, a close with 1001 while time stands still) and the
+//   fields of newer servers (members, presence, history, `since`, `recovered`).
+
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { join as joinPath } from 'node:path';
+import { createInterface } from 'node:readline';
+import { chromium } from 'playwright-core';
+
+const NODE1 = required('CHAT_TEST_NODE1_URL');
+const NODE2 = required('CHAT_TEST_NODE2_URL');
+const ARTIFACTS = required('CHAT_TEST_ARTIFACTS');
+// Every wait is generous: the machine running the tests may be busy.
+const WAIT_MS = 30_000;
+
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+const DESKTOP = { width: 1280, height: 800 };
+const PHONE = { width: 390, height: 844 };
+
+function required(name) {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set; run this through \`cargo test --test browser\``);
+  return value;
+}
+
+function log(text) {
+  console.log(`[browser] ${text}`);
+}
+
+const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+
+async function until(what, check, timeoutMs = WAIT_MS) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting until ${what}`);
+    await sleep(25);
+  }
+}
+
+// ---- requests to the test that started this script ------------------------------------------
+
+const replies = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+
+async function ask(command) {
+  process.stdout.write(`@${command}\n`);
+  const { value, done } = await replies.next();
+  assert.ok(!done, `no answer to ${command}: stdin closed`);
+  assert.equal(value, 'ok', `answer to ${command}`);
+}
+
+// ---- pages --------------------------------------------------------------------------------------
+
+// Records what must never happen on a page: dialogs (a script injected through a message
+// would call alert) and uncaught errors.
+function watch(page, label) {
+  page.problems = [];
+  page.on('dialog', (dialog) => {
+    page.problems.push(`${label}: dialog ${dialog.type()} "${dialog.message()}"`);
+    dialog.dismiss().catch(() => {});
+  });
+  page.on('pageerror', (error) => page.problems.push(`${label}: page error ${error.message}`));
+  page.on('console', (message) => {
+    if (/Content.Security.Policy/i.test(message.text())) {
+      page.problems.push(`${label}: ${message.text()}`);
+    }
+  });
+  return page;
+}
+
+function assertNoProblems(...pages) {
+  assert.deepEqual(pages.flatMap((page) => page.problems), [], 'dialogs, errors or CSP reports');
+}
+
+async function openPage(context, url, label) {
+  const page = watch(await context.newPage(), label);
+  const response = await page.goto(url);
+  assert.equal(response.status(), 200, `GET ${url}`);
+  const csp = response.headers()['content-security-policy'] || '';
+  assert.match(csp, /script-src 'self'/, 'the page comes with a strict CSP');
+  assert.match(csp, /default-src 'none'/, 'the page comes with a strict CSP');
+  return page;
+}
+
+async function submitJoin(page, name) {
+  await page.fill('#name', name);
+  await page.click('#join-button');
+  await page.locator('#chat').waitFor({ state: 'visible', timeout: WAIT_MS });
+}
+
+async function join(page, name) {
+  await submitJoin(page, name);
+  await connected(page);
+}
+
+async function connected(page) {
+  await page.locator('#status[data-state="connected"]').waitFor({ timeout: WAIT_MS });
+}
+
+async function say(page, text) {
+  await page.fill('#text', text);
+  await page.press('#text', 'Enter');
+}
+
+function messageWithText(page, text) {
+  return page.locator('#messages .message').filter({
+    has: page.locator('.text', { hasText: text }),
+  });
+}
+
+// Waits until exactly one message with `text` is shown and returns what it displays.
+async function shownMessage(page, text) {
+  const item = messageWithText(page, text);
+  await item.first().waitFor({ timeout: WAIT_MS });
+  assert.equal(await item.count(), 1, `"${text}" is shown once`);
+  return item.evaluate((node) => ({
+    from: node.querySelector('.from').textContent,
+    text: node.querySelector('.text').textContent,
+    time: node.querySelector('.time').textContent,
+    own: node.classList.contains('own'),
+    pending: node.classList.contains('pending'),
+    failed: node.classList.contains('failed'),
+    error: node.querySelector('.error')?.textContent ?? '',
+    retry: node.querySelector('.retry') !== null,
+    id: node.dataset.id ?? '',
+  }));
+}
+
+async function settledMessage(page, text) {
+  await until(`"${text}" is acknowledged`, async () => !(await shownMessage(page, text)).pending);
+  return shownMessage(page, text);
+}
+
+async function members(page) {
+  return page.locator('#members .member').allTextContents();
+}
+
+async function systemLines(page) {
+  return page.locator('#messages .system').allTextContents();
+}
+
+async function screenshot(page, file, viewport) {
+  await page.setViewportSize(viewport);
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `no horizontal scrolling at ${viewport.width} px (overflow ${overflow} px)`);
+  await page.screenshot({ path: joinPath(ARTIFACTS, file) });
+  log(`saved ${joinPath(ARTIFACTS, file)}`);
+}
+
+// ---- against real nodes -------------------------------------------------------------------------
+
+async function acrossNodes(browser) {
+  const room = `lobby-${process.pid}`;
+  const contextA = await browser.newContext({ viewport: DESKTOP });
+  const contextB = await browser.newContext({ viewport: DESKTOP });
+
+  log('the room comes from the link; A joins on node 1, B on node 2');
+  const a = await openPage(contextA, `${NODE1}/#room=${room}`, 'A');
+  assert.equal(await a.inputValue('#room'), room, 'room taken from the link');
+  await join(a, 'Ada');
+  assert.equal(await a.textContent('#node'), 'node-1');
+  assert.equal(await a.textContent('#room-name'), room);
+  assert.equal(new URL(a.url()).hash, `#room=${room}`, 'the address is a link to the room');
+  const b = await openPage(contextB, `${NODE2}/#room=${room}`, 'B');
+  await join(b, 'Bob');
+  assert.equal(await b.textContent('#node'), 'node-2');
+  // This server sends no history: the page says so instead of implying there was none.
+  assert.match((await systemLines(b)).join('\n'), /Earlier messages are not shown/);
+
+  log('A sends, B shows it under A\'s name; B replies, A shows it');
+  await say(a, 'Hello from node 1');
+  const sent = await settledMessage(a, 'Hello from node 1');
+  assert.ok(sent.own && !sent.failed && sent.id, `A's own message is acknowledged: ${JSON.stringify(sent)}`);
+  const got = await shownMessage(b, 'Hello from node 1');
+  assert.deepEqual([got.from, got.own, got.id], ['Ada', false, sent.id]);
+  assert.match(got.time, /\d/, 'the message shows its time');
+  await say(b, 'Hi Ada, this is node 2');
+  assert.equal((await shownMessage(a, 'Hi Ada, this is node 2')).from, 'Bob');
+  assert.equal((await settledMessage(b, 'Hi Ada, this is node 2')).own, true);
+
+  log('hostile text is shown as text and runs nothing');
+  const hostile = 'look: <img src=x onerror=alert(1)> <script>alert(2)</script> <b>bold</b>';
+  await say(a, hostile);
+  assert.equal((await shownMessage(b, hostile)).text, hostile);
+  assert.equal((await settledMessage(a, hostile)).text, hostile);
+  for (const page of [a, b]) {
+    assert.equal(await page.locator('#messages img, #messages script, #messages b').count(), 0,
+      'no element was made from message text');
+  }
+
+  log('the names seen are listed while the server reports no members');
+  await until('A lists Ada and Bob', async () => (await members(a)).join() === 'Ada,Bob');
+  assert.equal(await a.textContent('#people-title'), 'Seen in this room');
+
+  log('an error frame from the server is shown next to its message');
+  const longText = `${'too long '.repeat(30)}end`; // over node 2's --max-text-bytes of 200
+  await say(b, longText);
+  const failed = await until('the too-long message fails', async () => {
+    const shown = await shownMessage(b, longText);
+    return shown.failed && shown;
+  });
+  assert.match(failed.error, /^Not sent: .*200 bytes/, `error text shown: ${failed.error}`);
+  assert.equal(failed.retry, false, 'no retry offered for a message that cannot be sent');
+  assert.equal(await messageWithText(a, longText).count(), 0, 'a refused message reaches nobody');
+
+  log('the name is remembered');
+  const again = await openPage(contextA, `${NODE1}/`, 'A2');
+  assert.equal(await again.inputValue('#name'), 'Ada');
+  await again.close();
+
+  await screenshot(a, 'desktop.png', DESKTOP);
+  await screenshot(b, 'phone.png', PHONE);
+  await b.click('#members-toggle');
+  await b.locator('#people').waitFor({ state: 'visible' });
+  await screenshot(b, 'phone-people.png', PHONE);
+  await b.click('#members-toggle');
+  await b.setViewportSize(DESKTOP);
+
+  log('node 1 restarts; A reconnects by itself and keeps chatting');
+  const rejoinsBefore = (await systemLines(a)).filter((line) => line.startsWith('Rejoined')).length;
+  await ask('restart node-1');
+  await until('A rejoins', async () => (await systemLines(a))
+    .filter((line) => line.startsWith('Rejoined')).length > rejoinsBefore);
+  await connected(a);
+  assert.equal(await a.textContent('#node'), 'node-1');
+  await say(a, 'Back after the restart');
+  assert.equal((await shownMessage(b, 'Back after the restart')).from, 'Ada');
+  await say(b, 'Welcome back');
+  assert.equal((await shownMessage(a, 'Welcome back')).from, 'Bob');
+  assert.ok((await settledMessage(a, 'Back after the restart')).id);
+
+  assertNoProblems(a, b);
+  await contextA.close();
+  await contextB.close();
+}
+
+// ---- against a scripted socket ------------------------------------------------------------------
+
+// Plays the server's side of /ws for one page: every connection the page opens is recorded
+// with the frames it sent.
+function scriptedServer() {
+  const connections = [];
+  return {
+    connections,
+    async route(context) {
+      await context.routeWebSocket(/\/ws(\?.*)?$/, (ws) => {
+        const connection = {
+          url: new URL(ws.url()),
+          received: [],
+          send: (frame) => ws.send(JSON.stringify(frame)),
+          close: (code) => ws.close({ code, reason: '' }),
+        };
+        ws.onMessage((data) => connection.received.push(JSON.parse(data)));
+        connections.push(connection);
+        connection.send({
+          type: 'welcome',
+          node: `scripted-${connections.length}`,
+          session: `s${connections.length}`,
+          name: connection.url.searchParams.get('name'),
+        });
+      });
+    },
+    async connection(n) {
+      return until(`connection ${n}`, () => connections[n - 1]);
+    },
+  };
+}
+
+async function received(connection, type, index = 0) {
+  return until(`a ${type} frame`, () => connection.received.filter((f) => f.type === type)[index]);
+}
+
+function chat(id, from, text) {
+  return { type: 'message', room: 'scripted', id, from, text, ts: Date.UTC(2026, 0, 5, 9, 30) };
+}
+
+async function scriptedProtocol(browser) {
+  const context = await browser.newContext({ viewport: DESKTOP });
+  const server = scriptedServer();
+  await server.route(context);
+  const page = watch(await context.newPage(), 'scripted');
+  await page.clock.install();
+  await page.goto(`${NODE1}/#room=scripted`);
+  await submitJoin(page, 'Ada');
+  const first = await server.connection(1);
+  const firstJoin = await received(first, 'join');
+  assert.equal(firstJoin.room, 'scripted');
+  assert.equal(firstJoin.since, undefined, 'a first join asks for no history');
+
+  log('members, history and presence from a newer server');
+  first.send({
+    type: 'joined',
+    room: 'scripted',
+    members: ['Bob', 'Ada'],
+    history: [chat('m1', 'Bob', 'from history'), chat('m2', 'Ada', 'my earlier message')],
+    recovered: true,
+  });
+  await connected(page);
+  assert.equal((await shownMessage(page, 'from history')).from, 'Bob');
+  assert.equal((await shownMessage(page, 'my earlier message')).own, true);
+  assert.deepEqual(await members(page), ['Ada', 'Bob']);
+  assert.equal(await page.textContent('#people-title'), 'In this room');
+  assert.doesNotMatch((await systemLines(page)).join('\n'), /not shown|missing/);
+  first.send({ type: 'presence', room: 'scripted', event: 'join', name: 'Cy' });
+  first.send({ type: 'presence', room: 'scripted', event: 'leave', name: 'Bob' });
+  first.send({ type: 'presence', room: 'elsewhere', event: 'join', name: 'Eve' });
+  await until('Cy in, Bob out', async () => (await members(page)).join() === 'Ada,Cy');
+  first.send(chat('m1', 'Bob', 'from history')); // a repeat is shown once
+  first.send(chat('m3', 'Cy', 'hello, live'));
+  await shownMessage(page, 'hello, live');
+  assert.equal(await messageWithText(page, 'from history').count(), 1);
+
+  log('a message is pending until its ack; an echo before the ack is not shown twice');
+  await say(page, 'wait for it');
+  const send1 = await received(first, 'send', 0);
+  assert.deepEqual([send1.room, send1.text], ['scripted', 'wait for it']);
+  const pending = await shownMessage(page, 'wait for it');
+  assert.ok(pending.pending && pending.own, 'shown as pending before the ack');
+  first.send({ type: 'ack', ref: send1.ref, id: 'm4' });
+  first.send(chat('m4', 'Ada', 'wait for it'));
+  assert.equal((await settledMessage(page, 'wait for it')).id, 'm4');
+  await say(page, 'echo first');
+  const send2 = await received(first, 'send', 1);
+  first.send(chat('m5', 'Ada', 'echo first'));
+  first.send({ type: 'ack', ref: send2.ref, id: 'm5' });
+  assert.equal((await settledMessage(page, 'echo first')).id, 'm5');
+
+  log('an error frame\'s text is shown next to its message');
+  await say(page, 'one too many');
+  const send3 = await received(first, 'send', 2);
+  first.send({
+    type: 'error', code: 'rate_limited', ref: send3.ref,
+    message: 'slow down: at most 10 messages per 10 s', retry_after_ms: 1500,
+  });
+  const limited = await until('the rate-limited message fails', async () => {
+    const shown = await shownMessage(page, 'one too many');
+    return shown.failed && shown;
+  });
+  assert.equal(limited.error, 'Not sent: slow down: at most 10 messages per 10 s Try again in 2 s.');
+  assert.equal(limited.retry, true, 'a rate-limited message can be sent again');
+
+  log('close 1001: reconnect at once (time stands still), rejoin with since');
+  await page.clock.pauseAt(Date.now() + 1000);
+  first.close(1001);
+  const second = await server.connection(2);
+  const secondJoin = await received(second, 'join');
+  assert.equal(secondJoin.since, 'm5', 'the rejoin asks for what came after the last message');
+  second.send({
+    type: 'joined',
+    room: 'scripted',
+    members: ['Ada', 'Bob'],
+    history: [chat('m4', 'Ada', 'wait for it'), chat('m5', 'Ada', 'echo first'),
+      chat('m6', 'Bob', 'while you were away')],
+    recovered: false,
+  });
+  await connected(page);
+  await shownMessage(page, 'while you were away');
+  await shownMessage(page, 'wait for it');
+  await shownMessage(page, 'echo first');
+  const lines = (await systemLines(page)).join('\n');
+  assert.match(lines, /Some messages may be missing/);
+  assert.match(lines, /Rejoined via node scripted-2/);
+  assert.deepEqual(await members(page), ['Ada', 'Bob']);
+
+  log('other closes: back off with a countdown, then reconnect');
+  await say(page, 'ack lost');
+  const send4 = await received(second, 'send', 0);
+  assert.equal(send4.text, 'ack lost');
+  second.close(1011);
+  await page.locator('#status[data-state="reconnecting"]').waitFor({ timeout: WAIT_MS });
+  assert.match(await page.textContent('#status'), /^reconnecting in \d+ s$/);
+  assert.match((await shownMessage(page, 'ack lost')).error, /connection lost/);
+  await sleep(500);
+  assert.equal(server.connections.length, 2, 'no reconnect before the backoff');
+  await page.clock.runFor(10_000);
+  const third = await server.connection(3);
+  assert.equal((await received(third, 'join')).since, 'm6');
+  third.send({
+    type: 'joined', room: 'scripted', members: ['Ada'],
+    history: [chat('m7', 'Ada', 'ack lost')], recovered: true,
+  });
+  await connected(page);
+  const recovered = await shownMessage(page, 'ack lost');
+  assert.deepEqual([recovered.failed, recovered.error, recovered.id], [false, '', 'm7'],
+    'history confirms the message whose ack was lost');
+
+  assertNoProblems(page);
+  await context.close();
+}
+
+// ---- main ----------------------------------------------------------------------------------------
+
+mkdirSync(ARTIFACTS, { recursive: true });
+// playwright starts chromium with a fresh --user-data-dir of its own and removes it afterwards.
+const browser = await chromium.launch({
+  executablePath: '/usr/bin/chromium',
+  headless: true,
+  args: CHROMIUM_ARGS,
+  timeout: 60_000,
+});
+try {
+  await scriptedProtocol(browser);
+  await acrossNodes(browser);
+  log('all passed');
+} finally {
+  await browser.close();
+  replies.return?.();
+  process.stdin.destroy();
+}
