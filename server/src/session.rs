@@ -22,7 +22,7 @@ use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
@@ -124,7 +124,7 @@ enum End {
     Violation {
         code: u16,
         reason: &'static str,
-        error: Option<Message>,
+        error: Option<FrameError>,
     },
 }
 
@@ -209,7 +209,7 @@ impl Session<'_> {
                         flush_needed = true;
                     }
                     Some(Ok(Message::Close(_))) => break End::ClosedByPeer,
-                    Some(Err(error)) => break self.on_read_error(error),
+                    Some(Err(error)) => break read_error_end(error),
                 },
                 // After the socket, so a busy room cannot starve a client's requests; whatever
                 // is queued is drained below after every event anyway.
@@ -268,45 +268,11 @@ impl Session<'_> {
                 error,
             } => {
                 if let Some(error) = error {
-                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.send(error)).await;
+                    let frame = error_frame(self.hub, error);
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.send(frame)).await;
                 }
                 close_with(self.hub, ws, code, reason).await;
             }
-        }
-    }
-
-    fn on_read_error(&self, error: WsError) -> End {
-        match error {
-            WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => End::Violation {
-                code: close::MESSAGE_TOO_BIG,
-                reason: "frame too large",
-                error: Some(error_frame(
-                    self.hub,
-                    FrameError {
-                        code: ErrorCode::TooLarge,
-                        message: format!(
-                            "a frame of {size} bytes exceeds the limit of {max_size} bytes"
-                        ),
-                        reference: None,
-                    },
-                )),
-            },
-            WsError::Capacity(_) => End::Violation {
-                code: close::MESSAGE_TOO_BIG,
-                reason: "frame too large",
-                error: None,
-            },
-            WsError::Utf8(_) => End::Violation {
-                code: close::INVALID_PAYLOAD,
-                reason: "text frame is not valid UTF-8",
-                error: None,
-            },
-            WsError::Protocol(_) => End::Violation {
-                code: close::PROTOCOL_ERROR,
-                reason: "WebSocket protocol error",
-                error: None,
-            },
-            _ => End::Gone,
         }
     }
 
@@ -464,6 +430,40 @@ impl Session<'_> {
     }
 }
 
+/// How a failed read ends the session. A peer that vanishes without a close frame is gone,
+/// not a protocol violation: there is nobody left to tell, and counting it as one would hide
+/// real violations among ordinary disconnects.
+fn read_error_end(error: WsError) -> End {
+    match error {
+        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => End::Violation {
+            code: close::MESSAGE_TOO_BIG,
+            reason: "frame too large",
+            error: Some(FrameError {
+                code: ErrorCode::TooLarge,
+                message: format!("a frame of {size} bytes exceeds the limit of {max_size} bytes"),
+                reference: None,
+            }),
+        },
+        WsError::Capacity(_) => End::Violation {
+            code: close::MESSAGE_TOO_BIG,
+            reason: "frame too large",
+            error: None,
+        },
+        WsError::Utf8(_) => End::Violation {
+            code: close::INVALID_PAYLOAD,
+            reason: "text frame is not valid UTF-8",
+            error: None,
+        },
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => End::Gone,
+        WsError::Protocol(_) => End::Violation {
+            code: close::PROTOCOL_ERROR,
+            reason: "WebSocket protocol error",
+            error: None,
+        },
+        _ => End::Gone,
+    }
+}
+
 fn not_joined(room: &str, reference: Option<String>) -> FrameError {
     FrameError {
         code: ErrorCode::NotJoined,
@@ -524,4 +524,49 @@ where
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close_code(end: &End) -> Option<u16> {
+        match end {
+            End::Violation { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_peer_that_vanishes_is_gone_not_a_violation() {
+        let end = read_error_end(WsError::Protocol(
+            ProtocolError::ResetWithoutClosingHandshake,
+        ));
+        assert!(matches!(end, End::Gone), "{}", end.describe());
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(matches!(read_error_end(WsError::Io(reset)), End::Gone));
+    }
+
+    #[test]
+    fn violations_close_with_their_codes() {
+        let too_long = WsError::Capacity(CapacityError::MessageTooLong {
+            size: 70_000,
+            max_size: 65_536,
+        });
+        match read_error_end(too_long) {
+            End::Violation {
+                code,
+                error: Some(error),
+                ..
+            } => {
+                assert_eq!(code, close::MESSAGE_TOO_BIG);
+                assert_eq!(error.code, ErrorCode::TooLarge);
+            }
+            other => panic!("{}", other.describe()),
+        }
+        let utf8 = read_error_end(WsError::Utf8("bad".into()));
+        assert_eq!(close_code(&utf8), Some(close::INVALID_PAYLOAD));
+        let unmasked = read_error_end(WsError::Protocol(ProtocolError::UnmaskedFrameFromClient));
+        assert_eq!(close_code(&unmasked), Some(close::PROTOCOL_ERROR));
+    }
 }
