@@ -10,6 +10,7 @@
   const ROOM_CHARS = /^[A-Za-z0-9_.-]+$/;
   // Rust's char::is_control, which the server uses: the C0 and C1 control ranges.
   const CONTROL_CHARS = /[\u0000-\u001F\u007F-\u009F]/;
+  const BIDI_CHARS = /[\u061C\u200E\u200F\u202A-\u202E\u2066-\u2069]/;
 
   const BACKOFF_START_MS = 500;
   const BACKOFF_CAP_MS = 10000;
@@ -84,6 +85,7 @@
     // Spread counts code points, as the server does, so emoji count once.
     if ([...name].length > MAX_NAME_CHARS) return `Names are at most ${MAX_NAME_CHARS} characters.`;
     if (CONTROL_CHARS.test(name)) return 'Names cannot contain control characters.';
+    if (BIDI_CHARS.test(name)) return 'Names cannot contain text-direction characters.';
     return '';
   }
 

@@ -59,7 +59,8 @@ pub enum ErrorCode {
     TooLarge,
     /// The backplane cannot take the request now; nothing was published. Retry later.
     Unavailable,
-    /// The user name is empty, too long or has control characters.
+    /// The user name is empty, too long, blank, or has control or bidirectional formatting
+    /// characters.
     InvalidName,
     /// The room name is empty, too long or has characters outside `[A-Za-z0-9_.-]`.
     InvalidRoom,
@@ -300,7 +301,8 @@ pub fn validate_room(room: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// User names: 1–32 characters, none of them a control character.
+/// User names: 1–32 characters, none of them a control character or a bidirectional
+/// formatting character.
 pub fn validate_name(name: &str) -> Result<(), String> {
     let chars = name.chars().count();
     if chars == 0 || chars > limits::MAX_NAME_CHARS {
@@ -312,10 +314,21 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     if name.chars().any(char::is_control) {
         return Err("names may not contain control characters".to_owned());
     }
+    // Other clients display names next to text the sender does not control: an override
+    // there would reorder what follows ("\u{202e}nimda" shows as "admin").
+    if name.chars().any(is_bidi_format) {
+        return Err("names may not contain bidirectional formatting characters".to_owned());
+    }
     if name.trim().is_empty() {
         return Err("names may not be blank".to_owned());
     }
     Ok(())
+}
+
+/// The Unicode bidirectional formatting characters (Bidi_Control): marks, embeddings,
+/// overrides and isolates.
+fn is_bidi_format(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 fn truncate_chars(text: &str, max: usize) -> &str {
@@ -445,6 +458,14 @@ mod tests {
         for bad in ["", "   ", "tab\there", "nl\n", "bell\u{7}", "del\u{7f}"] {
             assert!(validate_name(bad).is_err(), "{bad:?}");
         }
+        for bidi in [
+            '\u{061c}', '\u{200e}', '\u{200f}', '\u{202a}', '\u{202e}', '\u{2066}', '\u{2069}',
+        ] {
+            let name = format!("{bidi}nimda");
+            assert!(validate_name(&name).is_err(), "{name:?}");
+        }
+        // Joiners are part of emoji sequences and stay allowed.
+        assert!(validate_name("👩\u{200d}💻").is_ok());
         assert!(validate_name(&"n".repeat(33)).is_err());
     }
 
