@@ -29,6 +29,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+pub mod raw;
+
 /// Longest wait for one protocol step (a reply, a delivery, a process start).
 pub const STEP: Duration = Duration::from_secs(5);
 /// How long a client must stay quiet to show that nothing more (no duplicate) is coming.

@@ -1,0 +1,205 @@
+//! A WebSocket client that writes hand-made bytes: frames a well-behaved library refuses to
+//! send (unmasked, reserved bits or opcodes, broken fragmentation, invalid UTF-8, lying length
+//! headers) and floods of frames written in one go. It reads what the server answers frame by
+//! frame, so a test sees exactly which error frame and close code came, and in what order.
+
+use std::io::Cursor;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use chat_protocol::ServerFrame;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Bytes;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
+
+use super::STEP;
+
+/// One frame as a client would put it on the wire: masked unless `mask` is None.
+pub fn encode(header: FrameHeader, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 14);
+    Frame::from_payload(header, Bytes::copy_from_slice(payload))
+        .format(&mut out)
+        .expect("writing to a Vec cannot fail");
+    out
+}
+
+/// A masked frame with `opcode`, final or not.
+pub fn frame(opcode: OpCode, is_final: bool, payload: &[u8]) -> Vec<u8> {
+    encode(
+        FrameHeader {
+            is_final,
+            opcode,
+            mask: Some(*b"mask"),
+            ..FrameHeader::default()
+        },
+        payload,
+    )
+}
+
+/// A masked, final text frame carrying `text` (or any bytes, valid UTF-8 or not).
+pub fn text(text: impl AsRef<[u8]>) -> Vec<u8> {
+    frame(OpCode::Data(Data::Text), true, text.as_ref())
+}
+
+pub fn binary(payload: &[u8]) -> Vec<u8> {
+    frame(OpCode::Data(Data::Binary), true, payload)
+}
+
+pub fn ping(payload: &[u8]) -> Vec<u8> {
+    frame(OpCode::Control(Control::Ping), true, payload)
+}
+
+/// `message` split into `pieces` frames: a text frame and continuations, the last one final.
+pub fn fragmented(message: &[u8], pieces: usize) -> Vec<u8> {
+    let size = message.len().div_ceil(pieces.max(1)).max(1);
+    let chunks: Vec<&[u8]> = message.chunks(size).collect();
+    let mut out = Vec::new();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let opcode = if i == 0 {
+            OpCode::Data(Data::Text)
+        } else {
+            OpCode::Data(Data::Continue)
+        };
+        out.extend(frame(opcode, i + 1 == chunks.len(), chunk));
+    }
+    out
+}
+
+/// What one read from the server gave.
+#[derive(Debug)]
+pub enum Incoming {
+    Frame(ServerFrame<'static>),
+    Ping,
+    Pong,
+    /// A close frame and its code, if it had one.
+    Close(Option<u16>),
+    /// The server ended the TCP connection.
+    End,
+    /// The read failed (for example a reset after the server closed).
+    Failed(String),
+    /// Nothing came before the deadline.
+    Timeout,
+}
+
+/// A WebSocket connection whose every outgoing byte is chosen by the test.
+pub struct RawSocket {
+    reader: OwnedReadHalf,
+    writer: Arc<Mutex<OwnedWriteHalf>>,
+    buffer: Vec<u8>,
+}
+
+impl RawSocket {
+    /// Completes the handshake on `path` (e.g. `/ws?name=x`) and reads nothing else.
+    pub async fn connect(addr: SocketAddr, path: &str) -> RawSocket {
+        let handshake = async {
+            let mut stream = TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let request = format!(
+                "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+                 Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                 Sec-WebSocket-Version: 13\r\n\r\n"
+            );
+            stream.write_all(request.as_bytes()).await?;
+            let mut buffer = Vec::new();
+            let head_end = loop {
+                if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break end + 4;
+                }
+                let mut chunk = [0u8; 1024];
+                let n = stream.read(&mut chunk).await?;
+                if n == 0 {
+                    return Err(std::io::Error::other("closed during the handshake"));
+                }
+                buffer.extend_from_slice(&chunk[..n]);
+            };
+            let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
+            buffer.drain(..head_end);
+            Ok::<_, std::io::Error>((stream, head, buffer))
+        };
+        let (stream, head, buffer) = tokio::time::timeout(STEP, handshake)
+            .await
+            .unwrap_or_else(|_| panic!("raw handshake with {addr} timed out"))
+            .unwrap_or_else(|e| panic!("raw handshake with {addr}: {e}"));
+        assert!(
+            head.starts_with("HTTP/1.1 101"),
+            "raw handshake refused: {head}"
+        );
+        let (reader, writer) = stream.into_split();
+        RawSocket {
+            reader,
+            writer: Arc::new(Mutex::new(writer)),
+            buffer,
+        }
+    }
+
+    /// Writes `bytes` on a task of its own, so the test can read the server's answers while a
+    /// large input is still going out (a server that stops reading would otherwise block it).
+    pub fn write(&self, bytes: Vec<u8>) -> JoinHandle<std::io::Result<()>> {
+        let writer = Arc::clone(&self.writer);
+        tokio::spawn(async move {
+            let mut writer = writer.lock().await;
+            writer.write_all(&bytes).await?;
+            writer.flush().await
+        })
+    }
+
+    /// The next frame from the server, or what ended the wait, by `deadline`.
+    pub async fn next(&mut self, deadline: Instant) -> Incoming {
+        loop {
+            if let Some(incoming) = self.parse_buffered() {
+                return incoming;
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            match tokio::time::timeout_at(deadline, self.reader.read(&mut chunk)).await {
+                Err(_) => return Incoming::Timeout,
+                Ok(Ok(0)) => return Incoming::End,
+                Ok(Ok(n)) => self.buffer.extend_from_slice(&chunk[..n]),
+                Ok(Err(e)) => return Incoming::Failed(e.to_string()),
+            }
+        }
+    }
+
+    /// The next frame within `STEP`.
+    pub async fn recv(&mut self) -> Incoming {
+        self.next(Instant::now() + STEP).await
+    }
+
+    fn parse_buffered(&mut self) -> Option<Incoming> {
+        let mut cursor = Cursor::new(&self.buffer[..]);
+        let (header, length) = FrameHeader::parse(&mut cursor)
+            .unwrap_or_else(|e| panic!("the server sent a malformed frame header: {e}"))?;
+        let start = usize::try_from(cursor.position()).expect("header length fits usize");
+        let length = usize::try_from(length).expect("frame length fits usize");
+        if self.buffer.len() < start + length {
+            return None;
+        }
+        assert!(header.mask.is_none(), "the server masked a frame");
+        assert!(header.is_final, "the server fragmented a frame");
+        let payload: Vec<u8> = self.buffer.drain(..start + length).skip(start).collect();
+        Some(match header.opcode {
+            OpCode::Data(Data::Text) => {
+                let frame = serde_json::from_slice(&payload).unwrap_or_else(|e| {
+                    panic!(
+                        "the server sent a bad frame {:?}: {e}",
+                        String::from_utf8_lossy(&payload)
+                    )
+                });
+                Incoming::Frame(frame)
+            }
+            OpCode::Control(Control::Close) => Incoming::Close(
+                payload
+                    .get(..2)
+                    .map(|code| u16::from_be_bytes([code[0], code[1]])),
+            ),
+            OpCode::Control(Control::Ping) => Incoming::Ping,
+            OpCode::Control(Control::Pong) => Incoming::Pong,
+            other => panic!("the server sent an unexpected {other:?} frame"),
+        })
+    }
+}
