@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 /// Enough cases to cover the shapes, few enough to stay well under a second per property.
 fn config() -> ProptestConfig {
     ProptestConfig {
-        cases: 2_000,
+        cases: 1_000,
         failure_persistence: None,
         ..ProptestConfig::default()
     }
