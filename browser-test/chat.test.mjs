@@ -371,7 +371,7 @@ async function scriptedProtocol(browser) {
     const shown = await shownMessage(page, 'one too many');
     return shown.failed && shown;
   });
-  assert.equal(limited.error, 'Not sent: slow down: at most 10 messages per 10 s Try again in 2 s.');
+  assert.equal(limited.error, 'Not sent: slow down: at most 10 messages per 10 s. Try again in 2 s.');
   assert.equal(limited.retry, true, 'a rate-limited message can be sent again');
 
   log('close 1001: reconnect at once (time stands still), rejoin with since');
@@ -418,6 +418,7 @@ async function scriptedProtocol(browser) {
   const recovered = await shownMessage(page, 'ack lost');
   assert.deepEqual([recovered.failed, recovered.error, recovered.id], [false, '', 'm7'],
     'history confirms the message whose ack was lost');
+  await screenshot(page, 'scripted-desktop.png', DESKTOP);
 
   assertNoProblems(page);
   await context.close();

@@ -452,9 +452,10 @@
   // the fallback and the tooltip.
   function describeError(frame) {
     const what = frame.message || String(frame.code || 'error').replace(/_/g, ' ');
+    const sentence = /[.!?]$/.test(what) ? what : `${what}.`;
     const wait = Number(frame.retry_after_ms);
     const retry = wait > 0 ? ` Try again in ${Math.ceil(wait / 1000)} s.` : '';
-    return `Not sent: ${what}${retry}`;
+    return `Not sent: ${sentence}${retry}`;
   }
 
   function failMessage(ref, reason, code) {
