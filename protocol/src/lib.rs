@@ -43,6 +43,8 @@ pub mod close {
     pub const INTERNAL_ERROR: u16 = 1011;
     /// The client read too slowly: its outbound queue overflowed. Reconnect and catch up.
     pub const SLOW_CONSUMER: u16 = 4001;
+    /// The client answered no ping and sent nothing for the node's idle timeout.
+    pub const IDLE_TIMEOUT: u16 = 4002;
 }
 
 /// The `code` of an `error` frame.
@@ -64,11 +66,20 @@ pub enum ErrorCode {
     InvalidName,
     /// The room name is empty, too long or has characters outside `[A-Za-z0-9_.-]`.
     InvalidRoom,
+    /// Too many sends too fast; nothing was published. `retry_after_ms` says when to retry.
+    RateLimited,
+    /// The same text from the same user into the same room again within the debounce window;
+    /// nothing was published.
+    Duplicate,
+    /// A `join` would exceed the rooms one connection may be in.
+    TooManyRooms,
+    /// The server requires a valid token that names the user; the connection is closed (1008).
+    Unauthorized,
 }
 
 impl ErrorCode {
     /// Every code, for registering one metric series per code up front.
-    pub const ALL: [ErrorCode; 7] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownType,
         ErrorCode::NotJoined,
@@ -76,6 +87,10 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::InvalidName,
         ErrorCode::InvalidRoom,
+        ErrorCode::RateLimited,
+        ErrorCode::Duplicate,
+        ErrorCode::TooManyRooms,
+        ErrorCode::Unauthorized,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -87,6 +102,10 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::InvalidName => "invalid_name",
             ErrorCode::InvalidRoom => "invalid_room",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Duplicate => "duplicate",
+            ErrorCode::TooManyRooms => "too_many_rooms",
+            ErrorCode::Unauthorized => "unauthorized",
         }
     }
 }
@@ -151,6 +170,9 @@ pub enum ServerFrame<'a> {
         message: Cow<'a, str>,
         #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
         reference: Option<Cow<'a, str>>,
+        /// With `rate_limited`: milliseconds until a send will be accepted again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
 }
 
@@ -486,6 +508,7 @@ mod tests {
             code: ErrorCode::NotJoined,
             message: "join first".into(),
             reference: None,
+            retry_after_ms: None,
         };
         assert_eq!(
             error.to_json(),
@@ -493,6 +516,16 @@ mod tests {
         );
         let parsed: ServerFrame<'static> = serde_json::from_str(&error.to_json()).unwrap();
         assert_eq!(parsed, error);
+        let limited = ServerFrame::Error {
+            code: ErrorCode::RateLimited,
+            message: "slow down".into(),
+            reference: Some("c1".into()),
+            retry_after_ms: Some(250),
+        };
+        assert_eq!(
+            limited.to_json(),
+            r#"{"type":"error","code":"rate_limited","message":"slow down","ref":"c1","retry_after_ms":250}"#
+        );
     }
 
     #[test]

@@ -73,6 +73,21 @@ pub struct Config {
     /// Seconds to wait for sessions to close when shutting down.
     #[arg(long, env = "CHAT_SHUTDOWN_TIMEOUT", default_value_t = 5)]
     pub shutdown_timeout_secs: u64,
+
+    /// Rooms one connection may be in at once.
+    #[arg(long, env = "CHAT_MAX_ROOMS_PER_CONNECTION", default_value_t = 100)]
+    pub max_rooms_per_connection: usize,
+
+    /// Seconds a client may stay silent: after half of it the node pings, and a client that
+    /// has answered nothing by the end is closed with 4002 (0: never).
+    #[arg(long, env = "CHAT_IDLE_TIMEOUT", default_value_t = 60)]
+    pub idle_timeout_secs: u64,
+
+    #[command(flatten)]
+    pub flood: crate::flood::FloodConfig,
+
+    #[command(flatten)]
+    pub admission: crate::admission::AdmissionConfig,
 }
 
 /// Why the configuration cannot run.
@@ -94,6 +109,8 @@ pub enum ConfigError {
     InvalidNodeId,
     #[error("--{0} must be at least 1")]
     Zero(&'static str),
+    #[error("{0}")]
+    Flood(&'static str),
 }
 
 impl Config {
@@ -141,12 +158,13 @@ impl Config {
             ("max-frame-bytes", self.max_frame_bytes),
             ("outbound-queue", self.outbound_queue),
             ("max-in-flight", self.max_in_flight),
+            ("max-rooms-per-connection", self.max_rooms_per_connection),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));
             }
         }
-        Ok(())
+        self.flood.validate().map_err(ConfigError::Flood)
     }
 
     pub fn shutdown_timeout(&self) -> Duration {

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Query, Request, State};
+use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -21,6 +21,8 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::{Admission, Handshake};
+use crate::handshake::Peer;
 use crate::hub::Hub;
 use crate::session::{self, SessionLimits};
 
@@ -48,6 +50,7 @@ struct Page;
 pub struct AppState {
     pub hub: Arc<Hub>,
     pub limits: SessionLimits,
+    pub admission: Arc<Admission>,
     pub max_frame_bytes: usize,
     /// Cancelled when the node begins to shut down.
     pub shutdown: CancellationToken,
@@ -140,11 +143,13 @@ fn asset(path: &str, request_headers: &HeaderMap) -> Response {
 #[derive(Deserialize)]
 struct WebSocketParams {
     name: Option<String>,
+    token: Option<String>,
 }
 
 /// `GET /ws`: validates the handshake, answers 101 and runs the session on the upgraded stream.
 async fn websocket(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
     Query(params): Query<WebSocketParams>,
     mut request: Request,
 ) -> Response {
@@ -183,9 +188,15 @@ async fn websocket(
     else {
         return (StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n").into_response();
     };
-    let name = match params.name {
-        None => Ok(crate::ids::guest_name()),
-        Some(name) => chat_protocol::validate_name(&name).map(|()| name),
+    let admitted = state.admission.admit(&Handshake {
+        peer: peer.addr.ip(),
+        headers,
+        name: params.name.as_deref(),
+        token: params.token.as_deref(),
+    });
+    let (permit, name) = match admitted {
+        Ok(admitted) => (admitted.permit, admitted.name),
+        Err(refusal) => return refusal.into_response(),
     };
 
     let upgrade = hyper::upgrade::on(&mut request);
@@ -212,6 +223,7 @@ async fn websocket(
                 )
                 .await;
                 session::run(ws, name, hub, limits, shutdown).await;
+                drop(permit);
             }
             Err(error) => log::debug!("WebSocket upgrade failed: {error}"),
         }
@@ -220,6 +232,7 @@ async fn websocket(
     let Ok(accept) = HeaderValue::from_str(&accept) else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
+    peer.upgraded.done();
     (
         StatusCode::SWITCHING_PROTOCOLS,
         [

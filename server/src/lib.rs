@@ -11,14 +11,22 @@
 //! - [`rooms`]: local membership and fan-out;
 //! - [`broker`]: the backplane interface and its Redis and in-memory implementations;
 //! - [`envelope`]: sealing and opening payloads;
-//! - [`ids`], [`metrics`]: stamped identifiers and Prometheus series.
+//! - [`ids`], [`metrics`]: stamped identifiers and Prometheus series;
+//! - [`flood`]: rate limits per connection and per name, and the debounce;
+//! - [`admission`], [`auth`], [`handshake`]: who may connect, and how fast they must;
+//! - [`limit_metrics`]: the series of those limits.
 
+pub mod admission;
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod envelope;
+pub mod flood;
+pub mod handshake;
 pub mod http;
 pub mod hub;
 pub mod ids;
+pub mod limit_metrics;
 pub mod metrics;
 pub mod node;
 pub mod rooms;

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub slow_consumer_closes: IntCounter,
     /// Time from handing a message to the broker to its acceptance.
     pub publish_duration: Histogram,
+    /// Rate limits, flood closes and refused connections.
+    pub limits: crate::limit_metrics::LimitMetrics,
     errors: Vec<(ErrorCode, IntCounter)>,
     closes: IntCounterVec,
 }
@@ -102,11 +104,13 @@ impl Metrics {
                 "Connections closed because their outbound queue overflowed",
             ),
             publish_duration,
+            limits: crate::limit_metrics::LimitMetrics::new(),
             errors,
             closes,
             registry,
         };
         metrics.register_all(errors_vec);
+        metrics.limits.register(&metrics.registry);
         metrics
     }
 
@@ -161,7 +165,7 @@ impl Default for Metrics {
     }
 }
 
-fn counter(name: &str, help: &str) -> IntCounter {
+pub(crate) fn counter(name: &str, help: &str) -> IntCounter {
     IntCounter::new(name, help).unwrap_or_else(|e| unreachable!("static metric definition: {e}"))
 }
 

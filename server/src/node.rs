@@ -7,15 +7,19 @@
 use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::Admission;
 use crate::broker::redis::RedisTiming;
 use crate::broker::{MemoryBroker, RedisBroker, SharedBroker};
 use crate::config::Config;
+use crate::flood::{FloodPolicy, MemoryLimiter, NameLimiter, RedisLimiter};
+use crate::handshake::{GuardedListener, Peer};
 use crate::http::{self, AppState};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -56,13 +60,30 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             Arc::new(MemoryBroker::new(rooms.clone()))
         }
     };
+    let name_rate = config.flood.name_rate();
+    let window = config.flood.duplicate_window();
+    let names: Arc<dyn NameLimiter> = match &config.redis_url {
+        // Nothing to share when both are off: no round trip per send.
+        Some(url) if name_rate.is_some() || window.is_some() => Arc::new(
+            RedisLimiter::start(
+                url,
+                &config.redis_prefix,
+                name_rate,
+                window,
+                metrics.clone(),
+            )
+            .context("invalid --redis-url")?,
+        ),
+        _ => Arc::new(MemoryLimiter::new(name_rate, window, metrics.clone())),
+    };
+    let admission = Arc::new(Admission::new(&config.admission, metrics.clone()));
     let hub = Arc::new(Hub::new(
         node_id,
         &config.redis_prefix,
         rooms,
         broker,
         keyring,
-        metrics,
+        metrics.clone(),
     ));
 
     let listener =
@@ -80,21 +101,28 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             outbound_queue: config.outbound_queue,
             max_in_flight: config.max_in_flight,
             drain_timeout: config.shutdown_timeout(),
+            max_rooms: config.max_rooms_per_connection,
+            idle_timeout: (config.idle_timeout_secs > 0)
+                .then(|| Duration::from_secs(config.idle_timeout_secs)),
+            flood: FloodPolicy {
+                connection_rate: config.flood.connection_rate(),
+                close_after: config.flood.flood_close_after,
+                names,
+            },
         },
+        admission,
         max_frame_bytes: config.max_frame_bytes,
         shutdown: shutdown.clone(),
         sessions: sessions.clone(),
     };
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        // Writes are batched by the sessions; Nagle would only add latency on top.
-        if let Err(error) = tcp.set_nodelay(true) {
-            log::debug!("cannot set TCP_NODELAY: {error}");
-        }
-    });
+    let listener = GuardedListener::new(listener, config.admission.handshake_timeout(), metrics);
     let mut server = tokio::spawn(
-        axum::serve(listener, http::router(state))
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future(),
+        axum::serve(
+            listener,
+            http::router(state).into_make_service_with_connect_info::<Peer>(),
+        )
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future(),
     );
     tokio::select! {
         // Biased: once shutdown begins the server finishes too, and that is no failure.

@@ -10,6 +10,13 @@
 //! the message; if it cannot be, the client gets `unavailable` with its `ref`. At most
 //! `max_in_flight` requests wait at once; beyond that the task stops reading the socket and TCP
 //! pushes back on the client.
+//!
+//! Every `send` passes flood control first ([`crate::flood`]). When the verdict needs a round
+//! trip to Redis, the publish waits for it inside the reply's future, and for the previous
+//! send's publish, so one client's messages are published in the order it sent them.
+//!
+//! A client that stays silent gets a ping after half the idle timeout and is closed (4002) if
+//! it has still answered nothing by the end; only a flag is touched per frame read.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,7 +27,7 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -29,6 +36,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::BrokerError;
+use crate::flood::{Check, FloodGuard, FloodPolicy, Verdict};
 use crate::hub::Hub;
 use crate::rooms::{MemberId, Outbox};
 
@@ -43,6 +51,11 @@ pub struct SessionLimits {
     pub max_in_flight: usize,
     /// How long in-flight publishes may take to finish when the node shuts down.
     pub drain_timeout: Duration,
+    /// Rooms the connection may be in at once.
+    pub max_rooms: usize,
+    /// Silence after which the client is pinged (at half) and closed (at the end).
+    pub idle_timeout: Option<Duration>,
+    pub flood: FloodPolicy,
 }
 
 /// Most frames written between two flushes.
@@ -50,10 +63,11 @@ const WRITE_BATCH: usize = 256;
 /// How long a closing handshake may take before the connection is simply dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Runs a connection to its end. `name` is the requested name, already checked or an error.
+/// Runs a connection to its end. `name` is the name to use, or why the connection may not
+/// chat (told to the client before a 1008 close).
 pub async fn run<S>(
     mut ws: WebSocketStream<S>,
-    name: Result<String, String>,
+    name: Result<String, FrameError>,
     hub: Arc<Hub>,
     limits: SessionLimits,
     shutdown: CancellationToken,
@@ -69,6 +83,10 @@ pub async fn run<S>(
                 id: crate::ids::session_id(),
                 member: hub.next_member_id(),
                 hub: &hub,
+                shared_hub: hub.clone(),
+                flood: FloodGuard::new(limits.flood.clone()),
+                publish_turn: None,
+                flooding: false,
                 name,
                 outbox,
                 rooms: HashMap::new(),
@@ -79,17 +97,14 @@ pub async fn run<S>(
             };
             session.serve(&mut ws, queue, &shutdown).await;
         }
-        Err(message) => {
-            let refusal = error_frame(
-                &hub,
-                FrameError {
-                    code: ErrorCode::InvalidName,
-                    message,
-                    reference: None,
-                },
-            );
+        Err(error) => {
+            let reason = match error.code {
+                ErrorCode::Unauthorized => "unauthorized",
+                _ => "invalid name",
+            };
+            let refusal = error_frame(&hub, error);
             let _ = ws.send(refusal).await;
-            close_with(&hub, &mut ws, close::POLICY_VIOLATION, "invalid name").await;
+            close_with(&hub, &mut ws, close::POLICY_VIOLATION, reason).await;
         }
     }
     hub.metrics().connections.dec();
@@ -110,6 +125,11 @@ enum Reply {
         reference: Option<String>,
         result: Result<(), BrokerError>,
     },
+    /// Flood control refused a send after a round trip.
+    Refused {
+        verdict: Verdict,
+        reference: Option<String>,
+    },
 }
 
 /// Why the main loop ended.
@@ -120,6 +140,10 @@ enum End {
     ClosedByPeer,
     Shutdown,
     SlowConsumer,
+    /// Rate-limited too many times in a row.
+    Flooding,
+    /// Answered no ping within the idle timeout.
+    Idle,
     /// The peer broke the protocol: optionally an error frame, then a close code.
     Violation {
         code: u16,
@@ -135,6 +159,8 @@ impl End {
             End::ClosedByPeer => "closed by the client",
             End::Shutdown => "node shutting down",
             End::SlowConsumer => "slow consumer",
+            End::Flooding => "flooding",
+            End::Idle => "idle timeout",
             End::Violation { reason, .. } => reason,
         }
     }
@@ -143,6 +169,14 @@ impl End {
 struct Session<'h> {
     id: String,
     hub: &'h Hub,
+    /// For publishes that wait for a flood-control round trip inside a reply's future.
+    shared_hub: Arc<Hub>,
+    flood: FloodGuard,
+    /// Resolves when the previous send that waited for flood control has been published or
+    /// refused; the next one publishes only after it.
+    publish_turn: Option<oneshot::Receiver<()>>,
+    /// Set once the client has been rate-limited too often in a row.
+    flooding: bool,
     member: MemberId,
     name: String,
     outbox: Outbox,
@@ -175,6 +209,12 @@ impl Session<'_> {
         self.batch.push(text_message(welcome.to_json()));
         let mut flush_needed = true;
         log::debug!("session {} opened for {:?}", self.id, self.name);
+        // Checked at every half of the idle timeout: heard from the client since the last
+        // check, or else ping it, or else (pinged last time) give up.
+        let idle_half = self.limits.idle_timeout.map(|idle| idle / 2);
+        let idle_check = tokio::time::sleep(idle_half.unwrap_or(Duration::MAX));
+        tokio::pin!(idle_check);
+        let (mut heard, mut pinged) = (false, false);
 
         let end = loop {
             if !self.batch.is_empty() || flush_needed {
@@ -196,21 +236,38 @@ impl Session<'_> {
                 Some(reply) = self.replies.next(), if !self.replies.is_empty() => {
                     self.on_reply(reply);
                 }
-                incoming = ws.next(), if reading => match incoming {
-                    None => break End::Gone,
-                    Some(Ok(Message::Text(text))) => self.on_text(&text),
-                    Some(Ok(Message::Binary(_))) => self.reply_error(FrameError {
-                        code: ErrorCode::BadRequest,
-                        message: "binary frames are not supported: send JSON text frames".into(),
-                        reference: None,
-                    }),
-                    // tungstenite queues the pong itself; it goes out with the next flush.
-                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
-                        flush_needed = true;
+                () = &mut idle_check, if idle_half.is_some() => {
+                    // While the node does not read, the client cannot be heard.
+                    if heard || !reading {
+                        (heard, pinged) = (false, false);
+                    } else if pinged {
+                        break End::Idle;
+                    } else {
+                        pinged = true;
+                        self.batch.push(Message::Ping(Default::default()));
                     }
-                    Some(Ok(Message::Close(_))) => break End::ClosedByPeer,
-                    Some(Err(error)) => break read_error_end(error),
-                },
+                    if let Some(half) = idle_half {
+                        idle_check.as_mut().reset(tokio::time::Instant::now() + half);
+                    }
+                }
+                incoming = ws.next(), if reading => {
+                    heard = true;
+                    match incoming {
+                        None => break End::Gone,
+                        Some(Ok(Message::Text(text))) => self.on_text(&text),
+                        Some(Ok(Message::Binary(_))) => self.reply_error(FrameError {
+                            code: ErrorCode::BadRequest,
+                            message: "binary frames are not supported: send JSON text frames".into(),
+                            reference: None,
+                        }),
+                        // tungstenite queues the pong itself; it goes out with the next flush.
+                        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
+                            flush_needed = true;
+                        }
+                        Some(Ok(Message::Close(_))) => break End::ClosedByPeer,
+                        Some(Err(error)) => break read_error_end(error),
+                    }
+                }
                 // After the socket, so a busy room cannot starve a client's requests; whatever
                 // is queued is drained below after every event anyway.
                 Some(frame) = queue.recv() => self.batch.push(Message::Text(frame)),
@@ -224,6 +281,9 @@ impl Session<'_> {
                     Ok(frame) => self.batch.push(Message::Text(frame)),
                     Err(_) => break,
                 }
+            }
+            if self.flooding {
+                break End::Flooding;
             }
         };
 
@@ -262,6 +322,16 @@ impl Session<'_> {
                 self.hub.metrics().slow_consumer_closes.inc();
                 close_with(self.hub, ws, close::SLOW_CONSUMER, "slow consumer").await;
             }
+            End::Flooding => {
+                // The client learns why from the errors it was sent.
+                self.hub.metrics().limits.flood_closes.inc();
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, write_batch(ws, &mut self.batch)).await;
+                close_with(self.hub, ws, close::POLICY_VIOLATION, "flooding").await;
+            }
+            End::Idle => {
+                self.hub.metrics().limits.idle_closes.inc();
+                close_with(self.hub, ws, close::IDLE_TIMEOUT, "idle timeout").await;
+            }
             End::Violation {
                 code,
                 reason,
@@ -296,6 +366,15 @@ impl Session<'_> {
     fn join(&mut self, room: &str, reference: Option<String>) {
         let subscription = if self.rooms.contains_key(room) {
             None
+        } else if self.rooms.len() >= self.limits.max_rooms {
+            return self.reply_error(FrameError {
+                code: ErrorCode::TooManyRooms,
+                message: format!(
+                    "a connection may be in at most {} rooms; leave one first",
+                    self.limits.max_rooms
+                ),
+                reference,
+            });
         } else {
             let channel = self.hub.channel(room);
             match self.hub.join(&channel, self.member, &self.outbox) {
@@ -354,16 +433,54 @@ impl Session<'_> {
                 reference,
             });
         }
-        let publication = self.hub.publish(channel, room, &self.name, text);
-        let id = publication.id;
-        let accepted = publication.accepted;
+        let pending = match self.flood.check(self.hub.metrics(), &self.name, room, text) {
+            Check::Ready(Verdict::Allowed) if turn_is_free(&mut self.publish_turn) => {
+                let publication = self.hub.publish(channel, room, &self.name, text);
+                self.replies
+                    .push_back(published(publication, reference).boxed());
+                return;
+            }
+            Check::Ready(Verdict::Allowed) => futures::future::ready(Verdict::Allowed).boxed(),
+            // A refusal publishes nothing, so it need not wait for its turn.
+            Check::Ready(verdict) => {
+                let refused = Reply::Refused { verdict, reference };
+                self.replies
+                    .push_back(futures::future::ready(refused).boxed());
+                return;
+            }
+            Check::Pending(verdict) => verdict,
+        };
+        let channel = channel.clone();
+        self.send_after_check(pending, channel, room, text, reference);
+    }
+
+    /// Publishes once flood control allows it and the previous such send has been published.
+    fn send_after_check(
+        &mut self,
+        verdict: BoxFuture<'static, Verdict>,
+        channel: String,
+        room: &str,
+        text: &str,
+        reference: Option<String>,
+    ) {
+        let previous = self.publish_turn.take();
+        // Dropping the sender, after publishing or refusing, hands the turn on.
+        let (my_turn, next_turn) = oneshot::channel::<()>();
+        self.publish_turn = Some(next_turn);
+        let hub = self.shared_hub.clone();
+        let (room, name, text) = (room.to_owned(), self.name.clone(), text.to_owned());
         self.replies.push_back(
             async move {
-                Reply::Published {
-                    id,
-                    reference,
-                    result: accepted.await,
+                let verdict = verdict.await;
+                if let Some(previous) = previous {
+                    let _ = previous.await;
                 }
+                if verdict != Verdict::Allowed {
+                    return Reply::Refused { verdict, reference };
+                }
+                let publication = hub.publish(&channel, &room, &name, &text);
+                drop(my_turn);
+                published(publication, reference).await
             }
             .boxed(),
         );
@@ -395,11 +512,19 @@ impl Session<'_> {
                 let error = unavailable(&error, "cannot join", reference);
                 self.batch.push(error_frame(self.hub, error));
             }
+            Reply::Refused { verdict, reference } => {
+                self.flooding |= self.flood.record(verdict);
+                if let Some((error, retry_after_ms)) = refusal(verdict, reference) {
+                    self.batch
+                        .push(error_frame_with_retry(self.hub, error, retry_after_ms));
+                }
+            }
             Reply::Published {
                 id,
                 reference,
                 result: Ok(()),
             } => {
+                self.flood.record(Verdict::Allowed);
                 self.hub.metrics().messages_in.inc();
                 let ack = ServerFrame::Ack {
                     reference: reference.map(Into::into),
@@ -464,6 +589,52 @@ fn read_error_end(error: WsError) -> End {
     }
 }
 
+async fn published(publication: crate::hub::Publication, reference: Option<String>) -> Reply {
+    Reply::Published {
+        id: publication.id,
+        reference,
+        result: publication.accepted.await,
+    }
+}
+
+/// Whether no earlier send still waits for flood control to publish, so one may publish now.
+fn turn_is_free(turn: &mut Option<oneshot::Receiver<()>>) -> bool {
+    let free = match turn {
+        None => true,
+        Some(previous) => !matches!(
+            previous.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        ),
+    };
+    if free {
+        *turn = None;
+    }
+    free
+}
+
+/// The error for a refused send, and its `retry_after_ms`.
+fn refusal(verdict: Verdict, reference: Option<String>) -> Option<(FrameError, Option<u64>)> {
+    let (code, message, retry_after_ms) = match verdict {
+        Verdict::Allowed => return None,
+        Verdict::Limited { retry_after_ms } => (
+            ErrorCode::RateLimited,
+            format!("too many messages; not sent, retry in {retry_after_ms} ms"),
+            Some(retry_after_ms),
+        ),
+        Verdict::Duplicate => (
+            ErrorCode::Duplicate,
+            "you sent the same text to this room a moment ago; not sent".to_owned(),
+            None,
+        ),
+    };
+    let error = FrameError {
+        code,
+        message,
+        reference,
+    };
+    Some((error, retry_after_ms))
+}
+
 fn not_joined(room: &str, reference: Option<String>) -> FrameError {
     FrameError {
         code: ErrorCode::NotJoined,
@@ -482,11 +653,16 @@ fn unavailable(error: &BrokerError, what: &str, reference: Option<String>) -> Fr
 
 /// An `error` frame, counted by code.
 fn error_frame(hub: &Hub, error: FrameError) -> Message {
+    error_frame_with_retry(hub, error, None)
+}
+
+fn error_frame_with_retry(hub: &Hub, error: FrameError, retry_after_ms: Option<u64>) -> Message {
     hub.metrics().error(error.code);
     let frame = ServerFrame::Error {
         code: error.code,
         message: error.message.into(),
         reference: error.reference.map(Into::into),
+        retry_after_ms,
     };
     text_message(frame.to_json())
 }

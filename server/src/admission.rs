@@ -1,0 +1,394 @@
+//! Who may open a WebSocket: the checks of `GET /ws` before the upgrade.
+//!
+//! - **Origin**: a browser sends `Origin` with every WebSocket handshake; one from another site
+//!   is refused (403), so no web page can open a socket in its visitor's name. By default only
+//!   the node's own host is allowed; `--allowed-origin` lists others. Requests without `Origin`
+//!   come from non-browser clients, which no page controls, and are allowed.
+//! - **Connection caps**: `--max-connections` per node (503 when full) and
+//!   `--max-connections-per-address` per client address (429). The client address is the TCP
+//!   peer's, or, when the peer is a `--trusted-proxy`, the last address in `X-Forwarded-For`
+//!   that is not a trusted proxy: a client can prepend anything to that header, but not append.
+//! - **Names**: `?name=` as asked (or a guest name), or with `--auth-secret` the name in a
+//!   valid token ([`crate::auth`]).
+//!
+//! A connection that passes holds a [`Permit`] for its lifetime; dropping it frees its places.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chat_protocol::{ErrorCode, FrameError};
+use dashmap::DashMap;
+use ipnet::IpNet;
+
+use crate::auth::TokenAuth;
+use crate::limit_metrics::Refusal;
+use crate::metrics::Metrics;
+
+/// Flags of connection admission.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AdmissionConfig {
+    /// Most WebSocket connections this node holds at once (0: no limit but the OS's).
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS", default_value_t = 16384)]
+    pub max_connections: usize,
+
+    /// Most WebSocket connections from one client address (0: no limit).
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 0)]
+    pub max_connections_per_address: usize,
+
+    /// Address or network (CIDR) of a reverse proxy whose `X-Forwarded-For` is believed.
+    /// Repeat, or separate with commas.
+    #[arg(long = "trusted-proxy", env = "CHAT_TRUSTED_PROXY", value_delimiter = ',', value_parser = parse_network)]
+    pub trusted_proxies: Vec<IpNet>,
+
+    /// Origin (`scheme://host[:port]`) whose pages may open WebSockets; `*` allows any. Repeat,
+    /// or separate with commas. Default: only pages served by the host the request names.
+    #[arg(
+        long = "allowed-origin",
+        env = "CHAT_ALLOWED_ORIGIN",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// Secret of HS256 tokens (JWT) that carry each user's name; with it, a connection without
+    /// a valid token is refused. Prefer the environment variable: flags show in `ps`.
+    #[arg(
+        long,
+        env = "CHAT_AUTH_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub auth_secret: Option<String>,
+
+    /// Seconds a connection may take from accept to a completed WebSocket handshake; slower
+    /// ones, and plain HTTP connections kept open longer, are closed.
+    #[arg(long, env = "CHAT_HANDSHAKE_TIMEOUT", default_value_t = 10)]
+    pub handshake_timeout_secs: u64,
+}
+
+impl AdmissionConfig {
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout_secs)
+    }
+}
+
+fn parse_network(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("`{text}` is neither an IP address nor a network like 10.0.0.0/8"))
+}
+
+pub struct Admission {
+    max_connections: usize,
+    max_per_address: usize,
+    trusted_proxies: Vec<IpNet>,
+    allowed_origins: Vec<String>,
+    auth: Option<TokenAuth>,
+    open: Arc<Counts>,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Default)]
+struct Counts {
+    total: AtomicUsize,
+    per_address: DashMap<IpAddr, usize>,
+}
+
+/// A connection's places in the caps, given back on drop.
+pub struct Permit {
+    counts: Arc<Counts>,
+    address: Option<IpAddr>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.counts.total.fetch_sub(1, Ordering::Relaxed);
+        if let Some(address) = self.address {
+            self.counts.per_address.remove_if_mut(&address, |_, count| {
+                *count -= 1;
+                *count == 0
+            });
+        }
+    }
+}
+
+/// What the handshake asked for.
+pub struct Handshake<'a> {
+    pub peer: IpAddr,
+    pub headers: &'a HeaderMap,
+    pub name: Option<&'a str>,
+    pub token: Option<&'a str>,
+}
+
+/// A connection let in: its permit and the name it will use, or why the name is refused (the
+/// session says so in an error frame and closes with 1008).
+pub struct Admitted {
+    pub permit: Permit,
+    pub name: Result<String, FrameError>,
+}
+
+impl Admission {
+    pub fn new(config: &AdmissionConfig, metrics: Arc<Metrics>) -> Self {
+        Admission {
+            max_connections: config.max_connections,
+            max_per_address: config.max_connections_per_address,
+            trusted_proxies: config.trusted_proxies.clone(),
+            allowed_origins: config
+                .allowed_origins
+                .iter()
+                .map(|origin| origin.trim().trim_end_matches('/').to_ascii_lowercase())
+                .filter(|origin| !origin.is_empty())
+                .collect(),
+            auth: config
+                .auth_secret
+                .as_deref()
+                .map(|secret| TokenAuth::new(secret.as_bytes())),
+            open: Arc::default(),
+            metrics,
+        }
+    }
+
+    /// Lets a handshake in, or says why not (counted); the refusal is the HTTP answer.
+    pub fn admit(&self, handshake: &Handshake<'_>) -> Result<Admitted, Refusal> {
+        let permit = if self.origin_allowed(handshake.headers) {
+            self.permit(self.client_address(handshake.peer, handshake.headers))
+        } else {
+            Err(Refusal::Origin)
+        };
+        match permit {
+            Ok(permit) => Ok(Admitted {
+                permit,
+                name: self.name(handshake),
+            }),
+            Err(cause) => {
+                self.metrics.limits.refused(cause);
+                Err(cause)
+            }
+        }
+    }
+
+    fn origin_allowed(&self, headers: &HeaderMap) -> bool {
+        let Some(origin) = headers.get(header::ORIGIN) else {
+            return true;
+        };
+        let Ok(origin) = origin.to_str() else {
+            return false;
+        };
+        if self.allowed_origins.is_empty() {
+            let authority = origin
+                .split_once("://")
+                .map_or(origin, |(_, authority)| authority);
+            return headers
+                .get(header::HOST)
+                .and_then(|host| host.to_str().ok())
+                .is_some_and(|host| host.eq_ignore_ascii_case(authority));
+        }
+        self.allowed_origins
+            .iter()
+            .any(|allowed| allowed == "*" || allowed.eq_ignore_ascii_case(origin))
+    }
+
+    /// The peer, or the client behind a trusted proxy.
+    pub fn client_address(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        if !self.is_trusted(peer) {
+            return peer;
+        }
+        let hops: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .map(str::trim)
+            .collect();
+        let mut client = peer;
+        for hop in hops.iter().rev() {
+            let hop = hop.trim_start_matches('[').trim_end_matches(']');
+            let Ok(address) = hop.parse::<IpAddr>() else {
+                break;
+            };
+            client = address;
+            if !self.is_trusted(address) {
+                break;
+            }
+        }
+        client
+    }
+
+    fn is_trusted(&self, address: IpAddr) -> bool {
+        let address = address.to_canonical();
+        self.trusted_proxies
+            .iter()
+            .any(|net| net.contains(&address))
+    }
+
+    fn permit(&self, address: IpAddr) -> Result<Permit, Refusal> {
+        let total = self.open.total.fetch_add(1, Ordering::Relaxed);
+        let mut permit = Permit {
+            counts: self.open.clone(),
+            address: None,
+        };
+        if self.max_connections > 0 && total >= self.max_connections {
+            return Err(Refusal::NodeFull);
+        }
+        if self.max_per_address > 0 {
+            let mut count = self.open.per_address.entry(address).or_insert(0);
+            if *count >= self.max_per_address {
+                drop(count);
+                return Err(Refusal::AddressFull);
+            }
+            *count += 1;
+            permit.address = Some(address);
+        }
+        Ok(permit)
+    }
+
+    fn name(&self, handshake: &Handshake<'_>) -> Result<String, FrameError> {
+        let Some(auth) = &self.auth else {
+            return match handshake.name {
+                None => Ok(crate::ids::guest_name()),
+                Some(name) => chat_protocol::validate_name(name)
+                    .map(|()| name.to_owned())
+                    .map_err(|message| FrameError {
+                        code: ErrorCode::InvalidName,
+                        message,
+                        reference: None,
+                    }),
+            };
+        };
+        let token = handshake.token.or_else(|| bearer(handshake.headers));
+        auth.name(token, handshake.name).map_err(|error| {
+            self.metrics.limits.refused(Refusal::Unauthorized);
+            FrameError {
+                code: ErrorCode::Unauthorized,
+                message: error.to_string(),
+                reference: None,
+            }
+        })
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let (status, body) = match self {
+            Refusal::NodeFull => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this node is full; try another\n",
+            ),
+            Refusal::AddressFull => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many connections from your address\n",
+            ),
+            Refusal::Origin => (
+                StatusCode::FORBIDDEN,
+                "cross-site WebSocket handshakes are not allowed\n",
+            ),
+            Refusal::Unauthorized | Refusal::HandshakeTimeout => {
+                (StatusCode::FORBIDDEN, "refused\n")
+            }
+        };
+        (status, [(header::RETRY_AFTER, "5")], body).into_response()
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        admission: AdmissionConfig,
+    }
+
+    fn admission(args: &[&str]) -> Admission {
+        let flags =
+            Flags::try_parse_from(std::iter::once("test").chain(args.iter().copied())).unwrap();
+        Admission::new(&flags.admission, Arc::new(Metrics::new()))
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, value.parse().unwrap());
+        }
+        map
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_from_trusted_proxies() {
+        let admission = admission(&["--trusted-proxy", "10.0.0.0/8,192.0.2.1"]);
+        let forwarded = headers(&[("x-forwarded-for", "6.6.6.6, 203.0.113.9, 10.1.1.1")]);
+        assert_eq!(
+            admission.client_address(ip("192.0.2.1"), &forwarded),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            admission.client_address(ip("198.51.100.7"), &forwarded),
+            ip("198.51.100.7")
+        );
+        let garbage = headers(&[("x-forwarded-for", "not-an-address")]);
+        assert_eq!(
+            admission.client_address(ip("10.0.0.1"), &garbage),
+            ip("10.0.0.1")
+        );
+    }
+
+    #[test]
+    fn origins_default_to_the_requested_host() {
+        let own = admission(&[]);
+        let same = headers(&[
+            ("host", "chat.example:8080"),
+            ("origin", "https://chat.example:8080"),
+        ]);
+        let other = headers(&[
+            ("host", "chat.example:8080"),
+            ("origin", "https://evil.example"),
+        ]);
+        assert!(own.origin_allowed(&same));
+        assert!(!own.origin_allowed(&other));
+        assert!(own.origin_allowed(&headers(&[("host", "chat.example")])));
+        let listed = admission(&["--allowed-origin", "https://evil.example/"]);
+        assert!(listed.origin_allowed(&other));
+        assert!(!listed.origin_allowed(&same));
+    }
+
+    #[test]
+    fn permits_are_counted_per_node_and_per_address() {
+        let admission = admission(&[
+            "--max-connections",
+            "3",
+            "--max-connections-per-address",
+            "2",
+        ]);
+        let a = admission.permit(ip("127.0.0.1")).ok().unwrap();
+        let b = admission.permit(ip("127.0.0.1")).ok().unwrap();
+        assert_eq!(
+            admission.permit(ip("127.0.0.1")).err(),
+            Some(Refusal::AddressFull)
+        );
+        let c = admission.permit(ip("127.0.0.2")).ok().unwrap();
+        assert_eq!(
+            admission.permit(ip("127.0.0.3")).err(),
+            Some(Refusal::NodeFull)
+        );
+        drop((a, b, c));
+        assert!(admission.open.per_address.is_empty());
+        assert_eq!(admission.open.total.load(Ordering::Relaxed), 0);
+        assert!(admission.permit(ip("127.0.0.1")).is_ok());
+    }
+}

@@ -1,0 +1,128 @@
+//! Metrics of the abuse limits: rate limiting, flood closes and connections refused, with every
+//! labelled series resolved once so that counting costs one atomic add.
+
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+
+use crate::metrics::counter;
+
+/// Why a connection was refused or cut before it became a chat session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `--max-connections` reached: HTTP 503.
+    NodeFull,
+    /// `--max-connections-per-address` reached: HTTP 429.
+    AddressFull,
+    /// A browser's cross-site handshake: HTTP 403.
+    Origin,
+    /// No valid token with `--auth-secret`: error `unauthorized`, close 1008.
+    Unauthorized,
+    /// The HTTP request or the WebSocket handshake took longer than `--handshake-timeout-secs`.
+    HandshakeTimeout,
+}
+
+impl Refusal {
+    const ALL: [Refusal; 5] = [
+        Refusal::NodeFull,
+        Refusal::AddressFull,
+        Refusal::Origin,
+        Refusal::Unauthorized,
+        Refusal::HandshakeTimeout,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::NodeFull => "node_full",
+            Refusal::AddressFull => "address_full",
+            Refusal::Origin => "origin",
+            Refusal::Unauthorized => "unauthorized",
+            Refusal::HandshakeTimeout => "handshake_timeout",
+        }
+    }
+}
+
+pub struct LimitMetrics {
+    /// Sends refused by the per-connection rate.
+    pub rate_limited_connection: IntCounter,
+    /// Sends refused by the per-name rate (this node's checks, either backend).
+    pub rate_limited_name: IntCounter,
+    /// Per-name checks decided on this node because Redis could not be asked.
+    pub rate_limit_fallbacks: IntCounter,
+    /// Connections closed with 1008 for sending on while rate-limited.
+    pub flood_closes: IntCounter,
+    /// Connections closed for answering no ping within the idle timeout.
+    pub idle_closes: IntCounter,
+    refused: Vec<(Refusal, IntCounter)>,
+    rate_limited_vec: IntCounterVec,
+    refused_vec: IntCounterVec,
+}
+
+impl LimitMetrics {
+    pub fn new() -> Self {
+        let rate_limited_vec = IntCounterVec::new(
+            Opts::new(
+                "chat_rate_limited_total",
+                "Sends refused with rate_limited, by the limit that refused them",
+            ),
+            &["scope"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let refused_vec = IntCounterVec::new(
+            Opts::new(
+                "chat_connections_refused_total",
+                "Connections refused before they became chat sessions, by cause",
+            ),
+            &["cause"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        LimitMetrics {
+            rate_limited_connection: rate_limited_vec.with_label_values(&["connection"]),
+            rate_limited_name: rate_limited_vec.with_label_values(&["name"]),
+            rate_limit_fallbacks: counter(
+                "chat_rate_limit_fallbacks_total",
+                "Per-name rate checks decided on this node because Redis could not be asked",
+            ),
+            flood_closes: counter(
+                "chat_flood_closes_total",
+                "Connections closed for sending on while rate-limited",
+            ),
+            idle_closes: counter(
+                "chat_idle_closes_total",
+                "Connections closed because they answered no ping within the idle timeout",
+            ),
+            refused: Refusal::ALL
+                .iter()
+                .map(|cause| (*cause, refused_vec.with_label_values(&[cause.as_str()])))
+                .collect(),
+            rate_limited_vec,
+            refused_vec,
+        }
+    }
+
+    /// Counts a refused connection.
+    pub fn refused(&self, cause: Refusal) {
+        if let Some((_, counter)) = self.refused.iter().find(|(c, _)| *c == cause) {
+            counter.inc();
+        }
+    }
+
+    pub fn register(&self, registry: &Registry) {
+        let collectors: [Box<dyn prometheus::core::Collector>; 5] = [
+            Box::new(self.rate_limited_vec.clone()),
+            Box::new(self.refused_vec.clone()),
+            Box::new(self.rate_limit_fallbacks.clone()),
+            Box::new(self.flood_closes.clone()),
+            Box::new(self.idle_closes.clone()),
+        ];
+        for collector in collectors {
+            registry
+                .register(collector)
+                .unwrap_or_else(|e| unreachable!("metric names are unique: {e}"));
+        }
+    }
+}
+
+impl Default for LimitMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
