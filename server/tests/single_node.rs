@@ -365,6 +365,12 @@ async fn a_client_that_stops_reading_is_closed_without_slowing_its_room() {
             "64",
             "--max-text-bytes",
             &TEXT_BYTES.to_string(),
+            "--send-rate",
+            "0",
+            "--name-send-rate",
+            "0",
+            "--duplicate-window-ms",
+            "0",
         ],
         &[],
     )

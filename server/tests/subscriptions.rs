@@ -26,7 +26,7 @@ async fn next_ack(client: &mut Client) -> (String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_from_one_sender_keeps_its_order_on_every_node() {
     const BURST: usize = 300;
-    let cluster = cluster(3).await;
+    let cluster = support::cluster_with(3, &support::NO_FLOOD_LIMITS).await;
     let mut sender = member(&cluster.nodes[0], "node-0", "sender", ROOM).await;
     let mut near = member(&cluster.nodes[0], "node-0", "near", ROOM).await;
     let mut far = member(&cluster.nodes[1], "node-1", "far", ROOM).await;

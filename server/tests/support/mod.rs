@@ -497,7 +497,14 @@ impl Node {
     /// A node on `redis` with node id `id` and `keys`, once it reports ready (connected to
     /// Redis; it listens before that).
     pub async fn redis(redis: &RedisServer, id: &str, keys: &[&str]) -> Node {
-        let node = Node::spawn(&redis_node_args(redis, id, keys), &[]).await;
+        Node::redis_with(redis, id, keys, &[]).await
+    }
+
+    /// [`Node::redis`] with `extra` command-line arguments.
+    pub async fn redis_with(redis: &RedisServer, id: &str, keys: &[&str], extra: &[&str]) -> Node {
+        let mut args = redis_node_args(redis, id, keys);
+        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+        let node = Node::spawn(&args, &[]).await;
         wait_until("the node is connected to Redis", STEP, async || {
             node.status_of("/readyz").await == 200
         })
@@ -1292,6 +1299,16 @@ pub async fn expect_silence_all(clients: &mut [&mut Client], window: Duration) {
     futures::future::join_all(clients.iter_mut().map(|c| c.expect_silence(window))).await;
 }
 
+/// Flags that switch flood control off, for tests that send faster than people type.
+pub const NO_FLOOD_LIMITS: [&str; 6] = [
+    "--send-rate",
+    "0",
+    "--name-send-rate",
+    "0",
+    "--duplicate-window-ms",
+    "0",
+];
+
 /// The key seed every node of a [`cluster`] shares.
 pub const KEY_A: u8 = 0xA1;
 
@@ -1303,11 +1320,16 @@ pub struct Cluster {
 }
 
 pub async fn cluster(n: usize) -> Cluster {
+    cluster_with(n, &[]).await
+}
+
+/// [`cluster`] with `extra` command-line arguments for every node.
+pub async fn cluster_with(n: usize, extra: &[&str]) -> Cluster {
     let redis = RedisServer::start().await;
     let key_a = key(KEY_A);
     let mut nodes = Vec::with_capacity(n);
     for i in 0..n {
-        nodes.push(Node::redis(&redis, &format!("node-{i}"), &[&key_a]).await);
+        nodes.push(Node::redis_with(&redis, &format!("node-{i}"), &[&key_a], extra).await);
     }
     Cluster { nodes, redis }
 }
