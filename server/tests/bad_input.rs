@@ -594,7 +594,7 @@ fn corpus() -> Vec<Case> {
             expect: || replies([joined("c-pinged")]),
         },
         Case {
-            what: "5,000 joins over 100 rooms in one burst",
+            what: "5,000 joins over 99 rooms in one burst",
             name: None,
             input: || {
                 (0..5_000)
@@ -602,6 +602,41 @@ fn corpus() -> Vec<Case> {
                     .collect()
             },
             expect: || replies((0..5_000).map(|i| Reply::Joined(burst_room(i)))),
+        },
+        Case {
+            what: "5,000 joins of different rooms: 100 are joined, then one is left",
+            name: None,
+            input: || {
+                let mut frames: Vec<u8> = (0..5_000)
+                    .flat_map(|i| raw::text(join(&many_room(i))))
+                    .collect();
+                frames.extend(raw::text(r#"{"type":"leave","room":"c-many-0"}"#));
+                frames
+            },
+            expect: || {
+                let joins = (0..100).map(|i| Reply::Joined(many_room(i)));
+                let refused = (100..5_000).map(|_| Reply::Error(ErrorCode::TooManyRooms, None));
+                replies(joins.chain(refused).chain([left("c-many-0")]))
+            },
+        },
+        Case {
+            what: "the same text twice into the same room",
+            name: None,
+            input: || {
+                texts(&[
+                    &join("c-echo"),
+                    &send("c-echo", "echo", "e1"),
+                    &send("c-echo", "echo", "e2"),
+                ])
+            },
+            expect: || {
+                replies([
+                    joined("c-echo"),
+                    Reply::Ack("e1"),
+                    Reply::Error(ErrorCode::Duplicate, Some("e2")),
+                    Reply::Message("echo".to_owned()),
+                ])
+            },
         },
         Case {
             what: "1,000 join and leave cycles of one room",
@@ -649,10 +684,15 @@ fn corpus() -> Vec<Case> {
     ]
 }
 
-/// The `i`th room of the burst of joins, which cycles over 100 rooms: the most one
-/// connection may be asked to hold.
+/// The `i`th room of the burst of joins, which cycles over 99 rooms: one fewer than a
+/// connection may hold, so the probe after the case still has a room to join.
 fn burst_room(i: usize) -> String {
-    format!("c-burst-{}", i % 100)
+    format!("c-burst-{}", i % 99)
+}
+
+/// The `i`th of 5,000 different rooms.
+fn many_room(i: usize) -> String {
+    format!("c-many-{i}")
 }
 
 /// Alice and bob, in the lobby of the node under test.
