@@ -11,6 +11,8 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 [ -x /usr/bin/chromium ] || missing+=(chromium fonts-liberation)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+# The load-balancer test runs Debian's HAProxy (in /usr/sbin, which a user's PATH may lack).
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   sudo=""

@@ -8,7 +8,9 @@
 // Each test binary uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod balancer;
 pub mod browser;
+pub mod dns;
 
 use std::collections::VecDeque;
 use std::fs::{self, File};
@@ -107,6 +109,20 @@ struct Process {
 }
 
 impl Process {
+    /// Spawns `command` with stdout and stderr appended to `log`; `label` and the pid name it.
+    fn spawn(command: &mut Command, label: &str, log: &Path) -> std::io::Result<Process> {
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log_file(log))
+            .stderr(log_file(log))
+            .spawn()?;
+        Ok(Process {
+            label: format!("{label} pid {}", child.id()),
+            child: Some(child),
+            log: log.to_owned(),
+        })
+    }
+
     fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
@@ -504,7 +520,20 @@ impl Node {
     pub async fn redis_with(redis: &RedisServer, id: &str, keys: &[&str], extra: &[&str]) -> Node {
         let mut args = redis_node_args(redis, id, keys);
         args.extend(extra.iter().map(|arg| (*arg).to_owned()));
-        let node = Node::spawn(&args, &[]).await;
+        Node::spawn_ready(&args).await
+    }
+
+    /// [`Node::redis`] listening on `listen`.
+    pub async fn redis_at(redis: &RedisServer, id: &str, keys: &[&str], listen: &str) -> Node {
+        let mut args = redis_node_args(redis, id, keys);
+        // The arguments begin with `--listen 127.0.0.1:0`.
+        args[1] = listen.to_owned();
+        Node::spawn_ready(&args).await
+    }
+
+    /// Starts a node with `args` and waits until it reports ready.
+    async fn spawn_ready(args: &[String]) -> Node {
+        let node = Node::spawn(args, &[]).await;
         wait_until("the node is connected to Redis", STEP, async || {
             node.status_of("/readyz").await == 200
         })
@@ -615,16 +644,8 @@ impl Node {
     ) -> (ExitStatus, String) {
         let dir = TempDir::new("node-exit");
         let log = dir.path().join("node.log");
-        let child = node_command(args, env)
-            .stdout(log_file(&log))
-            .stderr(log_file(&log))
-            .spawn()
+        let mut process = Process::spawn(&mut node_command(args, env), "chat-server", &log)
             .expect("spawn chat-server");
-        let mut process = Process {
-            label: format!("chat-server pid {}", child.id()),
-            child: Some(child),
-            log,
-        };
         let status = wait_for_exit(&mut process, timeout).await;
         (status, process.log_text())
     }
@@ -1237,6 +1258,11 @@ impl Client {
             }
         }
         frames
+    }
+
+    /// Every frame read but not handed out yet, e.g. those [`Client::expect_close`] kept.
+    pub fn take_unread(&mut self) -> Vec<ServerFrame<'static>> {
+        self.pending.drain(..).collect()
     }
 
     /// Reads until the server's close frame (skipping data frames) and returns its code.
