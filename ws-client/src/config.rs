@@ -1,0 +1,239 @@
+//! Command-line flags and the plan they resolve to.
+//!
+//! Each mode has defaults that reproduce a known schedule (the two of the original
+//! rust-chat-server load client, and an ack-paced saturation run); every part of a schedule
+//! can be overridden on its own.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, ValueEnum};
+
+/// Load generator for the chat cluster: simulated clients join rooms, send stamped messages
+/// and count every delivery, so a run measures throughput and latency and checks that nothing
+/// went missing or arrived twice.
+#[derive(Debug, Parser)]
+#[command(name = "ws-client", version)]
+pub struct Args {
+    /// WebSocket URL of a node or a load balancer; repeat to spread clients round-robin.
+    #[arg(
+        long = "url",
+        value_name = "URL",
+        default_value = "ws://127.0.0.1:8080/ws"
+    )]
+    pub urls: Vec<String>,
+
+    /// Load schedule.
+    #[arg(long, value_enum, default_value_t = Mode::FewClients)]
+    pub mode: Mode,
+
+    /// Stop adding clients at N [default: unlimited; 100 in saturation mode].
+    #[arg(long, value_name = "N")]
+    pub clients: Option<usize>,
+
+    /// Clients added per second [default: 10 few-clients, 100 many-clients, 100 saturation].
+    #[arg(long, value_name = "PER_SEC")]
+    pub ramp: Option<f64>,
+
+    /// Milliseconds between two messages of one client [default: 30 few-clients, 5000
+    /// many-clients]; saturation mode sends as fast as acks allow instead.
+    #[arg(long = "interval-ms", value_name = "MS")]
+    pub interval_ms: Option<u64>,
+
+    /// Rooms the clients are spread over (client i joins room i mod N).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub rooms: usize,
+
+    /// Size of each message text in bytes (at least the ~40-byte stamp it carries).
+    #[arg(long = "message-size", value_name = "BYTES", default_value_t = 90)]
+    pub message_size: usize,
+
+    /// Seconds of sending; the run always stops by itself after it and the drain.
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    pub duration: f64,
+
+    /// Seconds to wait for deliveries after sending stopped, before counting.
+    #[arg(long = "drain-secs", value_name = "SECS", default_value_t = 2.0)]
+    pub drain_secs: f64,
+
+    /// Client names are this prefix followed by the client's index.
+    #[arg(long = "name-prefix", value_name = "PREFIX", default_value = "load-")]
+    pub name_prefix: String,
+
+    /// Rooms are named PREFIX-0, PREFIX-1, ….
+    #[arg(long = "room-prefix", value_name = "PREFIX", default_value = "load")]
+    pub room_prefix: String,
+
+    /// Unacknowledged messages a client may have in flight [default: 8 in saturation mode,
+    /// 64 otherwise]; a scheduled send that finds the window full is skipped and counted.
+    #[arg(long = "in-flight", value_name = "N")]
+    pub in_flight: Option<usize>,
+
+    /// Loopback source addresses to spread connections over (127.0.0.2, 127.0.0.3, …) when
+    /// the target is on loopback, so ephemeral ports do not run out; 0 uses the default.
+    #[arg(long = "source-addresses", value_name = "N", default_value_t = 8)]
+    pub source_addresses: u8,
+
+    /// Write the summary and the per-interval series as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Write the per-interval series and a final summary row as CSV.
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// A client every 100 ms, each sending a message every 30 ms.
+    FewClients,
+    /// A client every 10 ms, each sending once on connecting and then every 5 s.
+    ManyClients,
+    /// 100 clients, each sending as fast as acks allow with a bounded window in flight.
+    Saturation,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::FewClients => "few-clients",
+            Mode::ManyClients => "many-clients",
+            Mode::Saturation => "saturation",
+        }
+    }
+}
+
+/// How the clients send.
+#[derive(Debug, Clone, Copy)]
+pub enum Pace {
+    /// One message per interval (the first right after joining).
+    Every(Duration),
+    /// Refill the window whenever a reply arrives.
+    AckPaced,
+}
+
+/// The resolved run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub mode: Mode,
+    pub urls: Vec<String>,
+    pub clients: Option<usize>,
+    pub ramp_every: Duration,
+    pub pace: Pace,
+    pub in_flight: usize,
+    pub rooms: Vec<String>,
+    pub message_size: usize,
+    pub duration: Duration,
+    pub drain: Duration,
+    pub name_prefix: String,
+    pub source_addresses: u8,
+}
+
+impl Args {
+    pub fn plan(&self) -> anyhow::Result<Plan> {
+        let (clients, ramp, interval_ms, in_flight) = match self.mode {
+            Mode::FewClients => (None, 10.0, Some(30), 64),
+            Mode::ManyClients => (None, 100.0, Some(5_000), 64),
+            Mode::Saturation => (Some(100), 100.0, None, 8),
+        };
+        let clients = self.clients.or(clients);
+        let ramp = self.ramp.unwrap_or(ramp);
+        if !(ramp.is_finite() && ramp > 0.0) {
+            bail!("--ramp must be a positive number of clients per second");
+        }
+        let pace = match (self.mode, self.interval_ms.or(interval_ms)) {
+            (Mode::Saturation, _) => Pace::AckPaced,
+            (_, Some(0)) => bail!("--interval-ms must be at least 1"),
+            (_, Some(ms)) => Pace::Every(Duration::from_millis(ms)),
+            (_, None) => unreachable!("schedule modes have a default interval"),
+        };
+        let in_flight = self.in_flight.unwrap_or(in_flight);
+        if in_flight == 0 {
+            bail!("--in-flight must be at least 1");
+        }
+        if self.rooms == 0 {
+            bail!("--rooms must be at least 1");
+        }
+        if self.urls.is_empty() {
+            bail!("give at least one --url");
+        }
+        let rooms: Vec<String> = (0..self.rooms)
+            .map(|k| format!("{}-{k}", self.room_prefix))
+            .collect();
+        for room in &rooms {
+            chat_protocol::validate_room(room)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("--room-prefix gives the room name `{room}`"))?;
+        }
+        // Names go into the URL unescaped, so keep them to characters that need no escaping.
+        if !self
+            .name_prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            || self.name_prefix.len() > 20
+        {
+            bail!("--name-prefix takes up to 20 characters of A-Z, a-z, 0-9, '-', '_', '.'");
+        }
+        let secs = |value: f64, flag: &str| {
+            Duration::try_from_secs_f64(value)
+                .with_context(|| format!("{flag} must be a non-negative number of seconds"))
+        };
+        Ok(Plan {
+            mode: self.mode,
+            urls: self.urls.clone(),
+            clients,
+            ramp_every: Duration::from_secs_f64(1.0 / ramp),
+            pace,
+            in_flight,
+            rooms,
+            message_size: self.message_size,
+            duration: secs(self.duration, "--duration")?,
+            drain: secs(self.drain_secs, "--drain-secs")?,
+            name_prefix: self.name_prefix.clone(),
+            source_addresses: self.source_addresses,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(args: &[&str]) -> anyhow::Result<Plan> {
+        Args::try_parse_from(std::iter::once("ws-client").chain(args.iter().copied()))?.plan()
+    }
+
+    #[test]
+    fn modes_reproduce_their_schedules() {
+        let few = plan(&[]).unwrap();
+        assert_eq!(few.ramp_every, Duration::from_millis(100));
+        assert!(matches!(few.pace, Pace::Every(d) if d == Duration::from_millis(30)));
+        assert_eq!(few.clients, None);
+        assert_eq!(few.duration, Duration::from_secs(60));
+
+        let many = plan(&["--mode", "many-clients"]).unwrap();
+        assert_eq!(many.ramp_every, Duration::from_millis(10));
+        assert!(matches!(many.pace, Pace::Every(d) if d == Duration::from_secs(5)));
+
+        let sat = plan(&["--mode", "saturation", "--in-flight", "4"]).unwrap();
+        assert!(matches!(sat.pace, Pace::AckPaced));
+        assert_eq!((sat.clients, sat.in_flight), (Some(100), 4));
+    }
+
+    #[test]
+    fn refuses_nonsense() {
+        for args in [
+            &["--ramp", "0"][..],
+            &["--rooms", "0"],
+            &["--in-flight", "0"],
+            &["--interval-ms", "0"],
+            &["--duration", "-1"],
+            &["--room-prefix", "no spaces"],
+            &["--name-prefix", "a&b"],
+        ] {
+            assert!(plan(args).is_err(), "{args:?}");
+        }
+    }
+}

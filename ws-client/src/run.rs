@@ -1,0 +1,179 @@
+//! One run from start to verdict: add clients on the schedule, print the status line every
+//! 3 s, stop sending at the end, drain, then count what every member was owed and received.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::client::{self, Outcome, Phase, Shared};
+use crate::config::Plan;
+use crate::connect::Target;
+use crate::ledger::RoomLedger;
+use crate::report::{Latency, Report, Summary};
+use crate::stats::{self, Board, Row};
+
+/// Seconds between status lines, as in the original tool.
+const STATUS_EVERY: Duration = Duration::from_secs(3);
+/// How long clients get to hand in their counts after the run ended.
+const COLLECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub async fn run(plan: Plan, open_file_limit: u64) -> anyhow::Result<Report> {
+    let mut targets = Vec::with_capacity(plan.urls.len());
+    for url in &plan.urls {
+        targets.push(Target::resolve(url).await?);
+    }
+    let shared = Arc::new(Shared {
+        rooms: plan.rooms.iter().map(|_| RoomLedger::default()).collect(),
+        targets,
+        run: rand::random(),
+        board: Board::new(),
+        plan,
+    });
+    let plan = &shared.plan;
+    let (phase_tx, phase_rx) = watch::channel(Phase::Sending);
+    let start = Instant::now();
+    let reporter = tokio::spawn(report_status(Arc::clone(&shared), phase_rx.clone(), start));
+
+    let deadline = tokio::time::Instant::from_std(start + plan.duration);
+    let clients = add_clients(&shared, &phase_rx, deadline).await;
+    tokio::time::sleep_until(deadline).await;
+    let sending = start.elapsed();
+    let _ = phase_tx.send(Phase::Draining);
+    tokio::time::sleep(plan.drain).await;
+    let _ = phase_tx.send(Phase::Done);
+
+    let mut outcomes = Vec::with_capacity(clients.len());
+    let collect_by = tokio::time::Instant::now() + COLLECT_TIMEOUT;
+    for mut handle in clients {
+        match tokio::time::timeout_at(collect_by, &mut handle).await {
+            Ok(Ok(outcome)) => outcomes.push(outcome),
+            // A client that cannot hand in its count owes nothing; say so in the failures.
+            Ok(Err(_)) => shared.board.failure("client task failed".to_owned()),
+            Err(_) => {
+                handle.abort();
+                shared
+                    .board
+                    .failure("client did not stop in time".to_owned());
+            }
+        }
+    }
+    let series = reporter.await.unwrap_or_default();
+    Ok(Report {
+        summary: summarize(&shared, &outcomes, sending, open_file_limit, &series),
+        series,
+    })
+}
+
+/// Adds clients on the ramp until the cap or the end of sending.
+async fn add_clients(
+    shared: &Arc<Shared>,
+    phase: &watch::Receiver<Phase>,
+    deadline: tokio::time::Instant,
+) -> Vec<JoinHandle<Outcome>> {
+    let plan = &shared.plan;
+    let mut clients = Vec::new();
+    let mut ramp = tokio::time::interval(plan.ramp_every);
+    while plan.clients.is_none_or(|cap| clients.len() < cap) {
+        tokio::select! {
+            _ = ramp.tick() => {}
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+        let stats = shared.board.add_client();
+        clients.push(tokio::spawn(client::run(
+            clients.len(),
+            Arc::clone(shared),
+            stats,
+            phase.clone(),
+        )));
+    }
+    clients
+}
+
+/// Prints a status line every 3 s and one at the end; returns the series.
+async fn report_status(
+    shared: Arc<Shared>,
+    mut phase: watch::Receiver<Phase>,
+    start: Instant,
+) -> Vec<Row> {
+    let mut series = Vec::new();
+    let mut ticker = tokio::time::interval_at(
+        tokio::time::Instant::from_std(start + STATUS_EVERY),
+        STATUS_EVERY,
+    );
+    let mut last = start;
+    loop {
+        let done = tokio::select! {
+            _ = ticker.tick() => false,
+            _ = phase.wait_for(|p| *p == Phase::Done) => true,
+        };
+        let now = Instant::now();
+        let row = shared.board.row(
+            now.duration_since(start).as_secs_f64(),
+            now.duration_since(last),
+        );
+        last = now;
+        println!("{}", stats::status_line(&row));
+        series.push(row);
+        if done {
+            return series;
+        }
+    }
+}
+
+fn summarize(
+    shared: &Shared,
+    outcomes: &[Outcome],
+    sending: Duration,
+    open_file_limit: u64,
+    series: &[Row],
+) -> Summary {
+    let plan = &shared.plan;
+    let board = &shared.board;
+    let tallies: Vec<_> = shared.rooms.iter().map(RoomLedger::freeze).collect();
+    let (mut expected, mut delivered, mut joined_at_end) = (0, 0, 0);
+    for outcome in outcomes {
+        if let Some(joined_us) = outcome.joined_us {
+            let (owed, got) = tallies[outcome.room].account(joined_us, &outcome.seen);
+            expected += owed;
+            delivered += got;
+            joined_at_end += 1;
+        }
+    }
+    let (totals, latency) = board.finish();
+    let secs = sending.as_secs_f64().max(1e-9);
+    Summary {
+        mode: plan.mode.name(),
+        urls: plan.urls.clone(),
+        rooms: plan.rooms.len(),
+        message_size: plan.message_size,
+        duration_secs: sending.as_secs_f64(),
+        drain_secs: plan.drain.as_secs_f64(),
+        open_file_limit,
+        clients_started: board.clients_started(),
+        peak_connected: board.peak_connected(),
+        joined_at_end,
+        sent: tallies.iter().map(|t| t.sent()).sum(),
+        acked: tallies.iter().map(|t| t.acked).sum(),
+        refused: tallies.iter().map(|t| t.refused).sum(),
+        unanswered: tallies.iter().map(|t| t.unknown).sum(),
+        skipped_sends: totals.skipped,
+        expected,
+        delivered,
+        missing: expected - delivered,
+        duplicates: totals.duplicates,
+        frames_received: totals.frames,
+        deliveries: totals.messages,
+        deliveries_per_sec: totals.messages as f64 / secs,
+        sends_per_sec: totals.sent as f64 / secs,
+        peak_deliveries_per_sec: series
+            .iter()
+            .map(|row| row.deliveries_per_sec)
+            .fold(0.0, f64::max),
+        latency_ms: Latency::of(&latency),
+        errors: board.errors(),
+        connection_failures: board.failures(),
+        reconnects: board.reconnects(),
+    }
+}
