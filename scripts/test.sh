@@ -30,3 +30,7 @@ fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+
+# The benchmark's quick variant: a few seconds per load mode against a real three-node cluster,
+# checking only that nothing went missing and nothing arrived twice.
+bench/run.sh --quick

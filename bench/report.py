@@ -1,0 +1,174 @@
+"""Writes the benchmark's results as JSON and a markdown table.
+
+Called by bench/run.sh with the run's working directory in $WORK: one ws-client summary
+(<mode>.json) and one file of process facts (<mode>.facts: CPU seconds and peak RSS of every
+node and of Redis, ws-client's own CPU) per mode. The argument is the output path without
+extension.
+"""
+
+import json
+import os
+import platform
+import sys
+
+MODES = ["few-clients", "many-clients", "saturation"]
+
+
+def machine():
+    model = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kib = int(f.readline().split()[1])
+    return {
+        "cores": os.cpu_count(),
+        "cpu": model,
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "rustc": os.environ["RUSTC"],
+        "redis": os.environ["REDIS"],
+        "commit": os.environ["COMMIT"],
+        "load_average_before": os.environ["LOAD_BEFORE"],
+        "load_average_after": os.environ["LOAD_AFTER"],
+    }
+
+
+def facts(path):
+    out = {}
+    with open(path) as f:
+        for line in f:
+            key, value = line.split()
+            out[key] = float(value)
+    return out
+
+
+def mode_result(work, mode):
+    with open(os.path.join(work, mode + ".json")) as f:
+        report = json.load(f)
+    s = report["summary"]
+    p = facts(os.path.join(work, mode + ".facts"))
+    nodes_cpu = sum(p[f"node{i}_cpu"] for i in (1, 2, 3))
+    per_million = s["deliveries"] / 1e6
+    result = {
+        "exit_status": int(p["status"]),
+        "clients": s["clients_started"],
+        "peak_connected": s["peak_connected"],
+        "deliveries_per_sec": round(s["deliveries_per_sec"]),
+        "peak_interval_deliveries_per_sec": round(s["peak_deliveries_per_sec"]),
+        "sends_per_sec": round(s["sends_per_sec"]),
+        "latency_ms": s["latency_ms"],
+        "expected": s["expected"],
+        "missing": s["missing"],
+        "duplicates": s["duplicates"],
+        "refused": s["refused"],
+        "skipped_sends": s["skipped_sends"],
+        "reconnects": s["reconnects"],
+        "connection_failures": s["connection_failures"],
+        "errors": s["errors"],
+        "node_peak_rss_mib": [round(p[f"node{i}_peak_rss_kib"] / 1024, 1) for i in (1, 2, 3)],
+        "redis_peak_rss_mib": round(p["redis_peak_rss_kib"] / 1024, 1),
+        "server_cpu_secs": round(nodes_cpu + p["redis_cpu"], 2),
+        "client_cpu_secs": round(p["client_cpu"], 2),
+        "server_cpu_secs_per_million": round((nodes_cpu + p["redis_cpu"]) / per_million, 3)
+        if per_million
+        else None,
+        "client_cpu_secs_per_million": round(p["client_cpu"] / per_million, 3)
+        if per_million
+        else None,
+        "summary": s,
+        "series": report["series"],
+    }
+    if mode == "many-clients" and s["peak_connected"]:
+        peak = sum(p[f"node{i}_peak_rss_kib"] for i in (1, 2, 3))
+        result["node_rss_kib_per_connection"] = round(
+            (peak - p["idle_rss_kib"]) / s["peak_connected"], 1
+        )
+    return result
+
+
+def fmt_rate(value):
+    if value >= 1e6:
+        return f"{value / 1e6:.2f} M"
+    if value >= 1e3:
+        return f"{value / 1e3:.1f} k"
+    return f"{value:.0f}"
+
+
+def markdown(results, m, duration):
+    lines = [
+        f"# Cluster benchmark, {os.environ['STAMP']}",
+        "",
+        f"Three chat-server nodes and Redis on loopback, ws-client on the same machine, "
+        f"{duration} s per mode, a fresh cluster per mode, encryption on. "
+        f"Reproduce with `bench/run.sh`.",
+        "",
+        f"Machine: {m['cores']} cores, {m['cpu']}, {m['memory_gib']} GiB, Linux {m['kernel']}, "
+        f"{m['rustc']}, {m['redis']}, commit {m['commit']}. "
+        f"Load average before/after: {m['load_average_before']} / {m['load_average_after']} "
+        f"(the machine may be shared with other work: read the figures as a floor).",
+        "",
+        "| mode | clients | deliveries/s | peak 3 s | sends/s | p50 ms | p99 ms | max ms "
+        "| missing | dup. | node peak RSS MiB | Redis MiB | server CPU s / M | client CPU s / M |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for mode in MODES:
+        r = results[mode]
+        lat = r["latency_ms"]
+        lines.append(
+            f"| {mode} | {r['clients']} | {fmt_rate(r['deliveries_per_sec'])} "
+            f"| {fmt_rate(r['peak_interval_deliveries_per_sec'])} "
+            f"| {fmt_rate(r['sends_per_sec'])} | {lat['p50']:.2f} | {lat['p99']:.2f} "
+            f"| {lat['max']:.1f} | {r['missing']} | {r['duplicates']} "
+            f"| {' / '.join(f'{x:.0f}' for x in r['node_peak_rss_mib'])} "
+            f"| {r['redis_peak_rss_mib']:.0f} | {r['server_cpu_secs_per_million']} "
+            f"| {r['client_cpu_secs_per_million']} |"
+        )
+    many = results["many-clients"]
+    if "node_rss_kib_per_connection" in many:
+        lines += [
+            "",
+            f"Many-clients: {many['peak_connected']} connections at peak, node RSS "
+            f"{many['node_rss_kib_per_connection']} KiB per connection "
+            "(peak RSS of the three nodes less their idle RSS, over the peak connections).",
+        ]
+    lines += ["", "Overload, per mode (what the nodes refused or closed, and what clients skipped):", ""]
+    for mode in MODES:
+        r = results[mode]
+        failures = ", ".join(f"{k}: {v}" for k, v in r["connection_failures"].items()) or "none"
+        errors = ", ".join(f"{k}: {v}" for k, v in r["errors"].items()) or "none"
+        lines.append(
+            f"- {mode}: {r['expected']} deliveries owed; connection failures: {failures}; "
+            f"error frames: {errors}; {r['reconnects']} reconnects; "
+            f"{r['skipped_sends']} scheduled sends skipped with the window full."
+        )
+    lines += ["", "Status lines (every 3 s), per mode:", ""]
+    for mode in MODES:
+        lines += [f"{mode}:", "", "```"]
+        for row in results[mode]["series"]:
+            lines.append(
+                f"status: Status({row['received']}, {row['sent']}, {row['connected']})  "
+                f"{fmt_rate(row['deliveries_per_sec'])} deliveries/s  "
+                f"{fmt_rate(row['sends_per_sec'])} sends/s  "
+                f"p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms"
+            )
+        lines += ["```", ""]
+    return "\n".join(lines)
+
+
+def main():
+    work = os.environ["WORK"]
+    out = sys.argv[1]
+    m = machine()
+    results = {mode: mode_result(work, mode) for mode in MODES}
+    duration = round(results["few-clients"]["summary"]["duration_secs"])
+    with open(out + ".json", "w") as f:
+        json.dump({"machine": m, "results": results}, f, indent=2)
+        f.write("\n")
+    with open(out + ".md", "w") as f:
+        f.write(markdown(results, m, duration))
+
+
+main()
