@@ -324,7 +324,10 @@ fn compose_runs_redis_scalable_nodes_and_the_tested_balancer() {
         env["CHAT_KEY"]
     );
     assert!(!env.contains_key("CHAT_NODE_ID"));
-    assert!(env.contains_key("CHAT_TRUSTED_PROXY"), "client addresses behind the balancer");
+    assert!(
+        env.contains_key("CHAT_TRUSTED_PROXY"),
+        "client addresses behind the balancer"
+    );
     assert_eq!(
         strings(&server["healthcheck"]["test"]),
         ["CMD", "/usr/local/bin/chat-healthcheck"]
