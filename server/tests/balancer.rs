@@ -1,8 +1,9 @@
 //! The shipped load balancer (`deploy/haproxy.cfg`, run by Debian's HAProxy) in front of three
 //! real nodes on loopback: clients spread over every node, chat crosses nodes, a stopped
 //! node's clients move to the others without losing anything acknowledged, and a node that
-//! loses Redis leaves rotation and comes back. Also checks `docker-compose.yml` against the
-//! configuration it mounts, since Docker itself cannot run here.
+//! loses Redis leaves rotation and comes back, and nodes join and leave rotation as DNS names
+//! them (what `--scale` does). Also checks `docker-compose.yml` against the configuration it
+//! mounts, since Docker itself cannot run here.
 
 mod support;
 
@@ -232,6 +233,36 @@ async fn a_node_that_loses_redis_leaves_rotation_until_it_is_back() {
             .body
             .contains("haproxy_backend_active_servers{proxy=\"nodes\"} 3")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_join_and_leave_rotation_as_dns_names_them() {
+    let redis = RedisServer::start().await;
+    let (nodes, ips, port) = balanced_nodes(6, [&redis; 3]).await;
+    let addrs: Vec<SocketAddr> = nodes.iter().map(Node::addr).collect();
+
+    // Two containers at first.
+    let balancer = Balancer::start(&ips[..2], port).await;
+    balancer
+        .wait_for_rotation(&addrs[..2], ROTATION_TIMEOUT)
+        .await;
+    let mut clients = members(&balancer, "early-", 4).await;
+
+    // `--scale server=3`: the name answers with a third address, which fills a free slot,
+    // and least connections sends the next client to the newcomer.
+    balancer.set_node_ips(&ips);
+    balancer.wait_for_rotation(&addrs, ROTATION_TIMEOUT).await;
+    let mut newcomer = balancer.client("newcomer").await;
+    assert_eq!(newcomer.welcome().node, "node-2", "least connections");
+    newcomer.join(ROOM).await;
+    let id = newcomer.say(ROOM, "hello from the new node").await;
+    all_receive(&mut clients, std::slice::from_ref(&id)).await;
+
+    // Scaling back down: the address leaves the answer and its slot leaves rotation.
+    balancer.set_node_ips(&ips[..2]);
+    balancer
+        .wait_for_rotation(&addrs[..2], ROTATION_TIMEOUT)
+        .await;
 }
 
 /// Runs the image's HEALTHCHECK command against `node`, as Docker would.

@@ -55,7 +55,7 @@ pub struct Balancer {
     process: Process,
     addr: SocketAddr,
     stats: SocketAddr,
-    _dns: DnsServer,
+    dns: DnsServer,
     _dir: TempDir,
 }
 
@@ -134,7 +134,7 @@ impl Balancer {
                         process,
                         addr,
                         stats,
-                        _dns: dns,
+                        dns,
                         _dir: dir,
                     };
                 }
@@ -149,6 +149,11 @@ impl Balancer {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Makes the nodes' name resolve to `ips` from now on, as scaling a compose service does.
+    pub fn set_node_ips(&self, ips: &[Ipv4Addr]) {
+        self.dns.set_addresses(ips);
     }
 
     /// Where the stats page (`/stats`) and Prometheus metrics (`/metrics`) are served.

@@ -5,6 +5,7 @@
 //! finds containers, through its `server-template`.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
 
 use simple_dns::rdata::{A, RData};
 use simple_dns::{CLASS, Packet, QTYPE, RCODE, ResourceRecord, TYPE};
@@ -15,6 +16,7 @@ use tokio::task::JoinHandle;
 /// NXDOMAIN. Stops when dropped.
 pub struct DnsServer {
     addr: SocketAddr,
+    addresses: Arc<Mutex<Vec<Ipv4Addr>>>,
     task: JoinHandle<()>,
 }
 
@@ -25,23 +27,34 @@ impl DnsServer {
             .expect("bind the DNS socket");
         let addr = socket.local_addr().expect("DNS socket address");
         let name = name.trim_end_matches('.').to_ascii_lowercase();
-        let addresses = addresses.to_vec();
+        let addresses = Arc::new(Mutex::new(addresses.to_vec()));
+        let current = addresses.clone();
         let task = tokio::spawn(async move {
             let mut buf = [0u8; 4096];
             loop {
                 let Ok((len, peer)) = socket.recv_from(&mut buf).await else {
                     continue;
                 };
+                let addresses = current.lock().expect("not poisoned").clone();
                 if let Some(reply) = answer(&buf[..len], &name, &addresses) {
                     let _ = socket.send_to(&reply, peer).await;
                 }
             }
         });
-        DnsServer { addr, task }
+        DnsServer {
+            addr,
+            addresses,
+            task,
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Answers with `addresses` from now on, as Docker's DNS does when containers come and go.
+    pub fn set_addresses(&self, addresses: &[Ipv4Addr]) {
+        *self.addresses.lock().expect("not poisoned") = addresses.to_vec();
     }
 }
 
