@@ -1,12 +1,16 @@
 //! The per-name limit and the debounce in this node's memory: for a node without Redis, and as
 //! the fallback of the Redis limiter while Redis cannot be reached.
 //!
-//! Both tables are sharded maps (one short lock per check, never held across an `.await`).
+//! Both tables are sharded maps (one short lock per check, never held across an `.await`),
+//! hashed with foldhash: several times faster than SipHash on short keys, and seeded per
+//! process, so nobody can precompute names or texts that collide.
 //! Entries that are back at rest carry no information, so a sweep, at most once a second and
 //! done by whichever check comes first, drops them: memory follows the names active in the last
 //! burst window, not every name ever seen.
 
 use std::hash::BuildHasher;
+
+use foldhash::fast::RandomState;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -22,11 +26,10 @@ pub struct MemoryLimiter {
     rate: Option<Rate>,
     window_ns: u64,
     epoch: Instant,
-    names: DashMap<Box<str>, Gcra>,
-    /// Recently sent texts, as a keyed hash of (name, room, text), with when they expire.
-    recent: DashMap<u64, u64>,
-    /// Keyed per process, so nobody can craft texts that collide on purpose.
-    hasher: std::collections::hash_map::RandomState,
+    names: DashMap<Box<str>, Gcra, RandomState>,
+    /// Recently sent texts, as a seeded hash of (name, room, text), with when they expire.
+    recent: DashMap<u64, u64, RandomState>,
+    hasher: RandomState,
     next_sweep: AtomicU64,
     metrics: std::sync::Arc<Metrics>,
 }
@@ -41,8 +44,8 @@ impl MemoryLimiter {
             rate,
             window_ns: window.map_or(0, |w| u64::try_from(w.as_nanos()).unwrap_or(u64::MAX)),
             epoch: Instant::now(),
-            names: DashMap::new(),
-            recent: DashMap::new(),
+            names: DashMap::default(),
+            recent: DashMap::default(),
             hasher: Default::default(),
             next_sweep: AtomicU64::new(0),
             metrics,
@@ -51,6 +54,9 @@ impl MemoryLimiter {
 
     /// The verdict for one send, counted.
     pub fn verdict(&self, name: &str, room: &str, text: &str) -> Verdict {
+        if self.rate.is_none() && self.window_ns == 0 {
+            return Verdict::Allowed;
+        }
         let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.sweep(now);
         if let Some(rate) = &self.rate {
