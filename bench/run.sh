@@ -89,8 +89,11 @@ start_cluster() {
   node_urls=()
   for i in 1 2 3; do
     local out="$work/node-$label-$i.out"
+    # Flood control is off: the benchmark measures throughput, and its clients send far
+    # faster than the per-connection and per-name limits let people type.
     CHAT_KEY="$key" RUST_LOG=warn "$bin/chat-server" --listen 127.0.0.1:0 \
       --redis-url "redis://127.0.0.1:$port/" --node-id "bench-$i" \
+      --send-rate 0 --name-send-rate 0 --duplicate-window-ms 0 \
       >"$out" 2>"$work/node-$label-$i.log" &
     local pid=$!
     pids+=("$pid")
