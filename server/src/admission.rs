@@ -153,20 +153,20 @@ impl Admission {
     }
 
     /// Lets a handshake in, or says why not (counted); the refusal is the HTTP answer.
-    pub fn admit(&self, handshake: &Handshake<'_>) -> Result<Admitted, Refusal> {
+    pub fn admit(&self, handshake: &Handshake<'_>) -> Result<Admitted, Rejection> {
         let permit = if self.origin_allowed(handshake.headers) {
             self.permit(self.client_address(handshake.peer, handshake.headers))
         } else {
-            Err(Refusal::Origin)
+            Err(Rejection::Origin)
         };
         match permit {
             Ok(permit) => Ok(Admitted {
                 permit,
                 name: self.name(handshake),
             }),
-            Err(cause) => {
-                self.metrics.limits.refused(cause);
-                Err(cause)
+            Err(rejection) => {
+                self.metrics.limits.refused(rejection.cause());
+                Err(rejection)
             }
         }
     }
@@ -225,20 +225,20 @@ impl Admission {
             .any(|net| net.contains(&address))
     }
 
-    fn permit(&self, address: IpAddr) -> Result<Permit, Refusal> {
+    fn permit(&self, address: IpAddr) -> Result<Permit, Rejection> {
         let total = self.open.total.fetch_add(1, Ordering::Relaxed);
         let mut permit = Permit {
             counts: self.open.clone(),
             address: None,
         };
         if self.max_connections > 0 && total >= self.max_connections {
-            return Err(Refusal::NodeFull);
+            return Err(Rejection::NodeFull);
         }
         if self.max_per_address > 0 {
             let mut count = self.open.per_address.entry(address).or_insert(0);
             if *count >= self.max_per_address {
                 drop(count);
-                return Err(Refusal::AddressFull);
+                return Err(Rejection::AddressFull);
             }
             *count += 1;
             permit.address = Some(address);
@@ -271,23 +271,41 @@ impl Admission {
     }
 }
 
-impl IntoResponse for Refusal {
+/// A handshake refused before the upgrade, answered in plain HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    NodeFull,
+    AddressFull,
+    Origin,
+}
+
+impl Rejection {
+    fn cause(self) -> Refusal {
+        match self {
+            Rejection::NodeFull => Refusal::NodeFull,
+            Rejection::AddressFull => Refusal::AddressFull,
+            Rejection::Origin => Refusal::Origin,
+        }
+    }
+}
+
+impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
         let (status, body) = match self {
-            Refusal::NodeFull => (
+            Rejection::NodeFull => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "this node is full; try another\n",
             ),
-            Refusal::AddressFull => (
+            Rejection::AddressFull => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "too many connections from your address\n",
             ),
-            Refusal::Origin => (
-                StatusCode::FORBIDDEN,
-                "cross-site WebSocket handshakes are not allowed\n",
-            ),
-            Refusal::Unauthorized | Refusal::HandshakeTimeout => {
-                (StatusCode::FORBIDDEN, "refused\n")
+            Rejection::Origin => {
+                return (
+                    StatusCode::FORBIDDEN,
+                    "cross-site WebSocket handshakes are not allowed\n",
+                )
+                    .into_response();
             }
         };
         (status, [(header::RETRY_AFTER, "5")], body).into_response()
@@ -379,12 +397,12 @@ mod tests {
         let b = admission.permit(ip("127.0.0.1")).ok().unwrap();
         assert_eq!(
             admission.permit(ip("127.0.0.1")).err(),
-            Some(Refusal::AddressFull)
+            Some(Rejection::AddressFull)
         );
         let c = admission.permit(ip("127.0.0.2")).ok().unwrap();
         assert_eq!(
             admission.permit(ip("127.0.0.3")).err(),
-            Some(Refusal::NodeFull)
+            Some(Rejection::NodeFull)
         );
         drop((a, b, c));
         assert!(admission.open.per_address.is_empty());
