@@ -8,6 +8,7 @@
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 /// Limits that are part of the protocol itself; the size limits are server defaults that an
 /// operator may change.
@@ -122,6 +123,10 @@ impl std::fmt::Display for ErrorCode {
 pub enum ClientFrame<'a> {
     Join {
         room: Cow<'a, str>,
+        /// The id of the last message the client saw in this room: the `joined` reply then
+        /// carries what came after it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<Cow<'a, str>>,
         #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
         reference: Option<Cow<'a, str>>,
     },
@@ -149,6 +154,16 @@ pub enum ServerFrame<'a> {
     },
     Joined {
         room: Cow<'a, str>,
+        /// The distinct names of the room's members on every node, the joiner included.
+        #[serde(default)]
+        members: Vec<Cow<'a, str>>,
+        /// `message` frames, oldest first: those after `since`, or the most recent ones.
+        #[serde(default)]
+        history: Vec<EmbeddedFrame>,
+        /// Present when the join carried `since`: whether `history` holds every message after
+        /// it. `false` means some may be missing (history no longer reaches back that far).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
     },
     Left {
         room: Cow<'a, str>,
@@ -159,11 +174,17 @@ pub enum ServerFrame<'a> {
         id: Cow<'a, str>,
     },
     Message {
-        room: Cow<'a, str>,
         id: Cow<'a, str>,
+        room: Cow<'a, str>,
         from: Cow<'a, str>,
         text: Cow<'a, str>,
         ts: u64,
+    },
+    /// Someone joined or left a room this connection is in.
+    Presence {
+        room: Cow<'a, str>,
+        event: PresenceEvent,
+        name: Cow<'a, str>,
     },
     Error {
         code: ErrorCode,
@@ -175,6 +196,102 @@ pub enum ServerFrame<'a> {
         retry_after_ms: Option<u64>,
     },
 }
+
+/// A frame carried verbatim inside another (the `history` of `joined`): nodes hold history
+/// entries as serialized `message` frames and embed them without parsing them again.
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct EmbeddedFrame(pub Box<RawValue>);
+
+impl<'de> Deserialize<'de> for EmbeddedFrame {
+    // Through a `Value`: frames are internally tagged enums, whose buffered content a
+    // `RawValue` cannot be read from directly. Only readers of `joined` pay for this.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        EmbeddedFrame::new(value.to_string()).map_err(serde::de::Error::custom)
+    }
+}
+
+impl EmbeddedFrame {
+    /// Wraps serialized JSON, checking that it is one JSON value.
+    pub fn new(json: String) -> Result<Self, serde_json::Error> {
+        RawValue::from_string(json).map(EmbeddedFrame)
+    }
+
+    pub fn json(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for EmbeddedFrame {
+    /// Equal when they hold the same JSON value, whatever the order of its fields.
+    fn eq(&self, other: &Self) -> bool {
+        let value =
+            |frame: &EmbeddedFrame| serde_json::from_str::<serde_json::Value>(frame.json()).ok();
+        self.json() == other.json() || value(self) == value(other)
+    }
+}
+
+impl Eq for EmbeddedFrame {}
+
+/// What a `presence` frame reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceEvent {
+    Join,
+    Leave,
+}
+
+/// A message id: ordered within a room, and gap-free within one `epoch`.
+///
+/// Written `"<epoch>-<seq>"`. A room's history starts a new epoch (the time it began, in
+/// unix ms) when it is created, or recreated after it expired or was lost; within an epoch
+/// `seq` counts up by one per message from 0. So a client that sees `seq` jump by more than
+/// one knows it missed messages, and one that sees a new epoch knows continuity was broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MessageId {
+    pub epoch: u64,
+    pub seq: u64,
+}
+
+impl MessageId {
+    /// The id that directly follows this one in the same epoch.
+    pub fn next(self) -> MessageId {
+        MessageId {
+            epoch: self.epoch,
+            seq: self.seq + 1,
+        }
+    }
+}
+
+impl std::fmt::Display for MessageId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.epoch, self.seq)
+    }
+}
+
+impl std::str::FromStr for MessageId {
+    type Err = InvalidMessageId;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (epoch, seq) = text.split_once('-').ok_or(InvalidMessageId)?;
+        let number = |digits: &str| {
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(InvalidMessageId);
+            }
+            digits.parse::<u64>().map_err(|_| InvalidMessageId)
+        };
+        Ok(MessageId {
+            epoch: number(epoch)?,
+            seq: number(seq)?,
+        })
+    }
+}
+
+/// A string that is not a message id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not a message id (expected `<epoch>-<seq>`)")]
+pub struct InvalidMessageId;
 
 impl ServerFrame<'_> {
     /// Serializes the frame; infallible because every field is a string or an integer.
@@ -214,6 +331,8 @@ struct RawFrame<'a> {
     room: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     text: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    since: Option<Cow<'a, str>>,
     #[serde(rename = "ref", borrow, default)]
     reference: Option<Cow<'a, str>>,
 }
@@ -266,6 +385,7 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame<'_>, FrameError> {
     match kind.as_ref() {
         "join" => Ok(ClientFrame::Join {
             room: checked_room(raw.room, reference_str)?,
+            since: raw.since,
             reference,
         }),
         "leave" => Ok(ClientFrame::Leave {
@@ -374,6 +494,15 @@ mod tests {
             parse_client_frame(r#"{"type":"join","room":"lobby"}"#).unwrap(),
             ClientFrame::Join {
                 room: "lobby".into(),
+                since: None,
+                reference: None
+            }
+        );
+        assert_eq!(
+            parse_client_frame(r#"{"type":"join","room":"lobby","since":"17-3"}"#).unwrap(),
+            ClientFrame::Join {
+                room: "lobby".into(),
+                since: Some("17-3".into()),
                 reference: None
             }
         );
@@ -502,7 +631,7 @@ mod tests {
         };
         assert_eq!(
             frame.to_json(),
-            r#"{"type":"message","room":"lobby","id":"m1","from":"Ada","text":"<b>hi</b>","ts":1}"#
+            r#"{"type":"message","id":"m1","room":"lobby","from":"Ada","text":"<b>hi</b>","ts":1}"#
         );
         let error = ServerFrame::Error {
             code: ErrorCode::NotJoined,
@@ -526,6 +655,63 @@ mod tests {
             limited.to_json(),
             r#"{"type":"error","code":"rate_limited","message":"slow down","ref":"c1","retry_after_ms":250}"#
         );
+    }
+
+    #[test]
+    fn joined_embeds_history_frames_verbatim() {
+        let message = r#"{"type":"message","id":"5-0","room":"r","from":"a","text":"t","ts":1}"#;
+        let joined = ServerFrame::Joined {
+            room: "r".into(),
+            members: vec!["a".into()],
+            history: vec![EmbeddedFrame::new(message.to_owned()).unwrap()],
+            recovered: Some(true),
+        };
+        assert_eq!(
+            joined.to_json(),
+            format!(
+                r#"{{"type":"joined","room":"r","members":["a"],"history":[{message}],"recovered":true}}"#
+            )
+        );
+        let presence = ServerFrame::Presence {
+            room: "r".into(),
+            event: PresenceEvent::Leave,
+            name: "a".into(),
+        };
+        assert_eq!(
+            presence.to_json(),
+            r#"{"type":"presence","room":"r","event":"leave","name":"a"}"#
+        );
+        let parsed: ServerFrame<'_> = serde_json::from_str(&joined.to_json()).unwrap();
+        assert_eq!(parsed, joined);
+    }
+
+    #[test]
+    fn message_ids_order_by_epoch_then_sequence() {
+        let id: MessageId = "1732329000000-41".parse().unwrap();
+        assert_eq!(
+            id,
+            MessageId {
+                epoch: 1_732_329_000_000,
+                seq: 41
+            }
+        );
+        assert_eq!(id.to_string(), "1732329000000-41");
+        assert_eq!(id.next().seq, 42);
+        assert!(id < "1732329000000-100".parse().unwrap());
+        assert!(id < "1732329000001-0".parse().unwrap());
+        for bad in [
+            "",
+            "1",
+            "1-",
+            "-1",
+            "a-1",
+            "1-2-3",
+            "+1-2",
+            "1 -2",
+            "99999999999999999999-0",
+        ] {
+            assert_eq!(bad.parse::<MessageId>(), Err(InvalidMessageId), "{bad:?}");
+        }
     }
 
     #[test]

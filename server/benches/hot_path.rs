@@ -6,17 +6,22 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use chat_server::broker::{Inbound, MemoryBroker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chat_protocol::MessageId;
+use chat_server::broker::{HistoryLimits, Inbound, MemoryBroker};
 use chat_server::envelope::Keyring;
-use chat_server::hub::Hub;
+use chat_server::hub::{Hub, HubParts};
 use chat_server::metrics::Metrics;
-use chat_server::rooms::{Outbox, Rooms};
+use chat_server::relay;
+use chat_server::rooms::{Member, Outbox, Rooms};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use futures::FutureExt;
 
 const CHANNEL: &str = "chat:room:lobby";
-/// A typical chat message frame (~170 bytes), as members receive it.
-const FRAME: &str = r#"{"type":"message","room":"lobby","id":"0193f0c2a1b27d4e19a0000002a","from":"guest-0421","text":"1763860000000 the quick brown fox jumps over the lazy dog, 90 bytes of chat text here!","ts":1763860000000}"#;
+/// A typical chat message body (~150 bytes; members receive it with its type and id).
+const FRAME: &str = r#"{"room":"lobby","from":"guest-0421","text":"1763860000000 the quick brown fox jumps over the lazy dog, 90 bytes of chat text here!","ts":1763860000000}"#;
 
 fn keyring() -> Arc<Keyring> {
     Arc::new(Keyring::new(&[[7; 32]]).expect("valid key"))
@@ -42,13 +47,28 @@ fn envelope(c: &mut Criterion) {
 
 fn publish(c: &mut Criterion) {
     let metrics = Arc::new(Metrics::new());
-    let rooms = Arc::new(Rooms::new(keyring(), metrics.clone()));
-    let broker = Arc::new(MemoryBroker::new(rooms.clone()));
-    let hub = Hub::new("bench".into(), "chat", rooms, broker, keyring(), metrics);
+    let (recovery, _requests) = tokio::sync::mpsc::unbounded_channel();
+    let rooms = Arc::new(Rooms::new(keyring(), metrics.clone(), recovery));
+    let history = HistoryLimits {
+        size: 100,
+        max_age: Duration::from_secs(3600),
+    };
+    let broker = Arc::new(MemoryBroker::new(rooms.clone(), history));
+    let hub = Hub::new(HubParts {
+        node_id: "bench".into(),
+        redis_prefix: "chat".into(),
+        rooms,
+        broker: broker.clone(),
+        presence: broker,
+        keyring: keyring(),
+        metrics,
+        history,
+    });
     let mut group = c.benchmark_group("publish");
     group.throughput(Throughput::Elements(1));
-    // Stamp, serialize once and seal; the room has no members, so nothing is delivered.
-    group.bench_function("stamp_serialize_seal", |b| {
+    // Stamp, serialize once, seal and append to the in-memory history; the room has no
+    // members, so nothing is delivered.
+    group.bench_function("stamp_serialize_seal_store", |b| {
         b.iter(|| {
             hub.publish(
                 CHANNEL,
@@ -56,7 +76,6 @@ fn publish(c: &mut Criterion) {
                 "guest-0421",
                 black_box("the quick brown fox"),
             )
-            .accepted
             .now_or_never()
         })
     });
@@ -68,22 +87,42 @@ fn fan_out(c: &mut Criterion) {
     let sealed = ring.seal(CHANNEL.as_bytes(), FRAME.as_bytes());
     let mut group = c.benchmark_group("fan_out");
     for members in [100usize, 1_000, 10_000] {
-        let rooms = Rooms::new(ring.clone(), Arc::new(Metrics::new()));
+        let (recovery, _requests) = tokio::sync::mpsc::unbounded_channel();
+        let rooms = Rooms::new(ring.clone(), Arc::new(Metrics::new()), recovery);
         let mut queues = Vec::with_capacity(members);
         for member in 0..members {
             let (outbox, queue) = Outbox::new(16);
-            let subscribed = rooms.add(CHANNEL, member as u64, outbox, || {
-                futures::future::ready(Ok(())).boxed()
+            let joining = Member {
+                outbox,
+                after: None,
+                sealed_name: Bytes::new(),
+            };
+            let mut new_room = None;
+            rooms.add(CHANNEL, "lobby", member as u64, joining, |generation| {
+                new_room = Some(generation);
+                futures::future::ready(Ok(None)).boxed().shared()
             });
-            assert!(subscribed.now_or_never().is_some());
+            if let Some(generation) = new_room {
+                rooms.positioned(CHANNEL, generation, None);
+            }
             queues.push(queue);
         }
+        let mut seq = 0;
         // One message opened once and queued to every member, then taken off every queue as
         // the members' tasks would: the per-delivery cost of a receiving node.
         group.throughput(Throughput::Elements(members as u64));
         group.bench_function(format!("open_and_queue_to_{members}_members"), |b| {
             b.iter_batched(
-                || sealed.to_vec(),
+                || {
+                    seq += 1;
+                    relay::message_payload(
+                        MessageId {
+                            epoch: 1,
+                            seq: seq - 1,
+                        },
+                        &sealed,
+                    )
+                },
                 |payload| {
                     rooms.deliver(CHANNEL.as_bytes(), payload);
                     for queue in &mut queues {

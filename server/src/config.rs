@@ -11,7 +11,11 @@ use std::time::Duration;
 use chat_protocol::limits;
 use clap::Parser;
 
+use crate::broker::HistoryLimits;
 use crate::envelope::{KeyError, Keyring};
+
+/// Most history a room may keep: it is sent whole to a joiner.
+const MAX_HISTORY_SIZE: usize = 10_000;
 
 #[derive(Parser)]
 #[command(
@@ -70,6 +74,16 @@ pub struct Config {
     #[arg(long, env = "CHAT_MAX_IN_FLIGHT", default_value_t = 64)]
     pub max_in_flight: usize,
 
+    /// Messages of history kept per room: sent to joiners, and used to recover what a client
+    /// or a node missed (1 to 10000).
+    #[arg(long, env = "CHAT_HISTORY_SIZE", default_value_t = 100)]
+    pub history_size: usize,
+
+    /// Seconds a room's history is kept after its last message; joiners without `since` see
+    /// only messages this recent.
+    #[arg(long, env = "CHAT_HISTORY_MAX_AGE_SECS", default_value_t = 86_400)]
+    pub history_max_age_secs: u64,
+
     /// Seconds to wait for sessions to close when shutting down.
     #[arg(long, env = "CHAT_SHUTDOWN_TIMEOUT", default_value_t = 5)]
     pub shutdown_timeout_secs: u64,
@@ -105,12 +119,14 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("--node-id must be 1 to 64 printable characters")]
+    #[error("--node-id must be 1 to 64 printable characters other than '|'")]
     InvalidNodeId,
     #[error("--{0} must be at least 1")]
     Zero(&'static str),
     #[error("{0}")]
     Flood(&'static str),
+    #[error("--history-size must be 1 to {MAX_HISTORY_SIZE}")]
+    HistorySize,
 }
 
 impl Config {
@@ -144,7 +160,7 @@ impl Config {
             Some(id)
                 if !id.is_empty()
                     && id.chars().count() <= 64
-                    && !id.chars().any(char::is_control) =>
+                    && !id.chars().any(|c| c.is_control() || c == '|') =>
             {
                 Ok(id.clone())
             }
@@ -159,12 +175,23 @@ impl Config {
             ("outbound-queue", self.outbound_queue),
             ("max-in-flight", self.max_in_flight),
             ("max-rooms-per-connection", self.max_rooms_per_connection),
+            ("history-max-age-secs", self.history_max_age_secs as usize),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));
             }
         }
+        if !(1..=MAX_HISTORY_SIZE).contains(&self.history_size) {
+            return Err(ConfigError::HistorySize);
+        }
         self.flood.validate().map_err(ConfigError::Flood)
+    }
+
+    pub fn history(&self) -> HistoryLimits {
+        HistoryLimits {
+            size: self.history_size,
+            max_age: Duration::from_secs(self.history_max_age_secs),
+        }
     }
 
     pub fn shutdown_timeout(&self) -> Duration {

@@ -1,55 +1,81 @@
 //! The hub: what a session can do to the cluster (join, leave, publish), independent of which
 //! broker runs.
 //!
-//! Publishing is the sending half of the hot path: the `message` frame every recipient will see
-//! is serialized exactly once, here, with the server's id, timestamp and the sender's name, then
-//! sealed for the room's channel and handed to the broker. Receiving nodes only open it.
+//! Publishing is the sending half of the hot path: the body of the `message` frame every
+//! recipient will see is serialized exactly once, here, with the server's timestamp and the
+//! sender's name, then sealed for the room's channel and handed to the broker, which assigns
+//! the id while storing it in history. Receiving nodes only open it.
+//!
+//! Joining answers with the room's members and history. The history is read up to the
+//! position where the joiner's live messages start (see [`Position`]), so the two meet without
+//! a gap or a duplicate, and a client that says which message it saw last (`since`) gets
+//! exactly what came after it, or learns that history no longer reaches back that far.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use chat_protocol::ServerFrame;
+use chat_protocol::{EmbeddedFrame, MessageId};
+use futures::FutureExt;
+use tokio::sync::mpsc;
 
-use crate::broker::{BrokerError, BrokerFuture, SharedBroker};
+use crate::broker::{
+    BrokerError, BrokerFuture, HistoryEntry, HistoryLimits, HistoryRange, SharedBroker,
+};
 use crate::envelope::Keyring;
-use crate::ids::{MessageIds, now_ms};
+use crate::ids::now_ms;
 use crate::metrics::Metrics;
-use crate::rooms::{MemberId, Outbox, Rooms, Subscription};
+use crate::presence::{SharedPresence, name_aad};
+use crate::relay;
+use crate::rooms::{Member, MemberId, Outbox, Position, Recovery, Resync, Rooms};
+
+/// How long to wait before asking history again for a room's missed messages.
+const RESYNC_RETRY: Duration = Duration::from_millis(250);
 
 pub struct Hub {
     node_id: String,
     channel_prefix: String,
     rooms: Arc<Rooms>,
     broker: SharedBroker,
+    presence: SharedPresence,
     keyring: Arc<Keyring>,
     metrics: Arc<Metrics>,
-    message_ids: MessageIds,
+    history: HistoryLimits,
     member_ids: AtomicU64,
 }
 
-/// A message handed to the broker: its id, and a future that resolves once it was accepted.
-pub struct Publication {
-    pub id: String,
-    pub accepted: BrokerFuture,
+/// What a `joined` reply carries.
+pub struct Joined {
+    pub members: Vec<String>,
+    pub history: Vec<EmbeddedFrame>,
+    /// Whether `history` holds everything after the join's `since`; `None` without `since`.
+    pub recovered: Option<bool>,
+}
+
+/// What the hub is built from.
+pub struct HubParts {
+    pub node_id: String,
+    pub redis_prefix: String,
+    pub rooms: Arc<Rooms>,
+    pub broker: SharedBroker,
+    pub presence: SharedPresence,
+    pub keyring: Arc<Keyring>,
+    pub metrics: Arc<Metrics>,
+    pub history: HistoryLimits,
 }
 
 impl Hub {
-    pub fn new(
-        node_id: String,
-        redis_prefix: &str,
-        rooms: Arc<Rooms>,
-        broker: SharedBroker,
-        keyring: Arc<Keyring>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(parts: HubParts) -> Self {
         Hub {
-            node_id,
-            channel_prefix: format!("{redis_prefix}:room:"),
-            rooms,
-            broker,
-            keyring,
-            metrics,
-            message_ids: MessageIds::new(),
+            node_id: parts.node_id,
+            channel_prefix: format!("{}:room:", parts.redis_prefix),
+            rooms: parts.rooms,
+            broker: parts.broker,
+            presence: parts.presence,
+            keyring: parts.keyring,
+            metrics: parts.metrics,
+            history: parts.history,
             member_ids: AtomicU64::new(1),
         }
     }
@@ -76,44 +102,246 @@ impl Hub {
         format!("{}{room}", self.channel_prefix)
     }
 
-    /// Makes `member` a local member of `room`. Messages reach its outbox once the returned
-    /// subscription resolves. Fails at once while the backplane is down, so that nobody is told
-    /// they joined a room whose messages this node cannot hear.
+    /// The member's key in presence: unique in the cluster, and naming its node.
+    fn presence_key(&self, member: MemberId) -> String {
+        format!("{}|{member}", self.node_id)
+    }
+
+    /// Makes `member` a local member of `room`, announces it, and resolves to what its
+    /// `joined` reply carries. Messages reach its outbox from then on; those up to `since`
+    /// never do. Fails at once while the backplane is down, so that nobody is told they joined
+    /// a room whose messages this node cannot hear.
     pub fn join(
         &self,
+        room: &str,
         channel: &str,
         member: MemberId,
+        name: &str,
         outbox: &Outbox,
-    ) -> Result<Subscription, BrokerError> {
+        since: Option<MessageId>,
+    ) -> Result<BrokerFuture<Joined>, BrokerError> {
         if !self.broker.is_ready() {
             return Err(BrokerError::Disconnected);
         }
-        Ok(self.rooms.add(channel, member, outbox.clone(), || {
-            self.broker.subscribe(channel)
-        }))
+        let sealed_name = self.keyring.seal(&name_aad(channel), name.as_bytes());
+        let joining = Member {
+            outbox: outbox.clone(),
+            after: since,
+            sealed_name: sealed_name.clone(),
+        };
+        let position = self
+            .rooms
+            .add(channel, room, member, joining, |generation| {
+                self.prepare_room(channel, generation)
+            });
+        let broker = self.broker.clone();
+        let presence = self.presence.clone();
+        let rooms = self.rooms.clone();
+        let channel = channel.to_owned();
+        let key = self.presence_key(member);
+        let limits = self.history;
+        Ok(async move {
+            let through = match position {
+                Position::After(last) => last,
+                Position::Pending(ready) => ready.await?,
+            };
+            // Queued together, so they share one round trip.
+            let added = presence.add(&channel, &key, sealed_name);
+            let members = presence.members(&channel);
+            let history = read_history(&*broker, &channel, since, through, limits);
+            let (added, members, history) = futures::join!(added, members, history);
+            added?;
+            let (entries, recovered) = history?;
+            let history = entries
+                .into_iter()
+                .filter_map(|entry| {
+                    let frame = rooms.open_message(&channel, entry.id, entry.sealed_body);
+                    frame
+                        .map_err(|reason| rooms.dropped(&channel, &reason))
+                        .ok()
+                        .and_then(|frame| EmbeddedFrame::new(frame.as_str().to_owned()).ok())
+                })
+                .collect();
+            Ok(Joined {
+                members: open_names(&rooms, &channel, members?),
+                history,
+                recovered,
+            })
+        }
+        .boxed())
+    }
+
+    /// The names of `room`'s members on every node.
+    pub fn members(&self, channel: &str) -> BrokerFuture<Vec<String>> {
+        let members = self.presence.members(channel);
+        let rooms = self.rooms.clone();
+        let channel = channel.to_owned();
+        async move { Ok(open_names(&rooms, &channel, members.await?)) }.boxed()
+    }
+
+    /// Subscribes a room that is new on this node and finds the newest message in its
+    /// history: live delivery starts after it.
+    fn prepare_room(&self, channel: &str, generation: u64) -> crate::rooms::Ready {
+        let subscribed = self.broker.subscribe(channel);
+        let broker = self.broker.clone();
+        let rooms = self.rooms.clone();
+        let channel = channel.to_owned();
+        async move {
+            subscribed.await?;
+            let newest = HistoryRange::Newest {
+                through: None,
+                limit: 1,
+            };
+            let last = broker.history(&channel, newest).await?.last().map(|e| e.id);
+            rooms.positioned(&channel, generation, last);
+            Ok(last)
+        }
+        .boxed()
+        .shared()
     }
 
     pub fn leave(&self, channel: &str, member: MemberId) {
+        self.presence.remove(channel, &self.presence_key(member));
         self.rooms
             .remove(channel, member, || self.broker.unsubscribe(channel));
     }
 
-    /// Stamps, serializes once, seals and publishes a message from `from`.
-    pub fn publish(&self, channel: &str, room: &str, from: &str, text: &str) -> Publication {
+    /// Stamps, serializes once, seals and publishes a message from `from`; resolves to its id
+    /// once the broker accepted it.
+    pub fn publish(
+        &self,
+        channel: &str,
+        room: &str,
+        from: &str,
+        text: &str,
+    ) -> BrokerFuture<MessageId> {
         let ts = now_ms();
-        let id = self.message_ids.next(ts);
-        let frame = ServerFrame::Message {
-            room: room.into(),
-            id: id.as_str().into(),
-            from: from.into(),
-            text: text.into(),
-            ts,
-        }
-        .to_json();
-        let sealed = self.keyring.seal(channel.as_bytes(), frame.as_bytes());
-        Publication {
-            id,
-            accepted: self.broker.publish(channel, sealed),
+        let body = relay::message_body(room, from, text, ts);
+        let sealed = self.keyring.seal(channel.as_bytes(), body.as_bytes());
+        self.broker.publish(channel, sealed, ts)
+    }
+
+    /// Announces every local member again: after a reconnect, presence may have lost them.
+    fn announce_members(&self) {
+        for (channel, member, sealed_name) in self.rooms.members() {
+            let added = self
+                .presence
+                .add(&channel, &self.presence_key(member), sealed_name);
+            tokio::spawn(async move {
+                if let Err(error) = added.await {
+                    log::debug!("cannot announce a member again: {error}");
+                }
+            });
         }
     }
+
+    /// Serves the rooms' recovery requests until the node stops.
+    pub async fn recover(self: Arc<Self>, mut requests: mpsc::UnboundedReceiver<Recovery>) {
+        while let Some(request) = requests.recv().await {
+            match request {
+                Recovery::Room(resync) => {
+                    let hub = self.clone();
+                    tokio::spawn(async move { hub.resync(resync).await });
+                }
+                Recovery::Presence => self.announce_members(),
+            }
+        }
+    }
+
+    async fn resync(&self, resync: Resync) {
+        let range = HistoryRange::From {
+            from: resync
+                .after
+                .map_or(MessageId { epoch: 0, seq: 0 }, MessageId::next),
+            through: None,
+            limit: self.history.size,
+        };
+        loop {
+            if !self.rooms.wants(&resync) {
+                return;
+            }
+            match self.broker.history(&resync.channel, range).await {
+                Ok(entries) => {
+                    let found = entries
+                        .into_iter()
+                        .filter_map(|entry| {
+                            self.rooms
+                                .open_message(&resync.channel, entry.id, entry.sealed_body)
+                                .map(|frame| (entry.id, frame))
+                                .map_err(|reason| self.rooms.dropped(&resync.channel, &reason))
+                                .ok()
+                        })
+                        .collect();
+                    self.metrics.resyncs.inc();
+                    return self.rooms.recovered(&resync, found);
+                }
+                Err(error) => {
+                    log::debug!(
+                        "{}: cannot fetch missed messages yet: {error}",
+                        resync.channel
+                    );
+                    tokio::time::sleep(RESYNC_RETRY).await;
+                }
+            }
+        }
+    }
+}
+
+/// Reads the history a joiner gets: what follows `since` up to `through`, or the newest
+/// messages up to `through`; and whether it holds everything after `since`.
+async fn read_history(
+    broker: &dyn crate::broker::Broker,
+    channel: &str,
+    since: Option<MessageId>,
+    through: Option<MessageId>,
+    limits: HistoryLimits,
+) -> Result<(Vec<HistoryEntry>, Option<bool>), BrokerError> {
+    let Some(through) = through else {
+        // History is empty: whatever `since` named is gone.
+        return Ok((Vec::new(), since.map(|_| false)));
+    };
+    if let Some(since) = since {
+        if since >= through {
+            return Ok((Vec::new(), Some(true)));
+        }
+        // `since` itself plus up to `size` after it: complete if it starts at `since` and
+        // reaches `through`.
+        let range = HistoryRange::From {
+            from: since,
+            through: Some(through),
+            limit: limits.size + 1,
+        };
+        let mut entries = broker.history(channel, range).await?;
+        let complete = entries.first().is_some_and(|e| e.id == since)
+            && entries.last().is_some_and(|e| e.id == through);
+        if complete {
+            entries.remove(0);
+            return Ok((entries, Some(true)));
+        }
+    }
+    let range = HistoryRange::Newest {
+        through: Some(through),
+        limit: limits.size,
+    };
+    let mut entries = broker.history(channel, range).await?;
+    if since.is_none() {
+        // A plain join shows recent messages only; a recovering client gets all it missed.
+        let oldest = now_ms().saturating_sub(limits.max_age.as_millis() as u64);
+        entries.retain(|entry| entry.ts >= oldest);
+    }
+    Ok((entries, since.map(|_| false)))
+}
+
+/// Opens sealed member names into a sorted list of distinct names.
+fn open_names(rooms: &Rooms, channel: &str, sealed: Vec<Vec<u8>>) -> Vec<String> {
+    let names: BTreeSet<String> = sealed
+        .into_iter()
+        .filter_map(|name| {
+            rooms
+                .open_name(channel, name)
+                .map_err(|reason| rooms.dropped(channel, &reason))
+                .ok()
+        })
+        .collect();
+    names.into_iter().collect()
 }

@@ -8,8 +8,11 @@
 //! - [`http`]: the one port: `/ws`, the page, `/healthz`, `/readyz`, `/metrics`;
 //! - [`session`]: one WebSocket connection;
 //! - [`hub`]: join, leave and publish, for sessions;
-//! - [`rooms`]: local membership and fan-out;
-//! - [`broker`]: the backplane interface and its Redis and in-memory implementations;
+//! - [`rooms`]: local membership, fan-out and gap detection;
+//! - [`broker`]: the backplane interface (messages and history) and its Redis and in-memory
+//!   implementations;
+//! - [`presence`]: who is in a room across nodes;
+//! - [`relay`]: what travels between nodes on a room's channel;
 //! - [`envelope`]: sealing and opening payloads;
 //! - [`ids`], [`metrics`]: stamped identifiers and Prometheus series;
 //! - [`flood`]: rate limits per connection and per name, and the debounce;
@@ -29,5 +32,7 @@ pub mod ids;
 pub mod limit_metrics;
 pub mod metrics;
 pub mod node;
+pub mod presence;
+pub mod relay;
 pub mod rooms;
 pub mod session;

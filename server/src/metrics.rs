@@ -24,6 +24,10 @@ pub struct Metrics {
     pub messages_out: IntCounter,
     /// Sealed messages received from the backplane.
     pub backplane_messages: IntCounter,
+    /// Gaps in a room's message ids seen on the backplane (each starts a resync).
+    pub backplane_gaps: IntCounter,
+    /// Rooms that fetched missed messages from history (after a gap or a reconnect).
+    pub resyncs: IntCounter,
     /// Backplane payloads dropped because they did not open (tampered, foreign key, garbage).
     pub decrypt_failures: IntCounter,
     /// Times the connection to Redis was re-established after a loss.
@@ -90,6 +94,14 @@ impl Metrics {
                 "chat_backplane_messages_total",
                 "Sealed messages received from the backplane",
             ),
+            backplane_gaps: counter(
+                "chat_backplane_gaps_total",
+                "Gaps in a room's message ids seen on the backplane",
+            ),
+            resyncs: counter(
+                "chat_resyncs_total",
+                "Rooms that fetched missed messages from history",
+            ),
             decrypt_failures: counter(
                 "chat_decrypt_failures_total",
                 "Backplane payloads dropped because they failed to open",
@@ -122,6 +134,8 @@ impl Metrics {
             Box::new(self.messages_in.clone()),
             Box::new(self.messages_out.clone()),
             Box::new(self.backplane_messages.clone()),
+            Box::new(self.backplane_gaps.clone()),
+            Box::new(self.resyncs.clone()),
             Box::new(self.decrypt_failures.clone()),
             Box::new(self.redis_reconnects.clone()),
             Box::new(self.broker_ready.clone()),

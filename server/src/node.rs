@@ -15,20 +15,24 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admission::Admission;
-use crate::broker::redis::RedisTiming;
+use crate::broker::redis::{RedisOptions, RedisTiming};
 use crate::broker::{MemoryBroker, RedisBroker, SharedBroker};
 use crate::config::Config;
 use crate::flood::{FloodPolicy, MemoryLimiter, NameLimiter, RedisLimiter};
 use crate::handshake::{GuardedListener, Peer};
 use crate::http::{self, AppState};
-use crate::hub::Hub;
+use crate::hub::{Hub, HubParts};
 use crate::metrics::Metrics;
+use crate::presence::SharedPresence;
 use crate::rooms::Rooms;
 use crate::session::SessionLimits;
 
 /// Pending connections the kernel may queue. tokio's default backlog of 128 overflows in
 /// connection storms and stalls clients for seconds.
 const LISTEN_BACKLOG: u32 = 4096;
+/// How long withdrawing the node's presence may take at shutdown; past it, other nodes sweep
+/// its members once its heartbeat expires.
+const RETIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Runs the node until `shutdown` is cancelled, then shuts it down gracefully.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -36,28 +40,36 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let keyring = Arc::new(config.keyring()?);
     let node_id = config.node_id()?;
     let metrics = Arc::new(Metrics::new());
-    let rooms = Arc::new(Rooms::new(keyring.clone(), metrics.clone()));
+    let (recovery, recovery_requests) = tokio::sync::mpsc::unbounded_channel();
+    let rooms = Arc::new(Rooms::new(keyring.clone(), metrics.clone(), recovery));
 
-    let broker: SharedBroker = match &config.redis_url {
+    let (broker, presence): (SharedBroker, SharedPresence) = match &config.redis_url {
         Some(url) => {
             // rediss:// URLs use rustls, which needs a process-wide crypto provider. An error
             // only means one is installed already.
             let _ = rustls::crypto::ring::default_provider().install_default();
-            let broker =
-                RedisBroker::start(url, RedisTiming::default(), rooms.clone(), metrics.clone())
-                    .context("invalid --redis-url")?;
+            let options = RedisOptions {
+                timing: RedisTiming::default(),
+                history: config.history(),
+                prefix: config.redis_prefix.clone(),
+                node_id: node_id.clone(),
+            };
+            let broker = RedisBroker::start(url, options, rooms.clone(), metrics.clone())
+                .context("invalid --redis-url")?;
             log::info!(
                 "node {node_id}: Redis backplane at {}, channels under `{}:`, sealing with key {}",
                 broker.address(),
                 config.redis_prefix,
                 keyring.key_ids()[0]
             );
-            Arc::new(broker)
+            let broker = Arc::new(broker);
+            (broker.clone(), broker)
         }
         None => {
             log::info!("node {node_id}: in-memory broker (single node, no Redis)");
             metrics.broker_ready.set(1);
-            Arc::new(MemoryBroker::new(rooms.clone()))
+            let broker = Arc::new(MemoryBroker::new(rooms.clone(), config.history()));
+            (broker.clone(), broker)
         }
     };
     let name_rate = config.flood.name_rate();
@@ -77,14 +89,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         _ => Arc::new(MemoryLimiter::new(name_rate, window, metrics.clone())),
     };
     let admission = Arc::new(Admission::new(&config.admission, metrics.clone()));
-    let hub = Arc::new(Hub::new(
+    let hub = Arc::new(Hub::new(HubParts {
         node_id,
-        &config.redis_prefix,
+        redis_prefix: config.redis_prefix.clone(),
         rooms,
         broker,
+        presence: presence.clone(),
         keyring,
-        metrics.clone(),
-    ));
+        metrics: metrics.clone(),
+        history: config.history(),
+    }));
+    tokio::spawn(hub.clone().recover(recovery_requests));
 
     let listener =
         bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -149,6 +164,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             "connections still open after {:?}; exiting anyway",
             config.shutdown_timeout()
         );
+    }
+    // Queued behind the sessions' departures, so awaiting it sees them sent too.
+    match tokio::time::timeout(RETIRE_TIMEOUT, presence.retire()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => log::warn!("cannot withdraw this node's presence: {error}"),
+        Err(_) => log::warn!("withdrawing this node's presence timed out"),
     }
     log::info!("stopped");
     Ok(())

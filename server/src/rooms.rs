@@ -1,10 +1,10 @@
 //! Local room membership and fan-out: the receiving half of the hot path.
 //!
-//! A message from the backplane is opened once per node, checked once, and its bytes, which are
-//! already the exact `message` frame the sender's node serialized, are shared by reference with
-//! every local member's outbound queue. Nothing is parsed or serialized again per recipient.
+//! A message from the backplane is opened once per node, turned into its `message` frame once
+//! (see [`crate::relay`]), and those bytes are shared by reference with every local member's
+//! outbound queue. Nothing is parsed or serialized again per recipient.
 //!
-//! Membership lives in a sharded map keyed by channel name. Fan-out holds one shard's read lock
+//! Membership lives in a sharded map keyed by channel name. Fan-out holds one room's entry
 //! while it offers the frame to each member with a non-blocking `try_send`; nothing awaits under
 //! a lock. A member whose queue is full is not waited for: its connection is flagged as a slow
 //! consumer and closed by its own task, so one stuck reader never slows its room.
@@ -13,29 +13,72 @@
 //! member's `add` calls `subscribe` and the last member's `remove` calls `unsubscribe` while
 //! the room's entry is locked, and the broker applies those calls in order, so concurrent joins
 //! and leaves can never leave a subscription behind or miss one.
+//!
+//! Gap-free delivery: message ids count up by one per room (see [`MessageId`]), so each room
+//! knows the last id it delivered and can tell a duplicate (dropped), the next message
+//! (delivered) and a gap. On a gap, or after the broker reconnected, the room holds back new
+//! messages, asks for the missing ones from history (a [`Resync`]), and delivers them and then
+//! the held ones in order. A new room first learns where history stands, so that a joiner's
+//! history (read up to that point) and its live messages (after it) meet without a gap or an
+//! overlap.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use chat_protocol::{MessageId, PresenceEvent, ServerFrame};
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
-use futures::FutureExt;
-use futures::future::Shared;
+use futures::future::{BoxFuture, Shared};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{BrokerFuture, Inbound};
+use crate::broker::{BrokerError, Inbound};
 use crate::envelope::Keyring;
 use crate::metrics::Metrics;
+use crate::presence::name_aad;
+use crate::relay::{self, Relayed};
 
 pub type MemberId = u64;
 
-/// Resolves once the node's subscription to a room's channel is active.
-pub type Subscription = Shared<BrokerFuture>;
+/// Resolves once a new room is subscribed and knows where its history stands: to the id of
+/// the newest message before the first one it delivers live (`None`: history is empty).
+pub type Ready = Shared<BoxFuture<'static, Result<Option<MessageId>, BrokerError>>>;
+
+/// Where a new member's live messages start.
+pub enum Position {
+    /// Live messages are those after this id (`None`: every message is live).
+    After(Option<MessageId>),
+    /// The room is new on this node: its position is known once it is ready.
+    Pending(Ready),
+}
+
+/// What the rooms ask the hub for when the backplane lost something.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovery {
+    /// Fetch a room's missed messages.
+    Room(Resync),
+    /// Announce every local member again: presence may have swept them while cut off.
+    Presence,
+}
+
+/// A request to fetch a room's missed messages from history and hand them to
+/// [`Rooms::recovered`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resync {
+    pub channel: String,
+    pub generation: u64,
+    /// The last message delivered; what follows it is wanted.
+    pub after: Option<MessageId>,
+}
+
+/// Messages held back while a room waits for its position or its missing messages. Beyond
+/// this many the room gives up waiting (the gap stays, and is counted) rather than grow.
+const MAX_HELD: usize = 10_000;
 
 /// The sending end of one connection's bounded outbound queue.
 #[derive(Clone)]
@@ -73,9 +116,94 @@ impl Outbox {
     }
 }
 
+/// A local member of a room.
+pub struct Member {
+    pub outbox: Outbox,
+    /// Messages up to this id are not delivered: the member has them already (its `since`).
+    pub after: Option<MessageId>,
+    /// The member's name sealed for the room's presence, kept to announce it again after the
+    /// broker reconnected.
+    pub sealed_name: Bytes,
+}
+
+enum Sequence {
+    /// New on this node: messages wait until `ready` tells where history stands.
+    Positioning { held: Vec<(MessageId, Utf8Bytes)> },
+    /// Delivering as messages arrive; `last` is the newest delivered.
+    Live { last: Option<MessageId> },
+    /// Missing messages after `last` are being fetched; new ones wait.
+    Recovering {
+        last: Option<MessageId>,
+        held: Vec<(MessageId, Utf8Bytes)>,
+    },
+}
+
 struct Room {
-    members: HashMap<MemberId, Outbox>,
-    subscription: Subscription,
+    /// Tells this room apart from an earlier one on the same channel whose member left.
+    generation: u64,
+    name: String,
+    members: HashMap<MemberId, Member>,
+    ready: Ready,
+    sequence: Sequence,
+}
+
+impl Room {
+    /// Offers a message frame to every member that does not have it yet; returns how many
+    /// took it.
+    fn fan_out(&self, id: MessageId, frame: &Utf8Bytes) -> u64 {
+        self.members
+            .values()
+            .filter(|member| {
+                member.after.is_none_or(|after| id > after) && member.outbox.offer(frame)
+            })
+            .count() as u64
+    }
+
+    /// Stops holding messages back: returns the last delivered id (as far as the room knows)
+    /// and what it held.
+    fn take_held(&mut self) -> (Option<MessageId>, Vec<(MessageId, Utf8Bytes)>) {
+        match std::mem::replace(&mut self.sequence, Sequence::Live { last: None }) {
+            Sequence::Positioning { held } => (None, held),
+            Sequence::Recovering { last, held } => (last, held),
+            Sequence::Live { last } => (last, Vec::new()),
+        }
+    }
+
+    /// Delivers `messages` newer than `last` in id order, then goes live.
+    fn resume(
+        &mut self,
+        mut last: Option<MessageId>,
+        mut messages: Vec<(MessageId, Utf8Bytes)>,
+        metrics: &Metrics,
+    ) {
+        messages.sort_unstable_by_key(|(id, _)| *id);
+        for (id, frame) in messages {
+            if last.is_none_or(|last| id > last) {
+                metrics.messages_out.inc_by(self.fan_out(id, &frame));
+                last = Some(id);
+            }
+        }
+        self.sequence = Sequence::Live { last };
+    }
+}
+
+/// How a message's id relates to the last one a room delivered.
+#[derive(Debug, PartialEq, Eq)]
+enum Order {
+    Next,
+    Duplicate,
+    Gap,
+}
+
+fn order(last: Option<MessageId>, id: MessageId) -> Order {
+    match last {
+        Some(last) if id <= last => Order::Duplicate,
+        Some(last) if id == last.next() => Order::Next,
+        // A new epoch starts at 0: what the old one lost cannot be fetched anyway.
+        Some(last) if id.epoch > last.epoch && id.seq == 0 => Order::Next,
+        None if id.seq == 0 => Order::Next,
+        _ => Order::Gap,
+    }
 }
 
 pub struct Rooms {
@@ -83,36 +211,54 @@ pub struct Rooms {
     keyring: Arc<Keyring>,
     metrics: Arc<Metrics>,
     decrypt_warnings: Throttle,
+    generations: AtomicU64,
+    recovery: mpsc::UnboundedSender<Recovery>,
 }
 
 impl Rooms {
-    pub fn new(keyring: Arc<Keyring>, metrics: Arc<Metrics>) -> Self {
+    /// Rooms whose recovery requests go to `recovery`.
+    pub fn new(
+        keyring: Arc<Keyring>,
+        metrics: Arc<Metrics>,
+        recovery: mpsc::UnboundedSender<Recovery>,
+    ) -> Self {
         Rooms {
             rooms: DashMap::new(),
             keyring,
             metrics,
             decrypt_warnings: Throttle::new(Duration::from_secs(10)),
+            generations: AtomicU64::new(1),
+            recovery,
         }
     }
 
-    /// Adds `member` to the room behind `channel`. When the room is new on this node,
-    /// `subscribe` is called under the room's lock; every member gets the same subscription.
+    /// Adds `member` to `room` (behind `channel`). When the room is new on this node,
+    /// `prepare` is called under the room's lock with the room's generation: it subscribes and
+    /// finds where history stands, and must end by calling [`Rooms::positioned`].
     pub fn add(
         &self,
         channel: &str,
+        room: &str,
         member: MemberId,
-        outbox: Outbox,
-        subscribe: impl FnOnce() -> BrokerFuture,
-    ) -> Subscription {
-        let mut room = self.rooms.entry(channel.to_owned()).or_insert_with(|| {
+        joining: Member,
+        prepare: impl FnOnce(u64) -> Ready,
+    ) -> Position {
+        let mut entry = self.rooms.entry(channel.to_owned()).or_insert_with(|| {
             self.metrics.rooms.inc();
+            let generation = self.generations.fetch_add(1, Ordering::Relaxed);
             Room {
+                generation,
+                name: room.to_owned(),
                 members: HashMap::new(),
-                subscription: subscribe().shared(),
+                ready: prepare(generation),
+                sequence: Sequence::Positioning { held: Vec::new() },
             }
         });
-        room.members.insert(member, outbox);
-        room.subscription.clone()
+        entry.members.insert(member, joining);
+        match &entry.sequence {
+            Sequence::Positioning { .. } => Position::Pending(entry.ready.clone()),
+            Sequence::Live { last } | Sequence::Recovering { last, .. } => Position::After(*last),
+        }
     }
 
     /// Removes `member`; when it was the room's last local member, `unsubscribe` is called
@@ -127,44 +273,188 @@ impl Rooms {
             }
         }
     }
-}
 
-impl Inbound for Rooms {
-    fn deliver(&self, channel: &[u8], payload: Vec<u8>) {
-        self.metrics.backplane_messages.inc();
-        let frame = match self.keyring.open(channel, payload) {
-            Ok(plaintext) => {
-                Utf8Bytes::try_from(plaintext).map_err(|_| "plaintext is not UTF-8".to_owned())
-            }
-            Err(error) => Err(error.to_string()),
-        };
-        let frame = match frame {
+    /// A new room learned that `last` is the newest message in history: it delivers what it
+    /// held back that came after, and goes live.
+    pub fn positioned(&self, channel: &str, generation: u64, last: Option<MessageId>) {
+        if let Some(mut room) = self.rooms.get_mut(channel)
+            && room.generation == generation
+            && matches!(room.sequence, Sequence::Positioning { .. })
+        {
+            let (_, held) = room.take_held();
+            room.resume(last, held, &self.metrics);
+        }
+    }
+
+    /// Missing messages arrived from history: they are delivered, then those held back
+    /// meanwhile, in id order without duplicates, and the room goes live again.
+    pub fn recovered(&self, resync: &Resync, found: Vec<(MessageId, Utf8Bytes)>) {
+        if let Some(mut room) = self.rooms.get_mut(&resync.channel)
+            && room.generation == resync.generation
+            && matches!(room.sequence, Sequence::Recovering { .. })
+        {
+            let (last, mut messages) = room.take_held();
+            messages.extend(found);
+            room.resume(last, messages, &self.metrics);
+        }
+    }
+
+    /// Whether `resync` still concerns a room that waits for it.
+    pub fn wants(&self, resync: &Resync) -> bool {
+        self.rooms.get(&resync.channel).is_some_and(|room| {
+            room.generation == resync.generation
+                && matches!(room.sequence, Sequence::Recovering { .. })
+        })
+    }
+
+    /// Every local member with its sealed name, to announce them again.
+    pub fn members(&self) -> Vec<(String, MemberId, Bytes)> {
+        self.rooms
+            .iter()
+            .flat_map(|room| {
+                let channel = room.key().clone();
+                room.members
+                    .iter()
+                    .map(|(id, member)| (channel.clone(), *id, member.sealed_name.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Opens a sealed message body and turns it into the room's `message` frame.
+    pub fn open_message(
+        &self,
+        channel: &str,
+        id: MessageId,
+        sealed_body: Vec<u8>,
+    ) -> Result<Utf8Bytes, String> {
+        let body = self
+            .keyring
+            .open(channel.as_bytes(), sealed_body)
+            .map_err(|error| error.to_string())?;
+        let body = std::str::from_utf8(&body).map_err(|_| "body is not UTF-8".to_owned())?;
+        relay::message_frame(id, body)
+            .map(Utf8Bytes::from)
+            .ok_or_else(|| "body is not a JSON object".to_owned())
+    }
+
+    /// Opens a sealed member name.
+    pub fn open_name(&self, channel: &str, sealed_name: Vec<u8>) -> Result<String, String> {
+        let name = self
+            .keyring
+            .open(&name_aad(channel), sealed_name)
+            .map_err(|error| error.to_string())?;
+        String::from_utf8(name.to_vec()).map_err(|_| "name is not UTF-8".to_owned())
+    }
+
+    /// Counts and (at most every 10 s) logs a payload that did not open.
+    pub fn dropped(&self, channel: &str, reason: &str) {
+        self.metrics.decrypt_failures.inc();
+        if let Some(suppressed) = self.decrypt_warnings.allow() {
+            log::warn!(
+                "dropped a backplane payload on {channel}: {reason} ({suppressed} more dropped since the last warning)"
+            );
+        }
+    }
+
+    fn deliver_message(&self, channel: &str, id: MessageId, sealed_body: Vec<u8>) {
+        let frame = match self.open_message(channel, id, sealed_body) {
             Ok(frame) => frame,
-            Err(reason) => {
-                self.metrics.decrypt_failures.inc();
-                if let Some(suppressed) = self.decrypt_warnings.allow() {
-                    log::warn!(
-                        "dropped a backplane payload on {}: {reason} ({suppressed} more dropped since the last warning)",
-                        String::from_utf8_lossy(channel)
-                    );
-                }
-                return;
-            }
+            Err(reason) => return self.dropped(channel, &reason),
         };
-        let Ok(channel) = std::str::from_utf8(channel) else {
-            return;
-        };
-        let Some(room) = self.rooms.get(channel) else {
+        let Some(mut room) = self.rooms.get_mut(channel) else {
             // The last local member left while the message was on its way.
             return;
         };
-        let delivered = room
-            .members
-            .values()
-            .filter(|outbox| outbox.offer(&frame))
-            .count();
-        drop(room);
-        self.metrics.messages_out.inc_by(delivered as u64);
+        let room = &mut *room;
+        match &mut room.sequence {
+            Sequence::Live { last } => match order(*last, id) {
+                Order::Next => {
+                    *last = Some(id);
+                    self.metrics.messages_out.inc_by(room.fan_out(id, &frame));
+                }
+                Order::Duplicate => {}
+                Order::Gap => {
+                    self.metrics.backplane_gaps.inc();
+                    let after = *last;
+                    room.sequence = Sequence::Recovering {
+                        last: after,
+                        held: vec![(id, frame)],
+                    };
+                    self.request_resync(channel, room.generation, after);
+                }
+            },
+            Sequence::Positioning { held } | Sequence::Recovering { held, .. } => {
+                held.push((id, frame));
+                if held.len() >= MAX_HELD {
+                    // Waiting longer would only grow memory: deliver what is here.
+                    log::warn!("{channel}: gave up waiting for missing messages");
+                    let (last, held) = room.take_held();
+                    room.resume(last, held, &self.metrics);
+                }
+            }
+        }
+    }
+
+    fn deliver_presence(&self, channel: &str, event: PresenceEvent, sealed_name: Vec<u8>) {
+        let name = match self.open_name(channel, sealed_name) {
+            Ok(name) => name,
+            Err(reason) => return self.dropped(channel, &reason),
+        };
+        let Some(room) = self.rooms.get(channel) else {
+            return;
+        };
+        let frame = ServerFrame::Presence {
+            room: room.name.as_str().into(),
+            event,
+            name: name.into(),
+        };
+        let frame = Utf8Bytes::from(frame.to_json());
+        for member in room.members.values() {
+            member.outbox.offer(&frame);
+        }
+    }
+
+    fn request_resync(&self, channel: &str, generation: u64, after: Option<MessageId>) {
+        // The receiver lives as long as the node; if it is gone the node is stopping.
+        let _ = self.recovery.send(Recovery::Room(Resync {
+            channel: channel.to_owned(),
+            generation,
+            after,
+        }));
+    }
+}
+
+impl Inbound for Rooms {
+    fn deliver(&self, channel: &[u8], mut payload: Vec<u8>) {
+        self.metrics.backplane_messages.inc();
+        let Ok(channel) = std::str::from_utf8(channel) else {
+            return;
+        };
+        match relay::parse(&payload) {
+            Some(Relayed::Message { id, offset }) => {
+                payload.drain(..offset);
+                self.deliver_message(channel, id, payload);
+            }
+            Some(Relayed::Presence(event)) => {
+                payload.remove(0);
+                self.deliver_presence(channel, event, payload);
+            }
+            None => self.dropped(channel, "not a relay payload"),
+        }
+    }
+
+    fn reconnected(&self) {
+        for mut room in self.rooms.iter_mut() {
+            if let Sequence::Live { last } = room.sequence {
+                room.sequence = Sequence::Recovering {
+                    last,
+                    held: Vec::new(),
+                };
+                self.request_resync(room.key(), room.generation, last);
+            }
+        }
+        let _ = self.recovery.send(Recovery::Presence);
     }
 }
 
@@ -209,86 +499,273 @@ impl Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::BrokerError;
+    use futures::FutureExt;
 
-    fn rooms() -> (Rooms, Arc<Keyring>, Arc<Metrics>) {
-        let keyring = Arc::new(Keyring::new(&[[9; 32]]).unwrap());
-        let metrics = Arc::new(Metrics::new());
-        (
-            Rooms::new(keyring.clone(), metrics.clone()),
-            keyring,
-            metrics,
-        )
+    const CHANNEL: &str = "chat:room:c";
+
+    struct Fixture {
+        rooms: Rooms,
+        keyring: Arc<Keyring>,
+        metrics: Arc<Metrics>,
+        recovery: mpsc::UnboundedReceiver<Recovery>,
     }
 
-    fn subscribed() -> BrokerFuture {
-        futures::future::ready(Ok::<(), BrokerError>(())).boxed()
+    fn fixture() -> Fixture {
+        let keyring = Arc::new(Keyring::new(&[[9; 32]]).unwrap());
+        let metrics = Arc::new(Metrics::new());
+        let (sender, recovery) = mpsc::unbounded_channel();
+        Fixture {
+            rooms: Rooms::new(keyring.clone(), metrics.clone(), sender),
+            keyring,
+            metrics,
+            recovery,
+        }
+    }
+
+    fn id(seq: u64) -> MessageId {
+        MessageId { epoch: 7, seq }
+    }
+
+    fn member(outbox: Outbox, after: Option<MessageId>) -> Member {
+        Member {
+            outbox,
+            after,
+            sealed_name: Bytes::new(),
+        }
+    }
+
+    fn never_ready() -> Ready {
+        futures::future::pending().boxed().shared()
+    }
+
+    impl Fixture {
+        /// Adds a member; a new room is positioned at `last` right away. Returns the
+        /// member's queue and the room's generation.
+        fn join(
+            &self,
+            member_id: MemberId,
+            after: Option<MessageId>,
+            last: Option<MessageId>,
+        ) -> (mpsc::Receiver<Utf8Bytes>, u64) {
+            let (outbox, queue) = Outbox::new(64);
+            let mut generation = None;
+            self.rooms
+                .add(CHANNEL, "c", member_id, member(outbox, after), |g| {
+                    generation = Some(g);
+                    never_ready()
+                });
+            if let Some(generation) = generation {
+                self.rooms.positioned(CHANNEL, generation, last);
+            }
+            let generation = self.rooms.rooms.get(CHANNEL).unwrap().generation;
+            (queue, generation)
+        }
+
+        fn message(&self, seq: u64) -> Vec<u8> {
+            let body = relay::message_body("c", "a", &format!("m{seq}"), 1);
+            let sealed = self.keyring.seal(CHANNEL.as_bytes(), body.as_bytes());
+            relay::message_payload(id(seq), &sealed)
+        }
+
+        fn deliver(&self, seq: u64) {
+            self.rooms.deliver(CHANNEL.as_bytes(), self.message(seq));
+        }
+
+        fn frame(&self, seq: u64) -> (MessageId, Utf8Bytes) {
+            let payload = self.message(seq);
+            let Some(Relayed::Message { offset, .. }) = relay::parse(&payload) else {
+                unreachable!()
+            };
+            let frame = self
+                .rooms
+                .open_message(CHANNEL, id(seq), payload[offset..].to_vec())
+                .unwrap();
+            (id(seq), frame)
+        }
+    }
+
+    /// The sequence numbers of the message frames waiting in `queue`.
+    fn received(queue: &mut mpsc::Receiver<Utf8Bytes>) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        while let Ok(frame) = queue.try_recv() {
+            let frame: chat_protocol::ServerFrame<'_> = serde_json::from_str(&frame).unwrap();
+            if let chat_protocol::ServerFrame::Message { id, .. } = frame {
+                seqs.push(id.parse::<MessageId>().unwrap().seq);
+            }
+        }
+        seqs
     }
 
     #[test]
-    fn subscribes_on_first_member_and_unsubscribes_after_last() {
-        let (rooms, _, metrics) = rooms();
-        let subscribes = std::cell::Cell::new(0);
+    fn prepares_on_first_member_and_unsubscribes_after_last() {
+        let f = fixture();
+        let prepared = std::cell::Cell::new(0);
         let unsubscribes = std::cell::Cell::new(0);
-        let (a, _rx_a) = Outbox::new(4);
-        let (b, _rx_b) = Outbox::new(4);
-        for (id, outbox) in [(1, a), (2, b)] {
-            let subscription = rooms.add("c", id, outbox, || {
-                subscribes.set(subscribes.get() + 1);
-                subscribed()
-            });
-            assert_eq!(subscription.now_or_never(), Some(Ok(())));
+        for member_id in [1, 2] {
+            let (outbox, _queue) = Outbox::new(4);
+            let position = f
+                .rooms
+                .add(CHANNEL, "c", member_id, member(outbox, None), |_| {
+                    prepared.set(prepared.get() + 1);
+                    never_ready()
+                });
+            assert!(matches!(position, Position::Pending(_)));
         }
-        let members = rooms.rooms.get("c").map_or(0, |room| room.members.len());
-        assert_eq!((subscribes.get(), members), (1, 2));
-        assert_eq!(metrics.rooms.get(), 1);
-        rooms.remove("c", 1, || unsubscribes.set(unsubscribes.get() + 1));
+        assert_eq!(prepared.get(), 1);
+        assert_eq!(f.metrics.rooms.get(), 1);
+        f.rooms
+            .remove(CHANNEL, 1, || unsubscribes.set(unsubscribes.get() + 1));
         assert_eq!(unsubscribes.get(), 0);
-        rooms.remove("c", 2, || unsubscribes.set(unsubscribes.get() + 1));
+        f.rooms
+            .remove(CHANNEL, 2, || unsubscribes.set(unsubscribes.get() + 1));
         assert_eq!(unsubscribes.get(), 1);
-        assert_eq!(metrics.rooms.get(), 0);
+        assert_eq!(f.metrics.rooms.get(), 0);
     }
 
     #[test]
     fn fans_out_one_shared_frame_and_flags_slow_consumers() {
-        let (rooms, keyring, metrics) = rooms();
-        let (fast, mut fast_rx) = Outbox::new(8);
-        let (slow, _slow_rx) = Outbox::new(1);
+        let f = fixture();
+        let (mut fast, _) = f.join(1, None, None);
+        let (slow, slow_queue) = Outbox::new(1);
         let slow_flag = slow.overflowed().clone();
-        assert_eq!(
-            rooms.add("c", 1, fast, subscribed).now_or_never(),
-            Some(Ok(()))
-        );
-        assert_eq!(
-            rooms.add("c", 2, slow, subscribed).now_or_never(),
-            Some(Ok(()))
-        );
-        for _ in 0..2 {
-            rooms.deliver(b"c", keyring.seal(b"c", b"{\"type\":\"message\"}").to_vec());
-        }
-        assert_eq!(
-            fast_rx.try_recv().unwrap().as_str(),
-            "{\"type\":\"message\"}"
-        );
-        assert!(fast_rx.try_recv().is_ok());
+        let position = f
+            .rooms
+            .add(CHANNEL, "c", 2, member(slow, None), |_| never_ready());
+        assert!(matches!(position, Position::After(None)));
+        f.deliver(0);
+        f.deliver(1);
+        assert_eq!(received(&mut fast), vec![0, 1]);
         assert!(slow_flag.is_cancelled());
-        assert_eq!(metrics.messages_out.get(), 3);
+        assert_eq!(f.metrics.messages_out.get(), 3);
+        drop(slow_queue);
+    }
+
+    #[test]
+    fn holds_messages_until_positioned_then_delivers_only_newer_ones() {
+        let f = fixture();
+        let (outbox, mut queue) = Outbox::new(64);
+        let mut generation = 0;
+        f.rooms.add(CHANNEL, "c", 1, member(outbox, None), |g| {
+            generation = g;
+            never_ready()
+        });
+        f.deliver(4);
+        f.deliver(5);
+        assert!(received(&mut queue).is_empty());
+        // History ended at 4 when the room looked: 4 belongs to the joiner's history.
+        f.rooms.positioned(CHANNEL, generation, Some(id(4)));
+        assert_eq!(received(&mut queue), vec![5]);
+        f.deliver(6);
+        assert_eq!(received(&mut queue), vec![6]);
+    }
+
+    #[test]
+    fn drops_duplicates_and_fills_gaps_from_history_in_order() {
+        let mut f = fixture();
+        let (mut queue, generation) = f.join(1, None, Some(id(0)));
+        f.deliver(1);
+        f.deliver(1);
+        f.deliver(4);
+        f.deliver(5);
+        assert_eq!(received(&mut queue), vec![1]);
+        assert_eq!(f.metrics.backplane_gaps.get(), 1);
+        let resync = match f.recovery.try_recv() {
+            Ok(Recovery::Room(resync)) => resync,
+            other => panic!("expected a resync, got {other:?}"),
+        };
+        assert_eq!(
+            resync,
+            Resync {
+                channel: CHANNEL.into(),
+                generation,
+                after: Some(id(1)),
+            }
+        );
+        assert!(f.rooms.wants(&resync));
+        let found = (2..=4).map(|seq| f.frame(seq)).collect();
+        f.rooms.recovered(&resync, found);
+        assert!(!f.rooms.wants(&resync));
+        assert_eq!(received(&mut queue), vec![2, 3, 4, 5]);
+        f.deliver(6);
+        assert_eq!(received(&mut queue), vec![6]);
+    }
+
+    #[test]
+    fn a_reconnect_resyncs_every_live_room_and_announces_members_again() {
+        let mut f = fixture();
+        let (mut queue, _) = f.join(1, None, Some(id(3)));
+        f.rooms.reconnected();
+        assert!(matches!(f.recovery.try_recv(), Ok(Recovery::Room(r)) if r.after == Some(id(3))));
+        assert_eq!(f.recovery.try_recv(), Ok(Recovery::Presence));
+        f.deliver(5);
+        assert!(received(&mut queue).is_empty());
+    }
+
+    #[test]
+    fn a_member_does_not_get_what_it_had_before_joining() {
+        let f = fixture();
+        let (mut early, _) = f.join(1, None, Some(id(2)));
+        let (mut late, _) = f.join(2, Some(id(4)), None);
+        for seq in 3..=5 {
+            f.deliver(seq);
+        }
+        assert_eq!(received(&mut early), vec![3, 4, 5]);
+        assert_eq!(received(&mut late), vec![5]);
     }
 
     #[test]
     fn drops_what_does_not_open() {
-        let (rooms, keyring, metrics) = rooms();
-        let (member, mut rx) = Outbox::new(8);
-        assert_eq!(
-            rooms.add("c", 1, member, subscribed).now_or_never(),
-            Some(Ok(()))
+        let f = fixture();
+        let (mut queue, _) = f.join(1, None, None);
+        let channel = CHANNEL.as_bytes();
+        f.rooms.deliver(channel, b"garbage".to_vec());
+        let body = relay::message_body("c", "a", "t", 1);
+        let moved = f.keyring.seal(b"chat:room:other", body.as_bytes());
+        f.rooms
+            .deliver(channel, relay::message_payload(id(0), &moved));
+        let foreign = Keyring::new(&[[1; 32]])
+            .unwrap()
+            .seal(channel, body.as_bytes());
+        f.rooms
+            .deliver(channel, relay::message_payload(id(0), &foreign));
+        let name_as_body = f.keyring.seal(&name_aad(CHANNEL), b"Ada");
+        f.rooms
+            .deliver(channel, relay::message_payload(id(0), &name_as_body));
+        let body_as_name = f.keyring.seal(channel, b"Ada");
+        f.rooms.deliver(
+            channel,
+            relay::presence_payload(PresenceEvent::Join, &body_as_name),
         );
-        rooms.deliver(b"c", b"garbage".to_vec());
-        rooms.deliver(b"c", keyring.seal(b"other", b"moved").to_vec());
-        let foreign = Keyring::new(&[[1; 32]]).unwrap();
-        rooms.deliver(b"c", foreign.seal(b"c", b"foreign").to_vec());
-        assert!(rx.try_recv().is_err());
-        assert_eq!(metrics.decrypt_failures.get(), 3);
+        assert!(queue.try_recv().is_err());
+        assert_eq!(f.metrics.decrypt_failures.get(), 5);
+    }
+
+    #[test]
+    fn presence_events_reach_every_member() {
+        let f = fixture();
+        let (mut queue, _) = f.join(1, None, None);
+        let name = f.keyring.seal(&name_aad(CHANNEL), "Ada".as_bytes());
+        f.rooms.deliver(
+            CHANNEL.as_bytes(),
+            relay::presence_payload(PresenceEvent::Leave, &name),
+        );
+        assert_eq!(
+            queue.try_recv().unwrap().as_str(),
+            r#"{"type":"presence","room":"c","event":"leave","name":"Ada"}"#
+        );
+    }
+
+    #[test]
+    fn orders_ids_within_and_across_epochs() {
+        let next_epoch = |seq| MessageId { epoch: 8, seq };
+        assert_eq!(order(None, id(0)), Order::Next);
+        assert_eq!(order(None, id(1)), Order::Gap);
+        assert_eq!(order(Some(id(1)), id(2)), Order::Next);
+        assert_eq!(order(Some(id(1)), id(1)), Order::Duplicate);
+        assert_eq!(order(Some(id(5)), id(2)), Order::Duplicate);
+        assert_eq!(order(Some(id(1)), id(3)), Order::Gap);
+        assert_eq!(order(Some(id(9)), next_epoch(0)), Order::Next);
+        assert_eq!(order(Some(id(9)), next_epoch(2)), Order::Gap);
     }
 
     #[test]

@@ -22,7 +22,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chat_protocol::{ClientFrame, ErrorCode, FrameError, ServerFrame, close, parse_client_frame};
+use chat_protocol::{
+    ClientFrame, ErrorCode, FrameError, MessageId, ServerFrame, close, parse_client_frame,
+};
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, SinkExt, StreamExt};
@@ -35,9 +37,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::BrokerError;
+use crate::broker::{BrokerError, BrokerFuture};
 use crate::flood::{Check, FloodGuard, FloodPolicy, Verdict};
-use crate::hub::Hub;
+use crate::hub::{Hub, Joined};
 use crate::rooms::{MemberId, Outbox};
 
 /// Per-connection limits.
@@ -118,12 +120,11 @@ enum Reply {
         /// Whether this join counted in `joins_pending`.
         awaited: bool,
         reference: Option<String>,
-        result: Result<(), BrokerError>,
+        result: Result<Joined, BrokerError>,
     },
     Published {
-        id: String,
         reference: Option<String>,
-        result: Result<(), BrokerError>,
+        result: Result<MessageId, BrokerError>,
     },
     /// Flood control refused a send after a round trip.
     Refused {
@@ -182,9 +183,10 @@ struct Session<'h> {
     outbox: Outbox,
     /// Joined rooms and their backplane channels, formatted once per join rather than per send.
     rooms: HashMap<String, String>,
-    /// Joins whose subscription is not confirmed yet. While there are any, the session reads
-    /// no further requests, so a `send` right after a `join` cannot be published before this
-    /// node hears the room, and the sender always receives its own message.
+    /// Joins not answered yet. While there are any, the session reads no further requests, so
+    /// a `send` right after a `join` cannot be published before this node hears the room and
+    /// the sender always receives its own message; and it writes no deliveries, so the room's
+    /// live messages follow the `joined` reply and its history instead of overtaking them.
     joins_pending: usize,
     replies: FuturesOrdered<BoxFuture<'static, Reply>>,
     batch: Vec<Message>,
@@ -270,13 +272,15 @@ impl Session<'_> {
                 }
                 // After the socket, so a busy room cannot starve a client's requests; whatever
                 // is queued is drained below after every event anyway.
-                Some(frame) = queue.recv() => self.batch.push(Message::Text(frame)),
+                Some(frame) = queue.recv(), if self.joins_pending == 0 => {
+                    self.batch.push(Message::Text(frame));
+                }
             }
             // Take whatever else is ready without waiting, so that it joins this batch.
             while let Some(Some(reply)) = self.replies.next().now_or_never() {
                 self.on_reply(reply);
             }
-            while self.batch.len() < WRITE_BATCH {
+            while self.joins_pending == 0 && self.batch.len() < WRITE_BATCH {
                 match queue.try_recv() {
                     Ok(frame) => self.batch.push(Message::Text(frame)),
                     Err(_) => break,
@@ -348,8 +352,20 @@ impl Session<'_> {
 
     fn on_text(&mut self, text: &str) {
         match parse_client_frame(text) {
-            Ok(ClientFrame::Join { room, reference }) => {
-                self.join(&room, reference.map(Into::into))
+            Ok(ClientFrame::Join {
+                room,
+                since,
+                reference,
+            }) => {
+                let reference = reference.map(Into::into);
+                match since.map(|since| since.parse::<MessageId>()).transpose() {
+                    Ok(since) => self.join(&room, since, reference),
+                    Err(error) => self.reply_error(FrameError {
+                        code: ErrorCode::BadRequest,
+                        message: format!("`since`: {error}"),
+                        reference,
+                    }),
+                }
             }
             Ok(ClientFrame::Leave { room, reference }) => {
                 self.leave(&room, reference.map(Into::into))
@@ -363,44 +379,55 @@ impl Session<'_> {
         }
     }
 
-    fn join(&mut self, room: &str, reference: Option<String>) {
-        let subscription = if self.rooms.contains_key(room) {
-            None
-        } else if self.rooms.len() >= self.limits.max_rooms {
-            return self.reply_error(FrameError {
-                code: ErrorCode::TooManyRooms,
-                message: format!(
-                    "a connection may be in at most {} rooms; leave one first",
-                    self.limits.max_rooms
-                ),
-                reference,
-            });
-        } else {
-            let channel = self.hub.channel(room);
-            match self.hub.join(&channel, self.member, &self.outbox) {
-                Ok(subscription) => {
-                    self.rooms.insert(room.to_owned(), channel);
-                    Some(subscription)
-                }
-                Err(error) => {
-                    return self.reply_error(unavailable(&error, "cannot join", reference));
+    fn join(&mut self, room: &str, since: Option<MessageId>, reference: Option<String>) {
+        let (joined, awaited) = match self.rooms.get(room) {
+            // Joining again changes nothing: the reply tells who is here.
+            Some(channel) => {
+                let members = self.hub.members(channel);
+                let joined = async move {
+                    Ok(Joined {
+                        members: members.await?,
+                        history: Vec::new(),
+                        recovered: None,
+                    })
+                };
+                (joined.boxed(), false)
+            }
+            None if self.rooms.len() >= self.limits.max_rooms => {
+                return self.reply_error(FrameError {
+                    code: ErrorCode::TooManyRooms,
+                    message: format!(
+                        "a connection may be in at most {} rooms; leave one first",
+                        self.limits.max_rooms
+                    ),
+                    reference,
+                });
+            }
+            None => {
+                let channel = self.hub.channel(room);
+                let joined =
+                    self.hub
+                        .join(room, &channel, self.member, &self.name, &self.outbox, since);
+                match joined {
+                    Ok(joined) => {
+                        self.rooms.insert(room.to_owned(), channel);
+                        (joined, true)
+                    }
+                    Err(error) => {
+                        return self.reply_error(unavailable(&error, "cannot join", reference));
+                    }
                 }
             }
         };
-        let awaited = subscription.is_some();
         self.joins_pending += usize::from(awaited);
         let room = room.to_owned();
         self.replies.push_back(
             async move {
-                let result = match subscription {
-                    Some(subscription) => subscription.await,
-                    None => Ok(()),
-                };
                 Reply::Joined {
                     room,
                     awaited,
                     reference,
-                    result,
+                    result: joined.await,
                 }
             }
             .boxed(),
@@ -494,10 +521,15 @@ impl Session<'_> {
             Reply::Ready(message) => self.batch.push(message),
             Reply::Joined {
                 room,
-                result: Ok(()),
+                result: Ok(joined),
                 ..
             } => {
-                let joined = ServerFrame::Joined { room: room.into() };
+                let joined = ServerFrame::Joined {
+                    room: room.into(),
+                    members: joined.members.into_iter().map(Into::into).collect(),
+                    history: joined.history,
+                    recovered: joined.recovered,
+                };
                 self.batch.push(text_message(joined.to_json()));
             }
             Reply::Joined {
@@ -520,22 +552,20 @@ impl Session<'_> {
                 }
             }
             Reply::Published {
-                id,
                 reference,
-                result: Ok(()),
+                result: Ok(id),
             } => {
                 self.flood.record(Verdict::Allowed);
                 self.hub.metrics().messages_in.inc();
                 let ack = ServerFrame::Ack {
                     reference: reference.map(Into::into),
-                    id: id.into(),
+                    id: id.to_string().into(),
                 };
                 self.batch.push(text_message(ack.to_json()));
             }
             Reply::Published {
                 reference,
                 result: Err(error),
-                ..
             } => {
                 let error = unavailable(&error, "message not sent", reference);
                 self.batch.push(error_frame(self.hub, error));
@@ -589,11 +619,10 @@ fn read_error_end(error: WsError) -> End {
     }
 }
 
-async fn published(publication: crate::hub::Publication, reference: Option<String>) -> Reply {
+async fn published(accepted: BrokerFuture<MessageId>, reference: Option<String>) -> Reply {
     Reply::Published {
-        id: publication.id,
         reference,
-        result: publication.accepted.await,
+        result: accepted.await,
     }
 }
 

@@ -115,6 +115,7 @@ async fn chat_resumes_on_the_same_connections_after_a_redis_outage_of_over_a_min
     // Joining a room needs a subscription, so it is refused too.
     a.send_frame(&ClientFrame::Join {
         room: "elsewhere".into(),
+        since: None,
         reference: Some("join-during-outage".into()),
     })
     .await;

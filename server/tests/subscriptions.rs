@@ -198,6 +198,7 @@ async fn a_channel_redis_refuses_fails_alone() {
     client
         .send_frame(&chat_protocol::ClientFrame::Join {
             room: "forbidden".into(),
+            since: None,
             reference: Some(reference.into()),
         })
         .await;
@@ -205,10 +206,21 @@ async fn a_channel_redis_refuses_fails_alone() {
         .expect_error(chat_protocol::ErrorCode::Unavailable, Some(reference))
         .await;
 
-    client.join("readonly").await;
+    // Joining announces the member on the room's channel, which Redis refuses here.
+    let reference = "join-readonly";
+    client
+        .send_frame(&chat_protocol::ClientFrame::Join {
+            room: "readonly".into(),
+            since: None,
+            reference: Some(reference.into()),
+        })
+        .await;
+    client
+        .expect_error(chat_protocol::ErrorCode::Unavailable, Some(reference))
+        .await;
     let refused = client.send_chat("readonly", "not allowed here").await;
     client
-        .expect_error(chat_protocol::ErrorCode::Unavailable, Some(&refused))
+        .expect_error(chat_protocol::ErrorCode::NotJoined, Some(&refused))
         .await;
 
     // The refusals did not cost the node its connection: the allowed room works.

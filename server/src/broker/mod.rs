@@ -4,6 +4,11 @@
 //! sealed envelopes by the time they get here). The rest of the server talks to `dyn Broker`
 //! and never knows whether Redis or the in-memory broker runs underneath.
 //!
+//! Every message is appended to its room's history (the last `--history-size` messages) in the
+//! same atomic step that publishes it, and the broker assigns its [`MessageId`] there: ids are
+//! ordered within a room and gap-free within an epoch, which is what lets nodes and clients
+//! notice a missed message and fetch it from history.
+//!
 //! Two ordering rules make room bookkeeping simple and race-free:
 //! - `subscribe` and `unsubscribe` take effect in the order they are called, so the hub can call
 //!   them while it holds a room's entry and need not await anything under that lock;
@@ -11,12 +16,15 @@
 //!   client's messages keep their order without the caller sequencing anything.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
+use chat_protocol::MessageId;
 use futures::future::BoxFuture;
 
 pub mod memory;
 pub mod redis;
+mod scripts;
 
 pub use memory::MemoryBroker;
 pub use redis::RedisBroker;
@@ -33,19 +41,60 @@ pub enum BrokerError {
 }
 
 /// A broker operation in flight; it resolves once the broker confirmed it.
-pub type BrokerFuture = BoxFuture<'static, Result<(), BrokerError>>;
+pub type BrokerFuture<T = ()> = BoxFuture<'static, Result<T, BrokerError>>;
+
+/// How much history each room keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryLimits {
+    /// Messages kept per room (at least; Redis trims approximately).
+    pub size: usize,
+    /// A room's history is dropped this long after its last message.
+    pub max_age: Duration,
+}
+
+/// One stored message: its id, its sealed body (see [`crate::relay`]) and when it was sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    pub id: MessageId,
+    pub sealed_body: Vec<u8>,
+    pub ts: u64,
+}
+
+/// Which stored messages to read. Both bounds are inclusive; entries come oldest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryRange {
+    /// The newest `limit` messages up to `through` (or up to the newest).
+    Newest {
+        through: Option<MessageId>,
+        limit: usize,
+    },
+    /// The oldest `limit` messages from `from` up to `through` (or up to the newest).
+    From {
+        from: MessageId,
+        through: Option<MessageId>,
+        limit: usize,
+    },
+}
 
 /// Receives what the broker hears on subscribed channels.
 ///
 /// Called on the broker's own task: implementations must not block (fan-out with `try_send`).
 pub trait Inbound: Send + Sync + 'static {
     fn deliver(&self, channel: &[u8], payload: Vec<u8>);
+
+    /// The broker lost its connection and has it back, every channel resubscribed: whatever
+    /// was published in between was not delivered and must be fetched from history.
+    fn reconnected(&self);
 }
 
 pub trait Broker: Send + Sync + 'static {
-    /// Publishes `payload` to every node subscribed to `channel`, in call order. Resolves once
-    /// the broker accepted the message: only then may the sender be acknowledged.
-    fn publish(&self, channel: &str, payload: Bytes) -> BrokerFuture;
+    /// Appends a sealed message body to `channel`'s history and publishes it to every node
+    /// subscribed to `channel`, atomically and in call order. Resolves to the message's id
+    /// once the broker accepted it: only then may the sender be acknowledged.
+    fn publish(&self, channel: &str, sealed_body: Bytes, ts: u64) -> BrokerFuture<MessageId>;
+
+    /// Reads `channel`'s history. In call order with `publish`.
+    fn history(&self, channel: &str, range: HistoryRange) -> BrokerFuture<Vec<HistoryEntry>>;
 
     /// Starts receiving `channel`. Takes effect in call order with `unsubscribe`; the future
     /// resolves once the subscription is active.

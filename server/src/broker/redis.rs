@@ -6,17 +6,23 @@
 //! - a *subscriber* connection (RESP3, so pushes and commands share it) whose push handler hands
 //!   every message straight to the [`Inbound`] on the connection's own task: no extra queue, and
 //!   a node that cannot keep up slows its Redis reads instead of buffering without bound;
-//! - a *publisher* connection fed by one task that sends every publish queued since its last
-//!   round trip as one pipeline: publishes reach Redis in exactly the order they were made (so
-//!   one client's messages keep their order), and under load many share one write and one
-//!   round trip;
+//! - a *publisher* connection fed by one task that sends every request queued since its last
+//!   round trip (publishes, history reads, presence changes) as one pipeline: requests reach
+//!   Redis in exactly the order they were made (so one client's messages keep their order),
+//!   and under load many share one write and one round trip;
 //! - a supervisor task that owns the set of wanted channels, applies subscribe/unsubscribe in
 //!   call order, pings both connections every second, and on any loss marks the broker
 //!   unavailable, reconnects with capped exponential backoff for as long as it takes, and
 //!   resubscribes every wanted channel before it reports ready again.
 //!
 //! While unavailable every publish and subscribe fails at once with
-//! [`BrokerError::Disconnected`]: senders get an error, never silence.
+//! [`BrokerError::Disconnected`]: senders get an error, never silence. After a reconnect the
+//! rooms are told ([`Inbound::reconnected`]) so they fetch what they missed from history.
+//!
+//! Keys, under the node's prefix (`chat` by default): `<prefix>:room:<room>` is a room's
+//! channel, `<channel>:history` its history stream, `<channel>:presence` its presence hash;
+//! `<prefix>:nodes` holds node heartbeats and `<prefix>:node:<node>:rooms` a node's presence
+//! hashes. Message and presence operations are Lua scripts (see [`super::scripts`]).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +30,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use chat_protocol::MessageId;
 use futures::FutureExt;
 use redis::aio::MultiplexedConnection;
 use redis::io::tcp::TcpSettings;
@@ -33,8 +40,12 @@ use redis::{
 };
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::{Broker, BrokerError, BrokerFuture, Inbound};
+use super::scripts::SCRIPTS;
+use super::{
+    Broker, BrokerError, BrokerFuture, HistoryEntry, HistoryLimits, HistoryRange, Inbound,
+};
 use crate::metrics::Metrics;
+use crate::presence::{HEARTBEAT_INTERVAL, NODE_TIMEOUT, Presence};
 
 /// Timing of the connection supervision.
 #[derive(Debug, Clone)]
@@ -59,25 +70,43 @@ impl Default for RedisTiming {
     }
 }
 
+/// What a node keeps in Redis besides channels.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    pub timing: RedisTiming,
+    pub history: HistoryLimits,
+    /// Key prefix (`--redis-prefix`).
+    pub prefix: String,
+    /// This node's id: its presence entries and heartbeat are filed under it.
+    pub node_id: String,
+}
+
 /// Channels per SUBSCRIBE when resubscribing after a reconnect.
 const RESUBSCRIBE_BATCH: usize = 1000;
-/// Most PUBLISH commands in one pipeline.
-const PUBLISH_BATCH: usize = 512;
+/// Most commands in one pipeline.
+const PIPELINE_BATCH: usize = 512;
 
 pub struct RedisBroker {
     state: Arc<State>,
     commands: mpsc::UnboundedSender<Command>,
     /// Unbounded, but bounded in practice: every session has at most `--max-in-flight`
     /// requests waiting, and publishes are among them.
-    publishes: mpsc::UnboundedSender<Publish>,
+    requests: mpsc::UnboundedSender<Request>,
     address: String,
+    history: HistoryLimits,
+    nodes_key: String,
+    node_rooms_key: String,
+    prefix: String,
+    node_id: String,
 }
 
-struct Publish {
-    channel: String,
-    payload: Bytes,
-    queued: Instant,
-    done: oneshot::Sender<Result<(), BrokerError>>,
+/// A command for the publisher connection.
+struct Request {
+    cmd: redis::Cmd,
+    /// Set for publishes, whose time to acceptance is measured.
+    queued: Option<Instant>,
+    /// `None` when nobody waits for the outcome.
+    done: Option<oneshot::Sender<Result<Value, BrokerError>>>,
 }
 
 struct State {
@@ -103,10 +132,16 @@ impl RedisBroker {
     /// once it is connected. Fails only if the URL itself is invalid.
     pub fn start(
         url: &str,
-        timing: RedisTiming,
+        options: RedisOptions,
         inbound: Arc<dyn Inbound>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, RedisError> {
+        let RedisOptions {
+            timing,
+            history,
+            prefix,
+            node_id,
+        } = options;
         let info = url.into_connection_info()?;
         let redis_settings = info
             .redis_settings()
@@ -124,12 +159,13 @@ impl RedisBroker {
             metrics,
         });
         let (commands, command_rx) = mpsc::unbounded_channel();
-        let (publishes, publish_rx) = mpsc::unbounded_channel();
-        tokio::spawn(publish_in_order(
+        let (requests, request_rx) = mpsc::unbounded_channel();
+        tokio::spawn(send_in_order(
             state.clone(),
-            publish_rx,
+            request_rx,
             timing.command_timeout,
         ));
+        let nodes_key = format!("{prefix}:nodes");
         let supervisor = Supervisor {
             client,
             timing,
@@ -138,14 +174,47 @@ impl RedisBroker {
             commands: command_rx,
             wanted: HashSet::new(),
             address: address.clone(),
+            heartbeat: heartbeat(&nodes_key, &prefix, &node_id, NODE_TIMEOUT),
         };
         tokio::spawn(supervisor.run());
         Ok(RedisBroker {
             state,
             commands,
-            publishes,
+            requests,
             address,
+            history,
+            node_rooms_key: format!("{prefix}:node:{node_id}:rooms"),
+            nodes_key,
+            prefix,
+            node_id,
         })
+    }
+
+    /// Queues a command for the publisher connection.
+    fn send(&self, cmd: redis::Cmd, timed: bool) -> BrokerFuture<Value> {
+        if !self.is_ready() {
+            return futures::future::ready(Err(BrokerError::Disconnected)).boxed();
+        }
+        let (done, result) = oneshot::channel();
+        let request = Request {
+            cmd,
+            queued: timed.then(Instant::now),
+            done: Some(done),
+        };
+        if self.requests.send(request).is_err() {
+            return futures::future::ready(Err(BrokerError::Disconnected)).boxed();
+        }
+        async move { result.await.unwrap_or(Err(BrokerError::Disconnected)) }.boxed()
+    }
+
+    /// Queues a command whose outcome nobody waits for (a failure is logged).
+    fn send_and_forget(&self, cmd: redis::Cmd) {
+        let request = Request {
+            cmd,
+            queued: None,
+            done: None,
+        };
+        let _ = self.requests.send(request);
     }
 
     /// `host:port` of the Redis server, without credentials, for logs.
@@ -167,21 +236,61 @@ impl State {
 }
 
 impl Broker for RedisBroker {
-    fn publish(&self, channel: &str, payload: Bytes) -> BrokerFuture {
-        if !self.is_ready() {
-            return futures::future::ready(Err(BrokerError::Disconnected)).boxed();
+    fn publish(&self, channel: &str, sealed_body: Bytes, ts: u64) -> BrokerFuture<MessageId> {
+        let mut cmd = SCRIPTS.publish.invoke(&[&history_key(channel)]);
+        cmd.arg(channel)
+            .arg(sealed_body.as_ref())
+            .arg(ts)
+            .arg(self.history.size)
+            .arg(self.history.max_age.as_millis() as u64);
+        let published = self.send(cmd, true);
+        async move {
+            let id = published.await?;
+            redis::from_redis_value::<String>(id)
+                .ok()
+                .and_then(|id| id.parse().ok())
+                .ok_or_else(|| BrokerError::Refused("the publish script returned no id".into()))
         }
-        let (done, result) = oneshot::channel();
-        let publish = Publish {
-            channel: channel.to_owned(),
-            payload,
-            queued: Instant::now(),
-            done,
+        .boxed()
+    }
+
+    fn history(&self, channel: &str, range: HistoryRange) -> BrokerFuture<Vec<HistoryEntry>> {
+        let key = history_key(channel);
+        let bound =
+            |id: Option<MessageId>, open: &str| id.map_or(open.to_owned(), |id| id.to_string());
+        let (cmd, newest_first) = match range {
+            HistoryRange::Newest { through, limit } => {
+                let mut cmd = redis::cmd("XREVRANGE");
+                cmd.arg(key)
+                    .arg(bound(through, "+"))
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(limit);
+                (cmd, true)
+            }
+            HistoryRange::From {
+                from,
+                through,
+                limit,
+            } => {
+                let mut cmd = redis::cmd("XRANGE");
+                cmd.arg(key)
+                    .arg(from.to_string())
+                    .arg(bound(through, "+"))
+                    .arg("COUNT")
+                    .arg(limit);
+                (cmd, false)
+            }
         };
-        if self.publishes.send(publish).is_err() {
-            return futures::future::ready(Err(BrokerError::Disconnected)).boxed();
+        let read = self.send(cmd, false);
+        async move {
+            let mut entries = parse_entries(read.await?).map_err(BrokerError::Refused)?;
+            if newest_first {
+                entries.reverse();
+            }
+            Ok(entries)
         }
-        async move { result.await.unwrap_or(Err(BrokerError::Disconnected)) }.boxed()
+        .boxed()
     }
 
     fn subscribe(&self, channel: &str) -> BrokerFuture {
@@ -201,11 +310,101 @@ impl Broker for RedisBroker {
         let _ = self.commands.send(Command::Unsubscribe {
             channel: channel.to_owned(),
         });
+        // The room has no member here any more: a sweep of this node need not visit it.
+        let mut forget = redis::cmd("SREM");
+        forget.arg(&self.node_rooms_key).arg(presence_key(channel));
+        self.send_and_forget(forget);
     }
 
     fn is_ready(&self) -> bool {
         self.state.ready.load(Ordering::Acquire)
     }
+}
+
+impl Presence for RedisBroker {
+    fn add(&self, channel: &str, member: &str, sealed_name: Bytes) -> BrokerFuture {
+        let mut cmd = SCRIPTS
+            .presence_add
+            .invoke(&[&presence_key(channel), &self.node_rooms_key]);
+        cmd.arg(channel).arg(member).arg(sealed_name.as_ref());
+        let added = self.send(cmd, false);
+        async move { added.await.map(drop) }.boxed()
+    }
+
+    fn remove(&self, channel: &str, member: &str) {
+        let mut cmd = SCRIPTS.presence_remove.invoke(&[&presence_key(channel)]);
+        cmd.arg(channel).arg(member);
+        self.send_and_forget(cmd);
+    }
+
+    fn members(&self, channel: &str) -> BrokerFuture<Vec<Vec<u8>>> {
+        let cmd = SCRIPTS
+            .presence_members
+            .invoke(&[&presence_key(channel), &self.nodes_key]);
+        let members = self.send(cmd, false);
+        async move {
+            redis::from_redis_value(members.await?)
+                .map_err(|error| BrokerError::Refused(error.to_string()))
+        }
+        .boxed()
+    }
+
+    fn retire(&self) -> BrokerFuture {
+        let cmd = heartbeat(&self.nodes_key, &self.prefix, &self.node_id, Duration::ZERO);
+        let retired = self.send(cmd, false);
+        async move { retired.await.map(drop) }.boxed()
+    }
+}
+
+fn history_key(channel: &str) -> String {
+    format!("{channel}:history")
+}
+
+fn presence_key(channel: &str) -> String {
+    format!("{channel}:presence")
+}
+
+/// The heartbeat script's call for `node`: a zero `timeout` retires it.
+fn heartbeat(nodes_key: &str, prefix: &str, node_id: &str, timeout: Duration) -> redis::Cmd {
+    let mut cmd = SCRIPTS.heartbeat.invoke(&[nodes_key]);
+    cmd.arg(prefix).arg(node_id).arg(timeout.as_millis() as u64);
+    cmd
+}
+
+/// Reads an `XRANGE` reply: `[[id, [field, value, ...]], ...]` with fields `b` (the sealed
+/// body) and `t` (sent at, ms).
+fn parse_entries(reply: Value) -> Result<Vec<HistoryEntry>, String> {
+    let Value::Array(items) = reply else {
+        return Err(format!("unexpected history reply: {reply:?}"));
+    };
+    let mut entries = Vec::with_capacity(items.len());
+    for item in items {
+        let (id, fields): (String, Vec<(String, Vec<u8>)>) =
+            redis::from_redis_value(item).map_err(|error| error.to_string())?;
+        let id = id.parse().map_err(|_| format!("history entry id {id:?}"))?;
+        let mut sealed_body = None;
+        let mut ts = 0;
+        for (field, value) in fields {
+            match field.as_str() {
+                "b" => sealed_body = Some(value),
+                "t" => {
+                    ts = std::str::from_utf8(&value)
+                        .ok()
+                        .and_then(|t| t.parse().ok())
+                        .unwrap_or(0)
+                }
+                _ => {}
+            }
+        }
+        if let Some(sealed_body) = sealed_body {
+            entries.push(HistoryEntry {
+                id,
+                sealed_body,
+                ts,
+            });
+        }
+    }
+    Ok(entries)
 }
 
 fn classify(error: &RedisError) -> BrokerError {
@@ -219,59 +418,98 @@ fn classify(error: &RedisError) -> BrokerError {
     }
 }
 
-/// Sends queued publishes to Redis in queue order: everything queued during one round trip
+/// Sends queued requests to Redis in queue order: everything queued during one round trip
 /// goes out as the next pipeline, so batches grow with load and order is never in question.
-async fn publish_in_order(
+async fn send_in_order(
     state: Arc<State>,
-    mut queue: mpsc::UnboundedReceiver<Publish>,
+    mut queue: mpsc::UnboundedReceiver<Request>,
     timeout: Duration,
 ) {
-    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
-    while queue.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
-        let outcome = match state.publisher() {
-            None => Err(BrokerError::Disconnected),
-            Some(mut connection) => {
-                let mut pipeline = redis::pipe();
-                // Each PUBLISH gets its own result: one refused message (say, by an ACL) must
-                // not be reported as lost for the others, which were published.
-                pipeline.ignore_errors();
-                for publish in &batch {
-                    pipeline.publish(&publish.channel, publish.payload.as_ref());
-                }
-                let query = pipeline.query_async::<Vec<redis::RedisResult<i64>>>(&mut connection);
-                match tokio::time::timeout(timeout, query).await {
-                    Ok(Ok(results)) => Ok(results),
-                    Ok(Err(error)) => Err(classify(&error)),
-                    Err(_) => Err(BrokerError::Timeout),
-                }
-            }
-        };
-        match outcome {
+    let mut batch = Vec::with_capacity(PIPELINE_BATCH);
+    while queue.recv_many(&mut batch, PIPELINE_BATCH).await > 0 {
+        match run_batch(&state, &batch, timeout).await {
             Ok(results) => {
                 let mut results = results.into_iter();
-                for publish in batch.drain(..) {
+                for request in batch.drain(..) {
                     let result = match results.next() {
-                        Some(Ok(_)) => {
-                            let waited = publish.queued.elapsed().as_secs_f64();
-                            state.metrics.publish_duration.observe(waited);
-                            Ok(())
+                        Some(Ok(value)) => {
+                            if let Some(queued) = request.queued {
+                                let waited = queued.elapsed().as_secs_f64();
+                                state.metrics.publish_duration.observe(waited);
+                            }
+                            Ok(value)
                         }
                         Some(Err(error)) => {
-                            log::warn!("Redis refused a publish: {error}");
+                            log::warn!("Redis refused a request: {error}");
                             Err(classify(&error))
                         }
-                        None => Err(BrokerError::Refused("no reply for this publish".into())),
+                        None => Err(BrokerError::Refused("no reply for this request".into())),
                     };
-                    let _ = publish.done.send(result);
+                    if let Some(done) = request.done {
+                        let _ = done.send(result);
+                    }
                 }
             }
             Err(error) => {
                 state.check_now.notify_one();
-                for publish in batch.drain(..) {
-                    let _ = publish.done.send(Err(error.clone()));
+                for request in batch.drain(..) {
+                    if let Some(done) = request.done {
+                        let _ = done.send(Err(error.clone()));
+                    }
                 }
             }
         }
+    }
+}
+
+/// Runs one pipeline. Each command gets its own result: one refused message (say, by an ACL)
+/// must not be reported as lost for the others, which went through.
+async fn run_batch(
+    state: &State,
+    batch: &[Request],
+    timeout: Duration,
+) -> Result<Vec<redis::RedisResult<Value>>, BrokerError> {
+    let mut connection = state.publisher().ok_or(BrokerError::Disconnected)?;
+    let all: Vec<usize> = (0..batch.len()).collect();
+    let mut results = query_pipeline(&mut connection, batch, &all, timeout).await?;
+    // NOSCRIPT: Redis lost its script cache (flushed, or a failover). Nothing refused ran, so
+    // it is sent again once the scripts are back.
+    let refused: Vec<usize> = (0..results.len())
+        .filter(|&i| matches!(&results[i], Err(error) if error.code() == Some("NOSCRIPT")))
+        .collect();
+    if !refused.is_empty() {
+        within(timeout, SCRIPTS.load(&mut connection)).await?;
+        let retried = query_pipeline(&mut connection, batch, &refused, timeout).await?;
+        for (index, result) in refused.into_iter().zip(retried) {
+            results[index] = result;
+        }
+    }
+    Ok(results)
+}
+
+async fn query_pipeline(
+    connection: &mut MultiplexedConnection,
+    batch: &[Request],
+    indices: &[usize],
+    timeout: Duration,
+) -> Result<Vec<redis::RedisResult<Value>>, BrokerError> {
+    let mut pipeline = redis::pipe();
+    pipeline.ignore_errors();
+    for &index in indices {
+        pipeline.add_command(batch[index].cmd.clone());
+    }
+    within(timeout, pipeline.query_async(connection)).await
+}
+
+/// Runs a Redis call with a deadline, classifying its failure.
+async fn within<T>(
+    timeout: Duration,
+    call: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, BrokerError> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(classify(&error)),
+        Err(_) => Err(BrokerError::Timeout),
     }
 }
 
@@ -292,6 +530,8 @@ struct Supervisor {
     /// Every channel some room on this node needs, whether or not Redis is reachable now.
     wanted: HashSet<String>,
     address: String,
+    /// This node's heartbeat call.
+    heartbeat: redis::Cmd,
 }
 
 enum Outcome {
@@ -317,10 +557,13 @@ impl Supervisor {
                     } else {
                         log::info!("connected to Redis at {}", self.address);
                     }
-                    has_connected = true;
                     failed_attempts = 0;
                     backoff = self.timing.min_backoff;
                     self.set_ready(Some(link.publisher.clone()));
+                    if has_connected {
+                        self.inbound.reconnected();
+                    }
+                    has_connected = true;
                     let outcome = self.serve(link).await;
                     self.set_ready(None);
                     match outcome {
@@ -373,10 +616,12 @@ impl Supervisor {
             .client
             .get_multiplexed_async_connection_with_config(&subscriber_config)
             .await?;
-        let publisher = self
+        let mut publisher = self
             .client
             .get_multiplexed_async_connection_with_config(&base)
             .await?;
+        SCRIPTS.load(&mut publisher).await?;
+        self.heartbeat.query_async::<Value>(&mut publisher).await?;
         let wanted: Vec<&String> = self.wanted.iter().collect();
         for batch in wanted.chunks(RESUBSCRIBE_BATCH) {
             subscriber.subscribe(batch).await?;
@@ -392,10 +637,19 @@ impl Supervisor {
     async fn serve(&mut self, mut link: Link) -> Outcome {
         let mut ping = tokio::time::interval(self.timing.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        heartbeat.reset();
         loop {
             let check = tokio::select! {
                 _ = link.lost.notified() => return Outcome::Lost("connection closed".into()),
                 _ = ping.tick() => true,
+                _ = heartbeat.tick() => {
+                    if let Err(error) = self.beat(&mut link.publisher).await {
+                        return Outcome::Lost(error);
+                    }
+                    false
+                }
                 _ = self.state.check_now.notified() => true,
                 command = self.commands.recv() => match command {
                     None => return Outcome::BrokerDropped,
@@ -452,6 +706,25 @@ impl Supervisor {
                 }
             }
         }
+    }
+
+    /// Refreshes this node's heartbeat and sweeps dead nodes. If this node had been swept
+    /// itself (cut off for longer than the timeout), its members are announced again.
+    async fn beat(&self, publisher: &mut MultiplexedConnection) -> Result<(), String> {
+        let (was_missing, swept): (i64, i64) = within(
+            self.timing.command_timeout,
+            self.heartbeat.query_async(publisher),
+        )
+        .await
+        .map_err(|error| format!("heartbeat failed: {error}"))?;
+        if swept > 0 {
+            log::info!("removed {swept} member(s) of nodes that stopped responding");
+        }
+        if was_missing == 1 {
+            log::warn!("this node's presence had expired; announcing its members again");
+            self.inbound.reconnected();
+        }
+        Ok(())
     }
 
     async fn ping(&self, link: &mut Link) -> Result<(), String> {

@@ -12,6 +12,7 @@ pub mod balancer;
 pub mod browser;
 pub mod dns;
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader};
@@ -22,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use chat_protocol::{ClientFrame, ErrorCode, ServerFrame};
+use chat_protocol::{ClientFrame, ErrorCode, PresenceEvent, ServerFrame};
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -928,7 +929,18 @@ pub struct Client {
     ws: Ws,
     welcome: Option<Welcome>,
     pending: VecDeque<ServerFrame<'static>>,
+    /// `presence` frames, set aside as they arrive so that they never interleave with what a
+    /// test waits for: (event, name).
+    presence: Vec<(PresenceEvent, String)>,
     closed: Option<Option<u16>>,
+}
+
+/// What a `joined` reply carried.
+#[derive(Debug, Clone)]
+pub struct JoinedReply {
+    pub members: Vec<String>,
+    pub history: Vec<Chat>,
+    pub recovered: Option<bool>,
 }
 
 impl Client {
@@ -943,6 +955,7 @@ impl Client {
             ws,
             welcome: None,
             pending: VecDeque::new(),
+            presence: Vec::new(),
             closed: None,
         }
     }
@@ -1031,6 +1044,10 @@ impl Client {
                 Some(Ok(Message::Text(text))) => {
                     let frame: ServerFrame<'static> = serde_json::from_str(text.as_str())
                         .unwrap_or_else(|e| panic!("server sent a bad frame {text:?}: {e}"));
+                    if let ServerFrame::Presence { event, name, .. } = frame {
+                        self.presence.push((event, name.into_owned()));
+                        continue;
+                    }
                     Event::Frame(frame)
                 }
                 Some(Ok(Message::Close(frame))) => Event::Closed(frame.map(|f| f.code.into())),
@@ -1139,24 +1156,79 @@ impl Client {
     }
 
     /// Joins `room` and waits for `joined`.
-    pub async fn join(&mut self, room: &str) {
+    pub async fn join(&mut self, room: &str) -> JoinedReply {
+        self.join_since(room, None).await
+    }
+
+    /// Joins `room`, saying which message was seen last, and waits for `joined`.
+    pub async fn join_since(&mut self, room: &str, since: Option<&str>) -> JoinedReply {
         let reference = unique("join-");
         self.send_frame(&ClientFrame::Join {
             room: room.into(),
+            since: since.map(Into::into),
             reference: Some(reference.as_str().into()),
         })
         .await;
         let frame = self
             .recv_until(&format!("joined {room}"), |frame| match frame {
-                ServerFrame::Joined { room: r } => r == room,
+                ServerFrame::Joined { room: r, .. } => r == room,
                 ServerFrame::Error { reference: r, .. } => r.as_deref() == Some(&reference),
                 _ => false,
             })
             .await;
-        assert!(
-            matches!(frame, ServerFrame::Joined { .. }),
-            "join {room}: {frame:?}"
-        );
+        match frame {
+            ServerFrame::Joined {
+                members,
+                history,
+                recovered,
+                ..
+            } => JoinedReply {
+                members: members.into_iter().map(Cow::into_owned).collect(),
+                history: history
+                    .iter()
+                    .map(|embedded| {
+                        let frame: ServerFrame<'_> =
+                            serde_json::from_str(embedded.json()).expect("a history frame");
+                        Chat::from_frame(&frame).expect("history holds message frames")
+                    })
+                    .collect(),
+                recovered,
+            },
+            other => panic!("join {room}: {other:?}"),
+        }
+    }
+
+    /// The `presence` frames received so far, oldest first, and forgets them.
+    pub fn take_presence(&mut self) -> Vec<(PresenceEvent, String)> {
+        std::mem::take(&mut self.presence)
+    }
+
+    /// Waits until a `presence` frame for `name` with `event` has arrived.
+    pub async fn wait_presence(&mut self, event: PresenceEvent, name: &str, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(at) = self
+                .presence
+                .iter()
+                .position(|(e, n)| *e == event && n == name)
+            {
+                self.presence.drain(..=at);
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "no presence {event:?} of {name} within {timeout:?}: {:?}",
+                    self.presence
+                );
+            }
+            // Reading moves presence frames aside; other frames stay pending for later.
+            let wait = tokio::time::Instant::now() + Duration::from_millis(100);
+            match self.read_event(wait).await {
+                Some(Event::Frame(frame)) => self.pending.push_back(frame),
+                Some(Event::Closed(code)) => panic!("server closed the connection ({code:?})"),
+                None => {}
+            }
+        }
     }
 
     /// Leaves `room` and waits for `left`.

@@ -1,0 +1,7 @@
+-- Records a member's sealed name in a room's presence and announces the join.
+-- KEYS[1] presence hash; KEYS[2] the node's set of presence hashes
+-- ARGV: channel, member, sealed name
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+redis.call('SADD', KEYS[2], KEYS[1])
+redis.call('PUBLISH', ARGV[1], '+' .. ARGV[3])
+return 1

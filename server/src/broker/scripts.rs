@@ -1,0 +1,71 @@
+//! The Lua scripts that make each Redis operation atomic, and how they are invoked.
+//!
+//! Scripts are loaded once per connection and then called by hash (`EVALSHA`), so a publish
+//! costs its arguments on the wire, not the script's text. The scripts touch keys they derive
+//! from their arguments (a dead node's rooms), which single Redis servers and failover pairs
+//! allow and Redis Cluster does not.
+
+use std::sync::LazyLock;
+
+use redis::Cmd;
+use redis::aio::MultiplexedConnection;
+
+/// One script: its source and the hash Redis knows it by.
+pub struct LuaScript {
+    source: &'static str,
+    hash: String,
+}
+
+impl LuaScript {
+    fn new(source: &'static str) -> Self {
+        let hash = redis::Script::new(source).get_hash().to_owned();
+        LuaScript { source, hash }
+    }
+
+    /// An `EVALSHA` of this script on `keys`; the caller appends the arguments.
+    pub fn invoke(&self, keys: &[&str]) -> Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.hash).arg(keys.len()).arg(keys);
+        cmd
+    }
+}
+
+pub struct Scripts {
+    /// Appends a message to history and publishes it; returns its id.
+    pub publish: LuaScript,
+    pub presence_add: LuaScript,
+    pub presence_remove: LuaScript,
+    /// The sealed names of a room's members on live nodes.
+    pub presence_members: LuaScript,
+    /// Refreshes a node's heartbeat and sweeps dead nodes' members.
+    pub heartbeat: LuaScript,
+}
+
+pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    publish: LuaScript::new(include_str!("lua/publish.lua")),
+    presence_add: LuaScript::new(include_str!("lua/presence_add.lua")),
+    presence_remove: LuaScript::new(include_str!("lua/presence_remove.lua")),
+    presence_members: LuaScript::new(include_str!("lua/presence_members.lua")),
+    heartbeat: LuaScript::new(include_str!("lua/heartbeat.lua")),
+});
+
+impl Scripts {
+    /// Loads every script into Redis's script cache.
+    pub async fn load(&self, connection: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+        let mut pipeline = redis::pipe();
+        for script in [
+            &self.publish,
+            &self.presence_add,
+            &self.presence_remove,
+            &self.presence_members,
+            &self.heartbeat,
+        ] {
+            pipeline
+                .cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(script.source)
+                .ignore();
+        }
+        pipeline.query_async(connection).await
+    }
+}
