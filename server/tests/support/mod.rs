@@ -713,6 +713,11 @@ impl Node {
             .unwrap_or_else(|| panic!("no series `{series}` in /metrics:\n{}", metrics.0))
     }
 
+    /// Ends the node with SIGKILL: no goodbye to its clients or to Redis.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
     pub fn sigterm(&self) {
         sigterm(self.pid());
     }

@@ -1,0 +1,184 @@
+//! Presence across nodes: `joined` lists the room's members on every node, `presence` frames
+//! report arrivals and departures, and the members of a node that crashed disappear within
+//! the documented bound. Real `redis-server` and `chat-server` processes.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use chat_protocol::PresenceEvent;
+use support::{Node, cluster};
+
+/// The documented bound for a crashed node's members to disappear, plus slack for a loaded
+/// test machine.
+const CRASH_BOUND: Duration = Duration::from_secs(15);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_and_their_comings_and_goings_are_seen_on_every_node() {
+    let cluster = cluster(2).await;
+    let mut alice = cluster.nodes[0].client("alice").await;
+    assert_eq!(alice.join("lobby").await.members, ["alice"]);
+
+    let mut bob = cluster.nodes[1].client("bob").await;
+    assert_eq!(bob.join("lobby").await.members, ["alice", "bob"]);
+    alice
+        .wait_presence(PresenceEvent::Join, "bob", support::STEP)
+        .await;
+
+    // Another room's members are not this room's.
+    let mut carol = cluster.nodes[1].client("carol").await;
+    assert_eq!(carol.join("elsewhere").await.members, ["carol"]);
+
+    bob.leave("lobby").await;
+    alice
+        .wait_presence(PresenceEvent::Leave, "bob", support::STEP)
+        .await;
+    // A connection that just goes away leaves too.
+    let mut dave = cluster.nodes[1].client("dave").await;
+    dave.join("lobby").await;
+    alice
+        .wait_presence(PresenceEvent::Join, "dave", support::STEP)
+        .await;
+    drop(dave);
+    alice
+        .wait_presence(PresenceEvent::Leave, "dave", support::STEP)
+        .await;
+    let mut erin = cluster.nodes[0].client("erin").await;
+    assert_eq!(erin.join("lobby").await.members, ["alice", "erin"]);
+    assert!(carol.take_presence().is_empty(), "other rooms hear nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_of_a_crashed_node_disappear_within_the_bound() {
+    let mut cluster = cluster(2).await;
+    let mut alice = cluster.nodes[0].client("alice").await;
+    alice.join("lobby").await;
+    let mut victims = Vec::new();
+    for name in ["bob", "carol"] {
+        let mut victim = cluster.nodes[1].client(name).await;
+        victim.join("lobby").await;
+        alice
+            .wait_presence(PresenceEvent::Join, name, support::STEP)
+            .await;
+        victims.push(victim);
+    }
+
+    let crashed = Instant::now();
+    cluster.nodes[1].kill();
+    for name in ["bob", "carol"] {
+        alice
+            .wait_presence(PresenceEvent::Leave, name, CRASH_BOUND)
+            .await;
+    }
+    eprintln!(
+        "members of the crashed node left after {:?}",
+        crashed.elapsed()
+    );
+    let mut dave = cluster.nodes[0].client("dave").await;
+    assert_eq!(dave.join("lobby").await.members, ["alice", "dave"]);
+    alice.say("lobby", "still here").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopping_gracefully_takes_its_members_along_at_once() {
+    let mut cluster = cluster(2).await;
+    let mut alice = cluster.nodes[0].client("alice").await;
+    alice.join("lobby").await;
+    let mut bob = cluster.nodes[1].client("bob").await;
+    bob.join("lobby").await;
+    alice
+        .wait_presence(PresenceEvent::Join, "bob", support::STEP)
+        .await;
+    cluster.nodes[1].sigterm();
+    assert_eq!(bob.expect_close().await, chat_protocol::close::GOING_AWAY);
+    alice
+        .wait_presence(PresenceEvent::Leave, "bob", support::STEP)
+        .await;
+    cluster.nodes[1].wait_exit(support::STEP).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_keeps_presence_in_memory() {
+    let node = Node::memory().await;
+    let mut alice = node.client("alice").await;
+    alice.join("lobby").await;
+    let mut bob = node.client("bob").await;
+    assert_eq!(bob.join("lobby").await.members, ["alice", "bob"]);
+    alice
+        .wait_presence(PresenceEvent::Join, "bob", support::STEP)
+        .await;
+    drop(bob);
+    alice
+        .wait_presence(PresenceEvent::Leave, "bob", support::STEP)
+        .await;
+}
+
+/// Members over two nodes, joining and leaving many at a time: the member list a late joiner
+/// gets is exactly who is there. Prints the rates it reached. `PRESENCE_MEMBERS` sets the crowd
+/// size (default 200; the figures in the README come from 5000 with a release build).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_stays_exact_under_churn() {
+    let crowd: usize = std::env::var("PRESENCE_MEMBERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200);
+    let churn = crowd / 2;
+    let cluster = cluster(2).await;
+    let nodes = &cluster.nodes;
+    let arrive = |name: String, i: usize| async move {
+        let mut client = nodes[i % 2].client(&name).await;
+        client.join("crowd").await;
+        client
+    };
+
+    let started = Instant::now();
+    let mut members = Vec::with_capacity(crowd);
+    for chunk in (0..crowd).collect::<Vec<_>>().chunks(CONCURRENT_JOINS) {
+        let joining = chunk.iter().map(|&i| arrive(format!("m{i:05}"), i));
+        members.extend(futures::future::join_all(joining).await);
+    }
+    let joined = started.elapsed();
+
+    // Churn: the first half leaves while as many newcomers join.
+    let started = Instant::now();
+    let mut newcomers = Vec::with_capacity(churn);
+    for (chunk, leaving) in members[..churn].chunks_mut(CONCURRENT_JOINS).enumerate() {
+        let count = leaving.len();
+        let leaves = leaving.iter_mut().map(|member| member.leave("crowd"));
+        let joins = (0..count).map(|j| {
+            let i = chunk * CONCURRENT_JOINS + j;
+            arrive(format!("n{i:05}"), i)
+        });
+        let (_, arrived) = futures::join!(
+            futures::future::join_all(leaves),
+            futures::future::join_all(joins)
+        );
+        newcomers.extend(arrived);
+    }
+    let churned = started.elapsed();
+    eprintln!(
+        "{crowd} joins in {joined:.2?} ({:.0}/s); {churn} leaves with {churn} joins in {churned:.2?} ({:.0} changes/s)",
+        crowd as f64 / joined.as_secs_f64(),
+        (2 * churn) as f64 / churned.as_secs_f64()
+    );
+
+    let mut observer = nodes[0].client("observer").await;
+    let started = Instant::now();
+    let listed = observer.join("crowd").await.members;
+    eprintln!(
+        "a join listing {} members took {:.2?}",
+        listed.len(),
+        started.elapsed()
+    );
+    let mut expected: Vec<String> = (churn..crowd)
+        .map(|i| format!("m{i:05}"))
+        .chain((0..churn).map(|i| format!("n{i:05}")))
+        .chain(["observer".to_owned()])
+        .collect();
+    expected.sort();
+    assert_eq!(listed.len(), expected.len());
+    assert_eq!(listed, expected);
+}
+
+/// Joins in flight at once in the churn test.
+const CONCURRENT_JOINS: usize = 50;
