@@ -33,9 +33,10 @@ fn check(input: &str) {
 
 fn check_accepted(frame: &ClientFrame<'_>) {
     let (room, reference) = match frame {
-        ClientFrame::Join { room, reference } | ClientFrame::Leave { room, reference } => {
-            (room, reference)
+        ClientFrame::Join {
+            room, reference, ..
         }
+        | ClientFrame::Leave { room, reference } => (room, reference),
         ClientFrame::Send {
             room,
             text,
