@@ -194,30 +194,20 @@ async fn a_channel_redis_refuses_fails_alone() {
     .await;
 
     let mut client = node.client("tester").await;
-    let reference = "join-forbidden";
-    client
-        .send_frame(&chat_protocol::ClientFrame::Join {
-            room: "forbidden".into(),
-            since: None,
-            reference: Some(reference.into()),
-        })
-        .await;
-    client
-        .expect_error(chat_protocol::ErrorCode::Unavailable, Some(reference))
-        .await;
-
-    // Joining announces the member on the room's channel, which Redis refuses here.
-    let reference = "join-readonly";
-    client
-        .send_frame(&chat_protocol::ClientFrame::Join {
-            room: "readonly".into(),
-            since: None,
-            reference: Some(reference.into()),
-        })
-        .await;
-    client
-        .expect_error(chat_protocol::ErrorCode::Unavailable, Some(reference))
-        .await;
+    // Joining announces the member on the room's channel: refused here for both rooms.
+    for room in ["forbidden", "readonly"] {
+        let reference = format!("join-{room}");
+        client
+            .send_frame(&chat_protocol::ClientFrame::Join {
+                room: room.into(),
+                since: None,
+                reference: Some(reference.as_str().into()),
+            })
+            .await;
+        client
+            .expect_error(chat_protocol::ErrorCode::Unavailable, Some(&reference))
+            .await;
+    }
     let refused = client.send_chat("readonly", "not allowed here").await;
     client
         .expect_error(chat_protocol::ErrorCode::NotJoined, Some(&refused))
