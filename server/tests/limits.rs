@@ -521,6 +521,7 @@ async fn a_connection_is_in_at_most_max_rooms() {
     }
     ada.join("a").await;
     ada.send_frame(&ClientFrame::Join {
+        since: None,
         room: "d".into(),
         reference: Some("one-too-many".into()),
     })

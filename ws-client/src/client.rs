@@ -2,9 +2,10 @@
 //! read everything that arrives, and reconnect with backoff when the connection ends.
 //!
 //! A client keeps what it has seen (sequence numbers, the last message id) across its
-//! connections, so a reconnect resumes the same member rather than starting a new one. Only the
-//! connection that is still joined when the run ends owes deliveries; what was sent during a
-//! gap is not expected of it.
+//! connections, so a reconnect resumes the same member rather than starting a new one: it
+//! rejoins with `since` set to the last id it saw. When the node answers `recovered: true`, the
+//! history filled the gap and everything since the first join stays owed; otherwise only what
+//! was sent after the rejoin is expected of it.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -100,6 +101,8 @@ pub async fn run(
     let target = &shared.targets[index % shared.targets.len()];
     let mut backoff = Backoff::default();
     let mut joined_us = None;
+    // Since when deliveries are owed: the first join, for as long as every rejoin recovered.
+    let mut owed_since = None;
     while *phase.borrow() == Phase::Sending {
         let opened = tokio::select! {
             opened = connect::open(target, index, &member.name, plan.source_addresses, ws_config()) => opened,
@@ -124,13 +127,18 @@ pub async fn run(
             ws,
             pending: VecDeque::new(),
             joined_us: None,
+            recovered: None,
         };
         let ended = session.run(&mut phase).await;
         let session_joined_us = session.joined_us;
+        if session_joined_us.is_some() && !(session.recovered == Some(true) && owed_since.is_some())
+        {
+            owed_since = session_joined_us;
+        }
         shared.board.disconnected();
         match ended {
             Ok(()) => {
-                joined_us = session_joined_us;
+                joined_us = owed_since;
                 break;
             }
             Err(cause) => {
@@ -180,6 +188,8 @@ struct Session<'a> {
     /// Sequence numbers sent on this connection and not yet answered, in request order.
     pending: VecDeque<u64>,
     joined_us: Option<u64>,
+    /// What the `joined` reply said of a rejoin with `since`.
+    recovered: Option<bool>,
 }
 
 impl Session<'_> {
@@ -197,9 +207,10 @@ impl Session<'_> {
 
     async fn drive(&mut self, phase: &mut watch::Receiver<Phase>) -> Result<(), String> {
         let plan = &self.shared.plan;
-        // Rejoining from `self.member.last_id` would go here once the server can replay.
+        let since = Some(self.member.last_id.as_str()).filter(|id| !id.is_empty());
         let join = ClientFrame::Join {
             room: Cow::Borrowed(&plan.rooms[self.member.room]),
+            since: since.map(Cow::Borrowed),
             reference: Some(Cow::Borrowed(JOIN_REF)),
         };
         self.write(Message::text(to_json(&join))).await?;
@@ -286,20 +297,19 @@ impl Session<'_> {
         let frame: ServerFrame<'_> = serde_json::from_str(text.as_str())
             .map_err(|e| format!("unreadable frame from the node: {e}"))?;
         match frame {
-            ServerFrame::Message { text, id, .. } => {
-                self.stats.messages.fetch_add(1, Relaxed);
-                if let Some(stamp) = payload::parse(&text) {
-                    self.stats
-                        .record_latency(now_us().saturating_sub(stamp.sent_us));
-                    if stamp.run == self.shared.run && !self.member.seen.insert(stamp.seq) {
-                        self.stats.duplicates.fetch_add(1, Relaxed);
+            ServerFrame::Message { text, id, .. } => self.on_message(&id, &text, true),
+            ServerFrame::Ack { reference, .. } => self.settle(reference.as_deref(), Fate::Acked),
+            ServerFrame::Joined {
+                history, recovered, ..
+            } => {
+                for embedded in &history {
+                    if let Ok(ServerFrame::Message { text, id, .. }) =
+                        serde_json::from_str(embedded.json())
+                    {
+                        self.on_message(&id, &text, false);
                     }
                 }
-                self.member.last_id.clear();
-                self.member.last_id.push_str(&id);
-            }
-            ServerFrame::Ack { reference, .. } => self.settle(reference.as_deref(), Fate::Acked),
-            ServerFrame::Joined { .. } => {
+                self.recovered = recovered;
                 self.joined_us.get_or_insert_with(now_us);
             }
             ServerFrame::Error {
@@ -311,9 +321,29 @@ impl Session<'_> {
                 }
                 self.settle(reference.as_deref(), Fate::Refused);
             }
-            ServerFrame::Welcome { .. } | ServerFrame::Left { .. } => {}
+            ServerFrame::Welcome { .. }
+            | ServerFrame::Left { .. }
+            | ServerFrame::Presence { .. } => {}
         }
         Ok(())
+    }
+
+    /// Counts a message, live or from history (whose delay is not latency), and remembers its
+    /// id for the next rejoin.
+    fn on_message(&mut self, id: &str, text: &str, live: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.stats.messages.fetch_add(1, Relaxed);
+        if let Some(stamp) = payload::parse(text) {
+            if live {
+                self.stats
+                    .record_latency(now_us().saturating_sub(stamp.sent_us));
+            }
+            if stamp.run == self.shared.run && !self.member.seen.insert(stamp.seq) {
+                self.stats.duplicates.fetch_add(1, Relaxed);
+            }
+        }
+        self.member.last_id.clear();
+        self.member.last_id.push_str(id);
     }
 
     /// Records the reply to the send whose `ref` is `reference`.
