@@ -173,7 +173,9 @@ async fn nodes(redis: &RedisServer, count: usize) -> Vec<Node> {
     let mut nodes = Vec::with_capacity(count);
     for i in 0..count {
         let mut args = redis_node_args(redis, &format!("node-{i}"), &[&key]);
-        args.extend(["--history-size".to_owned(), "1000".to_owned()]);
+        // Users send faster than the default flood control allows one person.
+        let extra = ["--history-size", "1000", "--send-rate", "0", "--name-send-rate", "0"];
+        args.extend(extra.map(str::to_owned));
         let node = Node::spawn(&args, &[]).await;
         support::wait_until("the node is ready", support::STEP, async || {
             node.status_of("/readyz").await == 200
