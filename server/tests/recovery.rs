@@ -174,7 +174,14 @@ async fn nodes(redis: &RedisServer, count: usize) -> Vec<Node> {
     for i in 0..count {
         let mut args = redis_node_args(redis, &format!("node-{i}"), &[&key]);
         // Users send faster than the default flood control allows one person.
-        let extra = ["--history-size", "1000", "--send-rate", "0", "--name-send-rate", "0"];
+        let extra = [
+            "--history-size",
+            "1000",
+            "--send-rate",
+            "0",
+            "--name-send-rate",
+            "0",
+        ];
         args.extend(extra.map(str::to_owned));
         let node = Node::spawn(&args, &[]).await;
         support::wait_until("the node is ready", support::STEP, async || {
