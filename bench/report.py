@@ -31,6 +31,7 @@ def machine():
         "rustc": os.environ["RUSTC"],
         "redis": os.environ["REDIS"],
         "commit": os.environ["COMMIT"],
+        "node_flags": os.environ["NODE_FLAGS"],
         "load_average_before": os.environ["LOAD_BEFORE"],
         "load_average_after": os.environ["LOAD_AFTER"],
     }
@@ -102,7 +103,8 @@ def markdown(results, m, duration):
         f"# Cluster benchmark, {os.environ['STAMP']}",
         "",
         f"Three chat-server nodes and Redis on loopback, ws-client on the same machine, "
-        f"{duration} s per mode, a fresh cluster per mode, encryption on. "
+        f"{duration} s per mode, a fresh cluster per mode, encryption on, node flags "
+        f"`{m['node_flags']}`. "
         f"Reproduce with `bench/run.sh`.",
         "",
         f"Machine: {m['cores']} cores, {m['cpu']}, {m['memory_gib']} GiB, Linux {m['kernel']}, "

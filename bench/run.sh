@@ -61,6 +61,10 @@ cpu_secs() {
 # A field of /proc/PID/status in KiB (VmRSS now, VmHWM peak).
 mem_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
 
+# The schedules send faster than one person may (the default --send-rate is 10/s), and the
+# benchmark measures delivery capacity: flood control and the debounce are off.
+node_flags=(--send-rate 0 --name-send-rate 0 --duplicate-window-ms 0 --flood-close-after 0)
+
 redis_pid=""
 node_pids=()
 node_urls=()
@@ -89,11 +93,8 @@ start_cluster() {
   node_urls=()
   for i in 1 2 3; do
     local out="$work/node-$label-$i.out"
-    # Flood control is off: the benchmark measures throughput, and its clients send far
-    # faster than the per-connection and per-name limits let people type.
     CHAT_KEY="$key" RUST_LOG=warn "$bin/chat-server" --listen 127.0.0.1:0 \
-      --redis-url "redis://127.0.0.1:$port/" --node-id "bench-$i" \
-      --send-rate 0 --name-send-rate 0 --duplicate-window-ms 0 \
+      --redis-url "redis://127.0.0.1:$port/" --node-id "bench-$i" "${node_flags[@]}" \
       >"$out" 2>"$work/node-$label-$i.log" &
     local pid=$!
     pids+=("$pid")
@@ -179,7 +180,7 @@ mkdir -p bench/results
 stamp=$(date -u +%Y-%m-%dT%H%MZ)
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 git diff --quiet HEAD 2>/dev/null || commit="$commit+changes"
-WORK="$work" STAMP="$stamp" COMMIT="$commit" LOAD_BEFORE="$load_before" LOAD_AFTER="$load_after" \
+NODE_FLAGS="${node_flags[*]}" WORK="$work" STAMP="$stamp" COMMIT="$commit" LOAD_BEFORE="$load_before" LOAD_AFTER="$load_after" \
   RUSTC="$(rustc --version)" REDIS="$(redis-server --version)" \
   python3 bench/report.py "bench/results/$stamp"
 echo "bench: wrote bench/results/$stamp.md and bench/results/$stamp.json"

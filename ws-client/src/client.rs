@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chat_protocol::{ClientFrame, ServerFrame};
+use chat_protocol::{ClientFrame, ErrorCode, ServerFrame};
 use futures::{FutureExt as _, SinkExt as _, StreamExt as _};
 use tokio::sync::watch;
 use tokio::time::{Interval, MissedTickBehavior};
@@ -66,7 +66,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// read a burst of fan-out in one system call.
 fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(16 * 1024)
+        .read_buffer_size(8 * 1024)
         .write_buffer_size(8 * 1024)
         .max_write_buffer_size(1024 * 1024)
 }
@@ -128,6 +128,7 @@ pub async fn run(
             pending: VecDeque::new(),
             joined_us: None,
             recovered: None,
+            resume_at: None,
         };
         let ended = session.run(&mut phase).await;
         let session_joined_us = session.joined_us;
@@ -190,6 +191,8 @@ struct Session<'a> {
     joined_us: Option<u64>,
     /// What the `joined` reply said of a rejoin with `since`.
     recovered: Option<bool>,
+    /// Set when the node answered `rate_limited`: no sends before this instant.
+    resume_at: Option<tokio::time::Instant>,
 }
 
 impl Session<'_> {
@@ -235,11 +238,17 @@ impl Session<'_> {
                     return Err("join: no reply".to_owned());
                 }
                 _ = tick(&mut ticker), if sending => {
-                    if self.pending.len() < plan.in_flight {
+                    if self.pending.len() < plan.in_flight && self.resume_at.is_none() {
                         self.send_next().await?;
                         self.flush().await?;
                     } else {
                         self.stats.skipped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                _ = wait_until(self.resume_at), if self.resume_at.is_some() => {
+                    self.resume_at = None;
+                    if sending {
+                        self.refill().await?;
                     }
                 }
                 frame = self.ws.next() => {
@@ -257,19 +266,29 @@ impl Session<'_> {
                         interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
                         ticker = Some(interval);
                     }
-                    if sending && self.joined_us.is_some() && matches!(plan.pace, Pace::AckPaced) {
-                        let mut wrote = false;
-                        while self.pending.len() < plan.in_flight {
-                            self.send_next().await?;
-                            wrote = true;
-                        }
-                        if wrote {
-                            self.flush().await?;
-                        }
+                    if sending {
+                        self.refill().await?;
                     }
                 }
             }
         }
+    }
+
+    /// In saturation mode, tops the window of unacknowledged sends up, unless the node asked
+    /// this client to wait.
+    async fn refill(&mut self) -> Result<(), String> {
+        let in_flight = self.shared.plan.in_flight;
+        if !matches!(self.shared.plan.pace, Pace::AckPaced)
+            || self.joined_us.is_none()
+            || self.resume_at.is_some()
+            || self.pending.len() >= in_flight
+        {
+            return Ok(());
+        }
+        while self.pending.len() < in_flight {
+            self.send_next().await?;
+        }
+        self.flush().await
     }
 
     /// Handles one item from the socket.
@@ -313,9 +332,17 @@ impl Session<'_> {
                 self.joined_us.get_or_insert_with(now_us);
             }
             ServerFrame::Error {
-                code, reference, ..
+                code,
+                reference,
+                retry_after_ms,
+                ..
             } => {
                 self.shared.board.error(code.as_str());
+                // A well-behaved client waits as long as a rate-limited node asks.
+                if let Some(ms) = retry_after_ms.filter(|_| code == ErrorCode::RateLimited) {
+                    let until = tokio::time::Instant::now() + Duration::from_millis(ms);
+                    self.resume_at = Some(self.resume_at.map_or(until, |at| at.max(until)));
+                }
                 if reference.as_deref() == Some(JOIN_REF) {
                     return Err(format!("join: {code}"));
                 }
@@ -335,8 +362,8 @@ impl Session<'_> {
         self.stats.messages.fetch_add(1, Relaxed);
         if let Some(stamp) = payload::parse(text) {
             if live {
-                self.stats
-                    .record_latency(now_us().saturating_sub(stamp.sent_us));
+                let latency = now_us().saturating_sub(stamp.sent_us);
+                self.shared.board.record_latency(self.member.index, latency);
             }
             if stamp.run == self.shared.run && !self.member.seen.insert(stamp.seq) {
                 self.stats.duplicates.fetch_add(1, Relaxed);
@@ -401,6 +428,14 @@ impl Session<'_> {
             .flush()
             .await
             .map_err(|e| connect::ws_cause("write", &e))
+    }
+}
+
+/// Waits until `at`, or forever without one.
+async fn wait_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -67,7 +67,8 @@ pub struct Summary {
     pub refused: u64,
     /// Never answered (connection lost or run over): not counted either way.
     pub unanswered: u64,
-    /// Scheduled sends skipped because the client's window of unacknowledged sends was full.
+    /// Scheduled sends skipped because the window of unacknowledged sends was full or the node
+    /// had answered `rate_limited` and asked the client to wait.
     pub skipped_sends: u64,
     /// Deliveries owed: acknowledged messages sent after a member joined, for every member.
     pub expected: u64,
@@ -133,7 +134,7 @@ impl Summary {
         );
         let _ = writeln!(
             out,
-            "  sent         {} ({} acked, {} refused, {} unanswered, {} skipped: window full)",
+            "  sent         {} ({} acked, {} refused, {} unanswered, {} skipped: window full or asked to wait)",
             self.sent, self.acked, self.refused, self.unanswered, self.skipped_sends
         );
         let _ = writeln!(
