@@ -160,9 +160,9 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 if ((quick)); then
   # Small loads on debug builds and one cluster: this proves correctness, never speed.
   start_cluster quick
-  run_mode few-clients --mode few-clients --clients 10 --ramp 100 --duration 2 --drain-secs 3
-  run_mode many-clients --mode many-clients --clients 100 --ramp 1000 --interval-ms 2000 --duration 2 --drain-secs 3
-  run_mode saturation --mode saturation --clients 4 --in-flight 2 --duration 2 --drain-secs 3
+  run_mode few-clients --mode few-clients --clients 10 --ramp 100 --duration 2
+  run_mode many-clients --mode many-clients --clients 100 --ramp 1000 --interval-ms 2000 --duration 2
+  run_mode saturation --mode saturation --clients 4 --in-flight 2 --duration 2
   if ((failures)); then
     echo "bench --quick: $failures mode(s) failed" >&2
     exit 1

@@ -53,8 +53,9 @@ pub struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 60.0)]
     pub duration: f64,
 
-    /// Seconds to wait for deliveries after sending stopped, before counting.
-    #[arg(long = "drain-secs", value_name = "SECS", default_value_t = 2.0)]
+    /// After sending stopped, wait for deliveries until none arrived for a second, but at most
+    /// this long, before counting.
+    #[arg(long = "drain-secs", value_name = "SECS", default_value_t = 30.0)]
     pub drain_secs: f64,
 
     /// Client names are this prefix followed by the client's index.

@@ -18,6 +18,8 @@ use crate::stats::{self, Board, Row};
 const STATUS_EVERY: Duration = Duration::from_secs(3);
 /// How long clients get to hand in their counts after the run ended.
 const COLLECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The drain ends once no delivery arrived for this long.
+const QUIET: Duration = Duration::from_secs(1);
 
 pub async fn run(plan: Plan, open_file_limit: u64) -> anyhow::Result<Report> {
     let mut targets = Vec::with_capacity(plan.urls.len());
@@ -41,7 +43,7 @@ pub async fn run(plan: Plan, open_file_limit: u64) -> anyhow::Result<Report> {
     tokio::time::sleep_until(deadline).await;
     let sending = start.elapsed();
     let _ = phase_tx.send(Phase::Draining);
-    tokio::time::sleep(plan.drain).await;
+    let drained = drain(&shared.board, plan.drain).await;
     let _ = phase_tx.send(Phase::Done);
 
     let mut outcomes = Vec::with_capacity(clients.len());
@@ -61,9 +63,34 @@ pub async fn run(plan: Plan, open_file_limit: u64) -> anyhow::Result<Report> {
     }
     let series = reporter.await.unwrap_or_default();
     Ok(Report {
-        summary: summarize(&shared, &outcomes, sending, open_file_limit, &series),
+        summary: summarize(
+            &shared,
+            &outcomes,
+            [sending, drained],
+            open_file_limit,
+            &series,
+        ),
         series,
     })
+}
+
+/// Lets deliveries still queued in the cluster arrive: an overloaded cluster can hold seconds
+/// of them, and counting too early would report them as missing. Ends after a second without
+/// a delivery, or after `max`.
+async fn drain(board: &Board, max: Duration) -> Duration {
+    let start = Instant::now();
+    let give_up = start + max;
+    let mut seen = board.deliveries();
+    let mut quiet_since = Instant::now();
+    while Instant::now() < give_up && quiet_since.elapsed() < QUIET {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = board.deliveries();
+        if now != seen {
+            seen = now;
+            quiet_since = Instant::now();
+        }
+    }
+    start.elapsed()
 }
 
 /// Adds clients on the ramp until the cap or the end of sending.
@@ -125,7 +152,7 @@ async fn report_status(
 fn summarize(
     shared: &Shared,
     outcomes: &[Outcome],
-    sending: Duration,
+    [sending, drained]: [Duration; 2],
     open_file_limit: u64,
     series: &[Row],
 ) -> Summary {
@@ -149,7 +176,7 @@ fn summarize(
         rooms: plan.rooms.len(),
         message_size: plan.message_size,
         duration_secs: sending.as_secs_f64(),
-        drain_secs: plan.drain.as_secs_f64(),
+        drain_secs: drained.as_secs_f64(),
         open_file_limit,
         clients_started: board.clients_started(),
         peak_connected: board.peak_connected(),

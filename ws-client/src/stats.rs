@@ -124,6 +124,14 @@ impl Board {
         stats
     }
 
+    /// `message` frames received so far, by all clients.
+    pub fn deliveries(&self) -> u64 {
+        lock(&self.clients)
+            .iter()
+            .map(|client| client.messages.load(Relaxed))
+            .sum()
+    }
+
     pub fn clients_started(&self) -> usize {
         lock(&self.clients).len()
     }
