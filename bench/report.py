@@ -144,7 +144,10 @@ def markdown(results, m, duration):
         lines.append(
             f"- {mode}: {r['expected']} deliveries owed; connection failures: {failures}; "
             f"error frames: {errors}; {r['reconnects']} reconnects; "
-            f"{r['skipped_sends']} scheduled sends skipped with the window full."
+            f"{r['skipped_sends']} scheduled sends skipped (window full or asked to wait); "
+            f"drain {r['summary']['drain_secs']:.1f} s"
+            + ("" if r["summary"]["drain_complete"] else ", cut off with deliveries still arriving")
+            + "."
         )
     lines += ["", "Status lines (every 3 s), per mode:", ""]
     for mode in MODES:

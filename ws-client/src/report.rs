@@ -55,6 +55,9 @@ pub struct Summary {
     /// Seconds of sending (the drain comes after).
     pub duration_secs: f64,
     pub drain_secs: f64,
+    /// False when the drain hit `--drain-secs` with deliveries still arriving: some of the
+    /// missing may only be late.
+    pub drain_complete: bool,
     pub open_file_limit: u64,
     pub clients_started: usize,
     pub peak_connected: usize,
@@ -102,8 +105,13 @@ impl Summary {
     /// to check at all.
     pub fn verdict(&self) -> Result<(), String> {
         if self.missing > 0 || self.duplicates > 0 {
+            let late = if self.drain_complete {
+                ""
+            } else {
+                " (the drain ended with deliveries still arriving: some missing may be late)"
+            };
             return Err(format!(
-                "{} missing and {} duplicate deliveries",
+                "{} missing and {} duplicate deliveries{late}",
                 self.missing, self.duplicates
             ));
         }

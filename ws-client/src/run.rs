@@ -43,7 +43,7 @@ pub async fn run(plan: Plan, open_file_limit: u64) -> anyhow::Result<Report> {
     tokio::time::sleep_until(deadline).await;
     let sending = start.elapsed();
     let _ = phase_tx.send(Phase::Draining);
-    let drained = drain(&shared.board, plan.drain).await;
+    let drain = drain(&shared.board, plan.drain).await;
     let _ = phase_tx.send(Phase::Done);
 
     let mut outcomes = Vec::with_capacity(clients.len());
@@ -63,21 +63,15 @@ pub async fn run(plan: Plan, open_file_limit: u64) -> anyhow::Result<Report> {
     }
     let series = reporter.await.unwrap_or_default();
     Ok(Report {
-        summary: summarize(
-            &shared,
-            &outcomes,
-            [sending, drained],
-            open_file_limit,
-            &series,
-        ),
+        summary: summarize(&shared, &outcomes, sending, drain, open_file_limit, &series),
         series,
     })
 }
 
 /// Lets deliveries still queued in the cluster arrive: an overloaded cluster can hold seconds
 /// of them, and counting too early would report them as missing. Ends after a second without
-/// a delivery, or after `max`.
-async fn drain(board: &Board, max: Duration) -> Duration {
+/// a delivery, or after `max`; returns how long it took and whether deliveries had stopped.
+async fn drain(board: &Board, max: Duration) -> (Duration, bool) {
     let start = Instant::now();
     let give_up = start + max;
     let mut seen = board.deliveries();
@@ -90,7 +84,7 @@ async fn drain(board: &Board, max: Duration) -> Duration {
             quiet_since = Instant::now();
         }
     }
-    start.elapsed()
+    (start.elapsed(), quiet_since.elapsed() >= QUIET)
 }
 
 /// Adds clients on the ramp until the cap or the end of sending.
@@ -152,7 +146,8 @@ async fn report_status(
 fn summarize(
     shared: &Shared,
     outcomes: &[Outcome],
-    [sending, drained]: [Duration; 2],
+    sending: Duration,
+    (drained, drain_complete): (Duration, bool),
     open_file_limit: u64,
     series: &[Row],
 ) -> Summary {
@@ -177,6 +172,7 @@ fn summarize(
         message_size: plan.message_size,
         duration_secs: sending.as_secs_f64(),
         drain_secs: drained.as_secs_f64(),
+        drain_complete,
         open_file_limit,
         clients_started: board.clients_started(),
         peak_connected: board.peak_connected(),
