@@ -789,11 +789,7 @@ async fn run_case(node: &Node, index: usize, case: &Case) {
     let name = case
         .name
         .map_or_else(|| format!("offender-{index}"), str::to_owned);
-    let url = node.ws_url(Some(&name));
-    let path = url
-        .strip_prefix(&format!("ws://{}", node.addr()))
-        .expect("ws url of the node");
-    let mut socket = RawSocket::connect(node.addr(), path).await;
+    let mut socket = RawSocket::connect_to(node, &name).await;
     let expect = (case.expect)();
     let refused_name = matches!(
         expect,
@@ -1000,11 +996,7 @@ async fn a_million_levels_of_nesting_cannot_overflow_the_parser() {
     )
     .await;
     let name = "nester";
-    let url = node.ws_url(Some(name));
-    let path = url
-        .strip_prefix(&format!("ws://{}", node.addr()))
-        .expect("ws url of the node");
-    let mut socket = RawSocket::connect(node.addr(), path).await;
+    let mut socket = RawSocket::connect_to(&node, name).await;
     assert!(matches!(
         socket.recv().await,
         Incoming::Frame(ServerFrame::Welcome { .. })

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use chat_protocol::ServerFrame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::TcpSocket;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::Bytes;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 
-use super::STEP;
+use super::{Node, STEP};
 
 /// One frame as a client would put it on the wire: masked unless `mask` is None.
 pub fn encode(header: FrameHeader, payload: &[u8]) -> Vec<u8> {
@@ -71,6 +71,14 @@ pub fn fragmented(message: &[u8], pieces: usize) -> Vec<u8> {
     out
 }
 
+/// The path and query of the WebSocket URL of `node` for `name`.
+fn node_path(node: &Node, name: &str) -> String {
+    let url = node.ws_url(Some(name));
+    url.strip_prefix(&format!("ws://{}", node.addr()))
+        .expect("the node's WebSocket URL starts with its address")
+        .to_owned()
+}
+
 /// What one read from the server gave.
 #[derive(Debug)]
 pub enum Incoming {
@@ -95,10 +103,16 @@ pub struct RawSocket {
 }
 
 impl RawSocket {
-    /// Completes the handshake on `path` (e.g. `/ws?name=x`) and reads nothing else.
-    pub async fn connect(addr: SocketAddr, path: &str) -> RawSocket {
+    /// Completes the handshake on `path` (e.g. `/ws?name=x`) and reads nothing else. With
+    /// `receive_buffer`, the socket's kernel receive buffer is that small, so a client that
+    /// stops reading pushes back on the server after little data.
+    async fn connect(addr: SocketAddr, path: &str, receive_buffer: Option<u32>) -> RawSocket {
         let handshake = async {
-            let mut stream = TcpStream::connect(addr).await?;
+            let socket = TcpSocket::new_v4()?;
+            if let Some(bytes) = receive_buffer {
+                socket.set_recv_buffer_size(bytes)?;
+            }
+            let mut stream = socket.connect(addr).await?;
             stream.set_nodelay(true)?;
             let request = format!(
                 "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
@@ -136,6 +150,17 @@ impl RawSocket {
             writer: Arc::new(Mutex::new(writer)),
             buffer,
         }
+    }
+
+    /// Connects to `node` as `name` (percent-encoded in the URL) and reads nothing.
+    pub async fn connect_to(node: &Node, name: &str) -> RawSocket {
+        RawSocket::connect(node.addr(), &node_path(node, name), None).await
+    }
+
+    /// Like [`RawSocket::connect_to`], with a kernel receive buffer of `bytes` (the kernel
+    /// doubles it and has a floor of a few KiB).
+    pub async fn connect_with_receive_buffer(node: &Node, name: &str, bytes: u32) -> RawSocket {
+        RawSocket::connect(node.addr(), &node_path(node, name), Some(bytes)).await
     }
 
     /// Writes `bytes` on a task of its own, so the test can read the server's answers while a
