@@ -5,13 +5,17 @@
 //! trimmed to its size and dropped when idle for its maximum age) so that a node behaves the
 //! same with either broker. It delivers synchronously on the publisher's task, under the
 //! channel's lock, so that a room's messages are delivered in id order.
+//!
+//! Lock order: a channel's lock may be held while delivering (which locks a room), and rooms
+//! call `subscribe`/`unsubscribe` while they hold a room's entry; so those two touch only the
+//! set of subscribed channels, never a channel's lock, and no cycle can form.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use chat_protocol::{MessageId, PresenceEvent};
-use dashmap::DashMap;
+use dashmap::{DashMap, DashSet};
 use futures::FutureExt;
 
 use super::{Broker, BrokerFuture, HistoryEntry, HistoryLimits, HistoryRange, Inbound};
@@ -23,11 +27,11 @@ pub struct MemoryBroker {
     inbound: Arc<dyn Inbound>,
     limits: HistoryLimits,
     channels: DashMap<String, Arc<Mutex<Channel>>>,
+    subscribed: DashSet<String>,
 }
 
 #[derive(Default)]
 struct Channel {
-    subscribed: bool,
     /// `None` until the first message, and again once history expired.
     epoch: Option<u64>,
     next_seq: u64,
@@ -51,6 +55,7 @@ impl MemoryBroker {
             inbound,
             limits,
             channels: DashMap::new(),
+            subscribed: DashSet::new(),
         }
     }
 
@@ -63,7 +68,7 @@ impl MemoryBroker {
         let channel = self.channel(name);
         let mut state = lock(&channel);
         let result = f(&mut state);
-        let empty = !state.subscribed && state.history.is_empty() && state.members.is_empty();
+        let empty = state.history.is_empty() && state.members.is_empty();
         drop(state);
         if empty {
             self.channels
@@ -72,8 +77,8 @@ impl MemoryBroker {
         result
     }
 
-    fn announce(&self, channel: &str, state: &Channel, event: PresenceEvent, sealed: &[u8]) {
-        if state.subscribed {
+    fn announce(&self, channel: &str, event: PresenceEvent, sealed: &[u8]) {
+        if self.subscribed.contains(channel) {
             let payload = relay::presence_payload(event, sealed);
             self.inbound.deliver(channel.as_bytes(), payload);
         }
@@ -113,7 +118,7 @@ impl Broker for MemoryBroker {
             while state.history.len() > limits.size {
                 state.history.pop_front();
             }
-            if state.subscribed {
+            if self.subscribed.contains(channel) {
                 let payload = relay::message_payload(id, &sealed_body);
                 self.inbound.deliver(channel.as_bytes(), payload);
             }
@@ -155,12 +160,12 @@ impl Broker for MemoryBroker {
     }
 
     fn subscribe(&self, channel: &str) -> BrokerFuture {
-        self.with_channel(channel, |state| state.subscribed = true);
+        self.subscribed.insert(channel.to_owned());
         ready(())
     }
 
     fn unsubscribe(&self, channel: &str) {
-        self.with_channel(channel, |state| state.subscribed = false);
+        self.subscribed.remove(channel);
     }
 
     fn is_ready(&self) -> bool {
@@ -171,7 +176,7 @@ impl Broker for MemoryBroker {
 impl Presence for MemoryBroker {
     fn add(&self, channel: &str, member: &str, sealed_name: Bytes) -> BrokerFuture {
         self.with_channel(channel, |state| {
-            self.announce(channel, state, PresenceEvent::Join, &sealed_name);
+            self.announce(channel, PresenceEvent::Join, &sealed_name);
             state.members.insert(member.to_owned(), sealed_name);
         });
         ready(())
@@ -180,7 +185,7 @@ impl Presence for MemoryBroker {
     fn remove(&self, channel: &str, member: &str) {
         self.with_channel(channel, |state| {
             if let Some(sealed_name) = state.members.remove(member) {
-                self.announce(channel, state, PresenceEvent::Leave, &sealed_name);
+                self.announce(channel, PresenceEvent::Leave, &sealed_name);
             }
         });
     }
