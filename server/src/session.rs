@@ -567,7 +567,12 @@ impl Session<'_> {
                 reference,
                 result: Err(error),
             } => {
-                let error = unavailable(&error, "message not sent", reference);
+                // A request Redis did not answer in time may still have been carried out.
+                let what = match error {
+                    BrokerError::Timeout => "not confirmed, it may have been published",
+                    _ => "message not sent",
+                };
+                let error = unavailable(&error, what, reference);
                 self.batch.push(error_frame(self.hub, error));
             }
         }
