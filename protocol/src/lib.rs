@@ -473,6 +473,22 @@ fn is_bidi_format(c: char) -> bool {
     matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
+/// Chat texts may be at most `max_bytes` long (the node's `--max-text-bytes`); emptiness is
+/// checked where the text is read.
+pub fn validate_text_size(text: &str, max_bytes: usize) -> Result<(), FrameError> {
+    if text.len() > max_bytes {
+        return Err(FrameError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "text of {} bytes exceeds the limit of {max_bytes} bytes",
+                text.len()
+            ),
+            None,
+        ));
+    }
+    Ok(())
+}
+
 fn truncate_chars(text: &str, max: usize) -> &str {
     match text.char_indices().nth(max) {
         Some((end, _)) => &text[..end],

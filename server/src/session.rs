@@ -449,16 +449,8 @@ impl Session<'_> {
         let Some(channel) = self.rooms.get(room) else {
             return self.reply_error(not_joined(room, reference));
         };
-        if text.len() > self.limits.max_text_bytes {
-            return self.reply_error(FrameError {
-                code: ErrorCode::TooLarge,
-                message: format!(
-                    "text of {} bytes exceeds the limit of {} bytes",
-                    text.len(),
-                    self.limits.max_text_bytes
-                ),
-                reference,
-            });
+        if let Err(error) = chat_protocol::validate_text_size(text, self.limits.max_text_bytes) {
+            return self.reply_error(FrameError { reference, ..error });
         }
         let pending = match self.flood.check(self.hub.metrics(), &self.name, room, text) {
             Check::Ready(Verdict::Allowed) if turn_is_free(&mut self.publish_turn) => {
