@@ -25,7 +25,7 @@
 //! hashes. Message and presence operations are Lua scripts (see [`super::scripts`]).
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -519,6 +519,8 @@ struct Link {
     publisher: MultiplexedConnection,
     /// Signalled by the subscriber's push handler when redis-rs reports the connection closed.
     lost: Arc<Notify>,
+    /// Messages the subscriber has delivered, so a busy subscriber is not mistaken for a dead one.
+    delivered: Arc<AtomicU64>,
 }
 
 struct Supervisor {
@@ -606,12 +608,15 @@ impl Supervisor {
 
     async fn connect(&self) -> Result<Link, RedisError> {
         let lost = Arc::new(Notify::new());
+        let delivered = Arc::new(AtomicU64::new(0));
         let base = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timing.command_timeout))
             .set_response_timeout(Some(self.timing.command_timeout));
-        let subscriber_config = base
-            .clone()
-            .set_push_sender(push_handler(self.inbound.clone(), lost.clone()));
+        let subscriber_config = base.clone().set_push_sender(push_handler(
+            self.inbound.clone(),
+            lost.clone(),
+            delivered.clone(),
+        ));
         let mut subscriber = self
             .client
             .get_multiplexed_async_connection_with_config(&subscriber_config)
@@ -630,6 +635,7 @@ impl Supervisor {
             subscriber,
             publisher,
             lost,
+            delivered,
         })
     }
 
@@ -729,12 +735,23 @@ impl Supervisor {
 
     async fn ping(&self, link: &mut Link) -> Result<(), String> {
         let timeout = self.timing.command_timeout;
-        for connection in [&mut link.subscriber, &mut link.publisher] {
-            match tokio::time::timeout(timeout, connection.ping::<String>()).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(error)) => return Err(format!("PING failed: {error}")),
-                Err(_) => return Err("PING timed out".into()),
+        let delivered = link.delivered.load(Ordering::Relaxed);
+        for (connection, subscriber) in [(&mut link.subscriber, true), (&mut link.publisher, false)]
+        {
+            let failure = match tokio::time::timeout(timeout, connection.ping::<String>()).await {
+                Ok(Ok(_)) => continue,
+                Ok(Err(error)) if !error.is_timeout() => {
+                    return Err(format!("PING failed: {error}"));
+                }
+                Ok(Err(_)) | Err(_) => "PING timed out",
+            };
+            // A burst of messages queues the subscriber's PONG behind them: a subscriber that
+            // kept delivering while its PONG was late is busy, not lost.
+            if subscriber && link.delivered.load(Ordering::Relaxed) != delivered {
+                log::debug!("Redis subscriber busy: PING answered late while delivering");
+                continue;
             }
+            return Err(failure.into());
         }
         Ok(())
     }
@@ -768,6 +785,7 @@ impl Supervisor {
 fn push_handler(
     inbound: Arc<dyn Inbound>,
     lost: Arc<Notify>,
+    delivered: Arc<AtomicU64>,
 ) -> impl Fn(PushInfo) -> Result<(), std::convert::Infallible> + Send + Sync + 'static {
     move |push: PushInfo| {
         match push.kind {
@@ -777,6 +795,7 @@ fn push_handler(
                     (data.next(), data.next())
                 {
                     inbound.deliver(&channel, payload);
+                    delivered.fetch_add(1, Ordering::Relaxed);
                 }
             }
             PushKind::Disconnection => lost.notify_one(),
