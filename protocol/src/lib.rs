@@ -10,6 +10,8 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+pub mod api;
+
 /// Limits that are part of the protocol itself; the size limits are server defaults that an
 /// operator may change.
 pub mod limits {

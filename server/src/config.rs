@@ -11,6 +11,7 @@ use std::time::Duration;
 use chat_protocol::limits;
 use clap::Parser;
 
+use crate::api::{ApiKeyError, ApiKeys, ApiLimits};
 use crate::broker::HistoryLimits;
 use crate::envelope::{KeyError, Keyring};
 
@@ -102,6 +103,27 @@ pub struct Config {
 
     #[command(flatten)]
     pub admission: crate::admission::AdmissionConfig,
+
+    /// Key of the HTTP API under /api, sent by clients as `Authorization: Bearer <key>`.
+    /// Repeat (or separate with commas) to rotate: any of them is accepted. Without a key the
+    /// API is off.
+    #[arg(
+        long = "api-key",
+        env = "CHAT_API_KEY",
+        value_delimiter = ',',
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub api_keys: Vec<String>,
+
+    /// Most messages in one POST /api/publish/batch.
+    #[arg(long, env = "CHAT_API_MAX_BATCH", default_value_t = 20_000)]
+    pub api_max_batch: usize,
+
+    /// Largest body of POST /api/publish/batch, in bytes [default: 1 KiB per message of
+    /// --api-max-batch, at least --max-frame-bytes].
+    #[arg(long, env = "CHAT_API_MAX_BODY_BYTES")]
+    pub api_max_body_bytes: Option<usize>,
 }
 
 /// Why the configuration cannot run.
@@ -119,6 +141,8 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("invalid --api-key: {0}")]
+    InvalidApiKey(#[from] ApiKeyError),
     #[error("--node-id must be 1 to 64 printable characters other than '|'")]
     InvalidNodeId,
     #[error("--{0} must be at least 1")]
@@ -176,6 +200,8 @@ impl Config {
             ("max-in-flight", self.max_in_flight),
             ("max-rooms-per-connection", self.max_rooms_per_connection),
             ("history-max-age-secs", self.history_max_age_secs as usize),
+            ("api-max-batch", self.api_max_batch),
+            ("api-max-body-bytes", self.api_max_body_bytes.unwrap_or(1)),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));
@@ -191,6 +217,26 @@ impl Config {
         HistoryLimits {
             size: self.history_size,
             max_age: Duration::from_secs(self.history_max_age_secs),
+        }
+    }
+
+    /// The API keys; `None` when the API is off.
+    pub fn api_keys(&self) -> Result<Option<ApiKeys>, ConfigError> {
+        Ok(ApiKeys::new(&self.api_keys)?)
+    }
+
+    pub fn api_limits(&self) -> ApiLimits {
+        ApiLimits {
+            max_batch: self.api_max_batch,
+            // A budget of 1 KiB per message: room for typical messages, while a body of many
+            // long texts is refused before the node buffers it.
+            max_batch_body_bytes: self.api_max_body_bytes.unwrap_or_else(|| {
+                self.api_max_batch
+                    .saturating_mul(1024)
+                    .max(self.max_frame_bytes)
+            }),
+            max_message_body_bytes: self.max_frame_bytes,
+            max_text_bytes: self.max_text_bytes,
         }
     }
 
@@ -250,6 +296,28 @@ mod tests {
         let error = config.keyring().unwrap_err().to_string();
         assert!(!error.contains("c2VjcmV0"), "{error}");
         assert!(error.contains("32 bytes"), "{error}");
+    }
+
+    #[test]
+    fn the_api_is_off_without_a_key_and_refuses_weak_ones_without_echoing_them() {
+        assert!(parse(&[]).api_keys().unwrap().is_none());
+        let error = parse(&["--api-key", "hunter2"]).api_keys().unwrap_err();
+        assert!(!error.to_string().contains("hunter2"), "{error}");
+        let keys = parse(&["--api-key", "first-key-0123456789,second-key-0123456789"]);
+        assert_eq!(keys.api_keys().unwrap().unwrap().count(), 2);
+    }
+
+    #[test]
+    fn the_batch_body_limit_follows_the_batch_limit() {
+        let limits = parse(&[]).api_limits();
+        assert_eq!(limits.max_batch, 20_000);
+        assert_eq!(limits.max_batch_body_bytes, 20_000 * 1024);
+        assert_eq!(limits.max_message_body_bytes, 65_536);
+        let small = parse(&["--api-max-batch", "10"]).api_limits();
+        assert_eq!(small.max_batch_body_bytes, 65_536, "at least one frame");
+        let explicit = parse(&["--api-max-body-bytes", "5000"]).api_limits();
+        assert_eq!(explicit.max_batch_body_bytes, 5000);
+        assert!(parse(&["--api-max-batch", "0"]).validate().is_err());
     }
 
     #[test]

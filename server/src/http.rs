@@ -1,5 +1,5 @@
-//! Everything a node serves on its one port: the WebSocket endpoint, the page, health, readiness
-//! and metrics.
+//! Everything a node serves on its one port: the WebSocket endpoint, the page, health, readiness,
+//! metrics and the HTTP API (its own module, nested under `/api`).
 //!
 //! The WebSocket upgrade is done by hand (hyper's upgrade plus tungstenite's accept key) rather
 //! than through axum's `ws` extractor, so that the node uses the same tungstenite as the load
@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admission::{Admission, Handshake};
+use crate::api::{self, Api};
 use crate::handshake::Peer;
 use crate::hub::Hub;
 use crate::session::{self, SessionLimits};
@@ -49,6 +50,8 @@ struct Page;
 #[derive(Clone)]
 pub struct AppState {
     pub hub: Arc<Hub>,
+    /// The HTTP API, when the node has an API key.
+    pub api: Option<Arc<Api>>,
     pub limits: SessionLimits,
     pub admission: Arc<Admission>,
     pub max_frame_bytes: usize,
@@ -64,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readiness))
         .route("/metrics", get(metrics))
+        .nest("/api", api::router(state.api.clone()))
         .route("/", get(|headers: HeaderMap| async move { asset("index.html", &headers) }))
         .route(
             "/{file}",

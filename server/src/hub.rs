@@ -200,6 +200,11 @@ impl Hub {
         .shared()
     }
 
+    /// How many connections on this node are members of the room behind `channel`.
+    pub fn local_members(&self, channel: &str) -> usize {
+        self.rooms.member_count(channel)
+    }
+
     pub fn leave(&self, channel: &str, member: MemberId) {
         self.presence.remove(channel, &self.presence_key(member));
         self.rooms

@@ -6,6 +6,7 @@
 //! - [`config`]: flags and environment variables;
 //! - [`node`]: assembling and running a node, graceful shutdown;
 //! - [`http`]: the one port: `/ws`, the page, `/healthz`, `/readyz`, `/metrics`;
+//! - [`api`]: the HTTP API under `/api`: publish and batch publish, room and node figures;
 //! - [`session`]: one WebSocket connection;
 //! - [`hub`]: join, leave and publish, for sessions;
 //! - [`rooms`]: local membership, fan-out and gap detection;
@@ -20,6 +21,7 @@
 //! - [`limit_metrics`]: the series of those limits.
 
 pub mod admission;
+pub mod api;
 pub mod auth;
 pub mod broker;
 pub mod config;

@@ -158,6 +158,20 @@ impl Metrics {
         }
     }
 
+    /// Error frames sent so far, by code.
+    pub fn errors_by_code(&self) -> impl Iterator<Item = (ErrorCode, u64)> + '_ {
+        self.errors
+            .iter()
+            .map(|(code, counter)| (*code, counter.get()))
+    }
+
+    /// Registers series that another module owns, so that they are served with these.
+    pub fn register(&self, collector: impl prometheus::core::Collector + 'static) {
+        self.registry
+            .register(Box::new(collector))
+            .unwrap_or_else(|e| unreachable!("metric names are unique: {e}"));
+    }
+
     /// Counts a connection the server closed with `code` (off the hot path: label lookup).
     pub fn close(&self, code: u16) {
         self.closes.with_label_values(&[&code.to_string()]).inc();

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admission::Admission;
+use crate::api::Api;
 use crate::broker::redis::{RedisOptions, RedisTiming};
 use crate::broker::{MemoryBroker, RedisBroker, SharedBroker};
 use crate::config::Config;
@@ -38,6 +39,7 @@ const RETIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     config.validate()?;
     let keyring = Arc::new(config.keyring()?);
+    let api_keys = config.api_keys()?;
     let node_id = config.node_id()?;
     let metrics = Arc::new(Metrics::new());
     let (recovery, recovery_requests) = tokio::sync::mpsc::unbounded_channel();
@@ -100,6 +102,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         history: config.history(),
     }));
     tokio::spawn(hub.clone().recover(recovery_requests));
+    let api = api_keys.map(|keys| {
+        log::info!("HTTP API on at /api, {} key(s)", keys.count());
+        Arc::new(Api::new(
+            hub.clone(),
+            keys,
+            config.api_limits(),
+            shutdown.clone(),
+        ))
+    });
 
     let listener =
         bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -111,6 +122,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let sessions = TaskTracker::new();
     let state = AppState {
         hub,
+        api,
         limits: SessionLimits {
             max_text_bytes: config.max_text_bytes,
             outbound_queue: config.outbound_queue,

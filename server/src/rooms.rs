@@ -274,6 +274,11 @@ impl Rooms {
         }
     }
 
+    /// How many local members the room behind `channel` has.
+    pub fn member_count(&self, channel: &str) -> usize {
+        self.rooms.get(channel).map_or(0, |room| room.members.len())
+    }
+
     /// A new room learned that `last` is the newest message in history: it delivers what it
     /// held back that came after, and goes live.
     pub fn positioned(&self, channel: &str, generation: u64, last: Option<MessageId>) {

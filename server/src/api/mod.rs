@@ -1,0 +1,505 @@
+//! The HTTP API under `/api`: backends publish into rooms, operators read room and node figures.
+//!
+//! A message published here takes the same path as a WebSocket `send`: it is checked by the
+//! same rules, then stamped, serialized once and sealed by the hub, and handed to the broker.
+//! A batch queues every message before it awaits any, so the Redis broker sends them in a few
+//! large pipelines, in request order; then each message's outcome is collected, in order.
+//!
+//! The API is off unless the node has an API key; then every `/api/…` path answers 404.
+//! With a key, every request needs `Authorization: Bearer <key>`, checked before anything else
+//! is looked at, so that callers without the key learn nothing about the node.
+
+mod auth;
+mod body;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chat_protocol::api::{ApiError, BatchReply, ErrorReply, Outcome, Publish, Published, code};
+use chat_protocol::{ErrorCode, FrameError, MessageId, validate_room};
+use prometheus::{IntCounter, IntCounterVec, Opts};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio_util::sync::CancellationToken;
+
+use auth::Denied;
+pub use auth::{ApiKeyError, ApiKeys};
+
+use crate::broker::BrokerError;
+use crate::broker::BrokerFuture;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+
+/// Limits of API requests.
+#[derive(Debug, Clone)]
+pub struct ApiLimits {
+    /// Most messages in one batch.
+    pub max_batch: usize,
+    /// Largest body of a batch, in bytes.
+    pub max_batch_body_bytes: usize,
+    /// Largest body of a single publish, in bytes: the WebSocket frame limit, so that whatever
+    /// a client may send over a WebSocket may be sent here too.
+    pub max_message_body_bytes: usize,
+    /// Largest chat text, in bytes.
+    pub max_text_bytes: usize,
+}
+
+/// The API of one node.
+pub struct Api {
+    hub: Arc<Hub>,
+    keys: ApiKeys,
+    limits: ApiLimits,
+    metrics: ApiMetrics,
+    /// Cancelled when the node begins to shut down; from then on nothing new is published.
+    shutdown: CancellationToken,
+}
+
+impl Api {
+    pub fn new(
+        hub: Arc<Hub>,
+        keys: ApiKeys,
+        limits: ApiLimits,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let metrics = ApiMetrics::new(hub.metrics());
+        Api {
+            hub,
+            keys,
+            limits,
+            metrics,
+            shutdown,
+        }
+    }
+
+    /// Refuses to publish while nothing could be published.
+    fn check_ready(&self) -> Result<(), Failure> {
+        if self.shutdown.is_cancelled() {
+            Err(Failure::unavailable("the node is shutting down".to_owned()))
+        } else if !self.hub.is_ready() {
+            Err(Failure::unavailable(format!(
+                "{}; nothing was published",
+                BrokerError::Disconnected
+            )))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Hands every valid message to the hub at once, without awaiting anything: the broker
+    /// fixes their order now, and a dropped request cannot leave a batch half queued.
+    fn queue(&self, messages: &[&RawValue]) -> Vec<Result<BrokerFuture<MessageId>, FrameError>> {
+        // Messages of a batch usually share a few rooms: format each room's channel once.
+        let mut channels: HashMap<String, String> = HashMap::new();
+        messages
+            .iter()
+            .map(|raw| {
+                let message = body::parse_message(raw.get(), self.limits.max_text_bytes)?;
+                if !channels.contains_key(message.room.as_ref()) {
+                    let channel = self.hub.channel(&message.room);
+                    channels.insert(message.room.to_string(), channel);
+                }
+                Ok(self.publish(&channels[message.room.as_ref()], &message))
+            })
+            .collect()
+    }
+
+    fn publish(&self, channel: &str, message: &Publish<'_>) -> BrokerFuture<MessageId> {
+        self.hub
+            .publish(channel, &message.room, &message.from, &message.text)
+    }
+
+    /// Counts published and refused messages.
+    fn count(&self, accepted: usize, failed: usize) {
+        let accepted = u64::try_from(accepted).unwrap_or(u64::MAX);
+        let failed = u64::try_from(failed).unwrap_or(u64::MAX);
+        self.hub.metrics().messages_in.inc_by(accepted);
+        self.metrics.accepted.inc_by(accepted);
+        self.metrics.failed.inc_by(failed);
+    }
+}
+
+/// The routes under `/api`: the endpoints with an API, a 404 for everything without one.
+pub fn router<S>(api: Option<Arc<Api>>) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let Some(api) = api else {
+        return Router::new().fallback(async || {
+            Failure::not_found("the HTTP API is off on this node (it has no --api-key)")
+        });
+    };
+    Router::new()
+        .route("/publish", post(publish))
+        .route("/publish/batch", post(publish_batch))
+        .route("/rooms/{room}", get(room))
+        .route("/stats", get(stats))
+        .method_not_allowed_fallback(async || Failure::method_not_allowed())
+        .fallback(async || Failure::not_found("no such API endpoint"))
+        .layer(middleware::from_fn_with_state(api.clone(), gate))
+        .with_state(api)
+}
+
+/// Lets in only requests with a valid key, and counts every request by endpoint and status.
+async fn gate(State(api): State<Arc<Api>>, request: Request, next: Next) -> Response {
+    let endpoint = endpoint(request.uri().path());
+    let response = match api.keys.check(request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(denied) => Failure::unauthorized(denied).into_response(),
+    };
+    // Per request, not per message: a label lookup is cheap enough here.
+    api.metrics
+        .requests
+        .with_label_values(&[endpoint, response.status().as_str()])
+        .inc();
+    response
+}
+
+/// The endpoint label of a path, with or without the `/api` prefix.
+fn endpoint(path: &str) -> &'static str {
+    match path.strip_prefix("/api").unwrap_or(path) {
+        "/publish" => "publish",
+        "/publish/batch" => "publish_batch",
+        "/stats" => "stats",
+        rest if rest.starts_with("/rooms/") => "rooms",
+        _ => "other",
+    }
+}
+
+/// `POST /api/publish`: one message; answers its id once the broker accepted it.
+async fn publish(State(api): State<Arc<Api>>, request: Request) -> Result<Response, Failure> {
+    let (parts, body) = request.into_parts();
+    let body = body::read_json(&parts.headers, body, api.limits.max_message_body_bytes).await?;
+    let message = match body::parse_message(body::utf8(&body)?, api.limits.max_text_bytes) {
+        Ok(message) => message,
+        Err(error) => {
+            api.count(0, 1);
+            return Err(Failure::invalid_message(error));
+        }
+    };
+    api.check_ready()?;
+    let outcome = settle(api.publish(&api.hub.channel(&message.room), &message)).await;
+    match outcome {
+        Ok(id) => {
+            api.count(1, 0);
+            Ok(json(StatusCode::OK, &Published { id: id.into() }))
+        }
+        Err(error) => {
+            api.count(0, 1);
+            Err(Failure::unavailable(error.message))
+        }
+    }
+}
+
+/// `POST /api/publish/batch`: up to the batch limit of messages; answers every message's
+/// outcome, in request order, once each was accepted or refused.
+async fn publish_batch(State(api): State<Arc<Api>>, request: Request) -> Result<Response, Failure> {
+    let (parts, body) = request.into_parts();
+    let body = body::read_json(&parts.headers, body, api.limits.max_batch_body_bytes).await?;
+    let batch = body::parse_batch(body::utf8(&body)?, api.limits.max_batch)
+        .map_err(|error| Failure::bad_request(format!("invalid batch: {error}")))?;
+    if batch.count > api.limits.max_batch {
+        return Err(Failure::too_many_messages(
+            batch.count,
+            api.limits.max_batch,
+        ));
+    }
+    api.check_ready()?;
+    let queued = api.queue(&batch.messages);
+    let mut reply = BatchReply {
+        accepted: 0,
+        failed: 0,
+        results: Vec::with_capacity(queued.len()),
+    };
+    for publication in queued {
+        let outcome = match publication {
+            Ok(publication) => settle(publication).await,
+            Err(invalid) => Err(invalid),
+        };
+        reply.results.push(match outcome {
+            Ok(id) => {
+                reply.accepted += 1;
+                Outcome::Published(Published { id: id.into() })
+            }
+            Err(error) => {
+                reply.failed += 1;
+                Outcome::Failed(ErrorReply {
+                    error: error.into(),
+                })
+            }
+        });
+    }
+    api.count(reply.accepted, reply.failed);
+    Ok(json(StatusCode::OK, &reply))
+}
+
+/// The id of a published message once the broker accepted it, or why it did not.
+async fn settle(publication: BrokerFuture<MessageId>) -> Result<String, FrameError> {
+    match publication.await {
+        Ok(id) => Ok(id.to_string()),
+        Err(error) => Err(FrameError {
+            code: ErrorCode::Unavailable,
+            message: format!("message not published: {error}; try again shortly"),
+            reference: None,
+        }),
+    }
+}
+
+/// Who is in a room.
+#[derive(Serialize)]
+struct RoomReply<'a> {
+    room: &'a str,
+    /// The distinct names of the room's members on every node, sorted.
+    members: Vec<String>,
+    /// Connections on this node that joined the room.
+    subscribers: usize,
+}
+
+/// `GET /api/rooms/{room}`: who is in a room. Rooms exist implicitly, so any valid name has an
+/// answer; an empty room has no members.
+async fn room(
+    State(api): State<Arc<Api>>,
+    room: Result<Path<String>, PathRejection>,
+) -> Result<Response, Failure> {
+    // A path that does not even decode to text cannot be a valid room name.
+    let room = room.map_or_else(|_| String::new(), |Path(room)| room);
+    validate_room(&room).map_err(|message| {
+        Failure::invalid_message(FrameError {
+            code: ErrorCode::InvalidRoom,
+            message,
+            reference: None,
+        })
+    })?;
+    let channel = api.hub.channel(&room);
+    let members = api.hub.members(&channel).await.map_err(|error| {
+        Failure::unavailable(format!("members unknown: {error}; try again shortly"))
+    })?;
+    let reply = RoomReply {
+        room: &room,
+        members,
+        subscribers: api.hub.local_members(&channel),
+    };
+    Ok(json(StatusCode::OK, &reply))
+}
+
+/// This node's counters, as in `/metrics` but as one JSON object.
+#[derive(Serialize)]
+struct StatsReply<'a> {
+    node: &'a str,
+    ready: bool,
+    connections: i64,
+    connections_total: u64,
+    rooms: i64,
+    messages_in: u64,
+    messages_out: u64,
+    backplane_messages: u64,
+    api_messages_accepted: u64,
+    api_messages_failed: u64,
+    /// Error frames sent to WebSocket clients, by code.
+    errors: BTreeMap<&'static str, u64>,
+    decrypt_failures: u64,
+    slow_consumer_closes: u64,
+    redis_reconnects: u64,
+}
+
+/// `GET /api/stats`.
+async fn stats(State(api): State<Arc<Api>>) -> Response {
+    let metrics = api.hub.metrics();
+    let reply = StatsReply {
+        node: api.hub.node_id(),
+        ready: api.hub.is_ready() && !api.shutdown.is_cancelled(),
+        connections: metrics.connections.get(),
+        connections_total: metrics.connections_total.get(),
+        rooms: metrics.rooms.get(),
+        messages_in: metrics.messages_in.get(),
+        messages_out: metrics.messages_out.get(),
+        backplane_messages: metrics.backplane_messages.get(),
+        api_messages_accepted: api.metrics.accepted.get(),
+        api_messages_failed: api.metrics.failed.get(),
+        errors: metrics
+            .errors_by_code()
+            .map(|(code, count)| (code.as_str(), count))
+            .collect(),
+        decrypt_failures: metrics.decrypt_failures.get(),
+        slow_consumer_closes: metrics.slow_consumer_closes.get(),
+        redis_reconnects: metrics.redis_reconnects.get(),
+    };
+    json(StatusCode::OK, &reply)
+}
+
+fn json(status: StatusCode, body: &impl Serialize) -> Response {
+    let bytes = serde_json::to_vec(body)
+        .unwrap_or_else(|error| unreachable!("API replies always serialize: {error}"));
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        bytes,
+    )
+        .into_response()
+}
+
+/// A refused request: an HTTP status and `{"error":{"code":…,"message":…}}`.
+#[derive(Debug)]
+struct Failure {
+    status: StatusCode,
+    error: ApiError<'static>,
+}
+
+impl Failure {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Failure {
+            status,
+            error: ApiError {
+                code: code.into(),
+                message: message.into().into(),
+            },
+        }
+    }
+
+    fn bad_request(message: String) -> Self {
+        Failure::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest.as_str(),
+            message,
+        )
+    }
+
+    /// A message that breaks the rules of a `send`, with the code a WebSocket client would get.
+    fn invalid_message(error: FrameError) -> Self {
+        Failure {
+            status: StatusCode::BAD_REQUEST,
+            error: error.into(),
+        }
+    }
+
+    fn body_too_large(limit: usize) -> Self {
+        Failure::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::TooLarge.as_str(),
+            format!("the request body exceeds the limit of {limit} bytes"),
+        )
+    }
+
+    fn too_many_messages(count: usize, max: usize) -> Self {
+        Failure::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::TooLarge.as_str(),
+            format!("a batch holds at most {max} messages; this one has {count}"),
+        )
+    }
+
+    fn unsupported_media_type() -> Self {
+        Failure::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code::UNSUPPORTED_MEDIA_TYPE,
+            "send the body as JSON with `Content-Type: application/json`",
+        )
+    }
+
+    fn unavailable(message: String) -> Self {
+        Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable.as_str(),
+            message,
+        )
+    }
+
+    fn unauthorized(denied: Denied) -> Self {
+        let message = match denied {
+            Denied::Missing => "send the API key as `Authorization: Bearer <key>`",
+            Denied::WrongKey => "the API key is not valid",
+        };
+        Failure::new(StatusCode::UNAUTHORIZED, code::UNAUTHORIZED, message)
+    }
+
+    fn not_found(message: &'static str) -> Self {
+        Failure::new(StatusCode::NOT_FOUND, code::NOT_FOUND, message)
+    }
+
+    fn method_not_allowed() -> Self {
+        Failure::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            code::METHOD_NOT_ALLOWED,
+            "this endpoint does not take this method",
+        )
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let mut response = json(self.status, &ErrorReply { error: self.error });
+        let headers = response.headers_mut();
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"chat-server\""),
+            );
+        }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// The API's series, registered with the node's other metrics.
+struct ApiMetrics {
+    /// Requests by endpoint and HTTP status.
+    requests: IntCounterVec,
+    /// Messages published through the API.
+    accepted: IntCounter,
+    /// Messages the API refused (invalid, or the broker did not take them).
+    failed: IntCounter,
+}
+
+impl ApiMetrics {
+    fn new(metrics: &Metrics) -> Self {
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "chat_api_requests_total",
+                "HTTP API requests, by endpoint and status",
+            ),
+            &["endpoint", "status"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let messages = IntCounterVec::new(
+            Opts::new(
+                "chat_api_messages_total",
+                "Messages received through the HTTP API, by result",
+            ),
+            &["result"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let api_metrics = ApiMetrics {
+            requests: requests.clone(),
+            accepted: messages.with_label_values(&["accepted"]),
+            failed: messages.with_label_values(&["failed"]),
+        };
+        metrics.register(requests);
+        metrics.register(messages);
+        api_metrics
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::endpoint;
+
+    #[test]
+    fn endpoints_are_labelled_with_or_without_the_prefix() {
+        assert_eq!(endpoint("/api/publish"), "publish");
+        assert_eq!(endpoint("/publish/batch"), "publish_batch");
+        assert_eq!(endpoint("/api/rooms/lobby"), "rooms");
+        assert_eq!(endpoint("/api/stats"), "stats");
+        assert_eq!(endpoint("/api/nothing"), "other");
+    }
+}
