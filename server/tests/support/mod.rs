@@ -695,6 +695,18 @@ impl Node {
         http_get(self.addr, path).await
     }
 
+    /// A plain HTTP/1.1 request with `headers` and `body`, bounded by `timeout`.
+    pub async fn http(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout: Duration,
+    ) -> HttpResponse {
+        http_request(self.addr, method, path, headers, body, timeout).await
+    }
+
     pub async fn status_of(&self, path: &str) -> u16 {
         self.http_get(path).await.status
     }
@@ -792,21 +804,43 @@ impl HttpResponse {
 
 /// A minimal HTTP/1.1 GET with `Connection: close`, bounded by `STEP`.
 pub async fn http_get(addr: SocketAddr, path: &str) -> HttpResponse {
+    http_request(addr, "GET", path, &[], &[], STEP).await
+}
+
+/// A minimal HTTP/1.1 request with `Connection: close`, bounded by `timeout`. A body, if any,
+/// is sent with its `Content-Length`.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> HttpResponse {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await?;
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if !body.is_empty() {
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).await?;
+        // A server may answer (413) and close before it read the whole body: keep the answer.
+        let _ = stream.write_all(body).await;
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).await?;
         Ok::<_, std::io::Error>(raw)
     };
-    let raw = tokio::time::timeout(STEP, exchange)
+    let raw = tokio::time::timeout(timeout, exchange)
         .await
-        .unwrap_or_else(|_| panic!("GET {path} on {addr} timed out"))
-        .unwrap_or_else(|e| panic!("GET {path} on {addr}: {e}"));
+        .unwrap_or_else(|_| panic!("{method} {path} on {addr} timed out"))
+        .unwrap_or_else(|e| panic!("{method} {path} on {addr}: {e}"));
     parse_http_response(&raw).unwrap_or_else(|| {
         panic!(
-            "GET {path}: malformed response {:?}",
+            "{method} {path}: malformed response {:?}",
             String::from_utf8_lossy(&raw)
         )
     })
