@@ -266,6 +266,9 @@ async fn nodes_configured_only_through_the_environment_join_the_cluster() {
         ("CHAT_REDIS_PREFIX", "custom"),
     ])
     .await;
+    for node in [&by_flags, &by_env, &by_key_file] {
+        node.wait_ready().await;
+    }
     let mut flagged = member(&by_flags, "node-flags", "flagged", "env").await;
     let mut envied = member(&by_env, "node-env", "envied", "env").await;
     let mut filed = member(&by_key_file, "node-key-file", "filed", "env").await;

@@ -535,11 +535,16 @@ impl Node {
     /// Starts a node with `args` and waits until it reports ready.
     async fn spawn_ready(args: &[String]) -> Node {
         let node = Node::spawn(args, &[]).await;
+        node.wait_ready().await;
+        node
+    }
+
+    /// Waits until the node reports ready (connected to Redis; it listens before that).
+    pub async fn wait_ready(&self) {
         wait_until("the node is connected to Redis", STEP, async || {
-            node.status_of("/readyz").await == 200
+            self.status_of("/readyz").await == 200
         })
         .await;
-        node
     }
 
     /// Starts `chat-server` with `args` and extra environment `env` (no other `CHAT_*`
