@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -34,6 +34,7 @@ pub use auth::{ApiKeyError, ApiKeys};
 
 use crate::broker::BrokerError;
 use crate::broker::BrokerFuture;
+use crate::handshake::Peer;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 
@@ -150,7 +151,14 @@ where
 async fn gate(State(api): State<Arc<Api>>, request: Request, next: Next) -> Response {
     let endpoint = endpoint(request.uri().path());
     let response = match api.keys.check(request.headers()) {
-        Ok(()) => next.run(request).await,
+        Ok(()) => {
+            // A backend that proved its key is no slowloris: its connection may outlive the
+            // handshake deadline, to upload a large batch or to be kept alive for the next one.
+            if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<Peer>>() {
+                peer.upgraded.done();
+            }
+            next.run(request).await
+        }
         Err(denied) => Failure::unauthorized(denied).into_response(),
     };
     // Per request, not per message: a label lookup is cheap enough here.
