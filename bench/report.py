@@ -11,7 +11,7 @@ import os
 import platform
 import sys
 
-MODES = ["few-clients", "many-clients", "saturation"]
+MODES = ["few-clients", "many-clients", "saturation", "http-ingest"]
 
 
 def machine():
@@ -128,6 +128,15 @@ def markdown(results, m, duration):
             f"| {r['redis_peak_rss_mib']:.0f} | {r['server_cpu_secs_per_million']} "
             f"| {r['client_cpu_secs_per_million']} |"
         )
+    ingest = results["http-ingest"]
+    lines += [
+        "",
+        f"HTTP ingest: {fmt_rate(ingest['sends_per_sec'])} messages/s accepted through "
+        "`POST /api/publish/batch` on node 1 (its sends/s: ws-client's defaults, batches of "
+        "20,000 and 2 requests in flight, the 2 feeders counted among its clients), "
+        f"{fmt_rate(ingest['deliveries_per_sec'])} deliveries/s to the WebSocket members on "
+        "the three nodes; latency runs from stamping a message into its batch to its arrival.",
+    ]
     many = results["many-clients"]
     if "node_rss_kib_per_connection" in many:
         lines += [

@@ -33,6 +33,10 @@ if ((!quick)); then
   command -v python3 >/dev/null || { echo "bench: python3 is needed to write the report" >&2; exit 2; }
 fi
 
+# The nodes' HTTP API key; ws-client's http-ingest mode reads it from the environment too.
+CHAT_API_KEY=$(openssl rand -base64 32)
+export CHAT_API_KEY
+
 if ((quick)); then
   profile=debug
   cargo build --locked -q -p chat-server -p ws-client
@@ -163,6 +167,7 @@ if ((quick)); then
   run_mode few-clients --mode few-clients --clients 10 --ramp 100 --duration 2
   run_mode many-clients --mode many-clients --clients 100 --ramp 1000 --interval-ms 2000 --duration 2
   run_mode saturation --mode saturation --clients 4 --in-flight 2 --duration 2
+  run_mode http-ingest --mode http-ingest --clients 4 --batch 200 --duration 2
   if ((failures)); then
     echo "bench --quick: $failures mode(s) failed" >&2
     exit 1
@@ -174,6 +179,7 @@ fi
 run_mode few-clients --mode few-clients --duration "$duration"
 run_mode many-clients --mode many-clients --duration "$duration"
 run_mode saturation --mode saturation --clients "$saturation_clients" --duration "$duration"
+run_mode http-ingest --mode http-ingest --duration "$duration"
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 mkdir -p bench/results

@@ -83,6 +83,14 @@ pub struct Args {
     /// Write the per-interval series and a final summary row as CSV.
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
+
+    /// Key of the nodes' HTTP API, for http-ingest mode.
+    #[arg(long, env = "CHAT_API_KEY", hide_env_values = true, value_name = "KEY")]
+    pub api_key: Option<String>,
+
+    /// Messages per POST /api/publish/batch in http-ingest mode.
+    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    pub batch: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -94,6 +102,9 @@ pub enum Mode {
     ManyClients,
     /// 100 clients, each sending as fast as acks allow with a bounded window in flight.
     Saturation,
+    /// 10 clients that only read, fed through the first node's HTTP API: batches of `--batch`
+    /// messages posted as fast as replies allow, `--in-flight` requests at a time.
+    HttpIngest,
 }
 
 impl Mode {
@@ -102,6 +113,7 @@ impl Mode {
             Mode::FewClients => "few-clients",
             Mode::ManyClients => "many-clients",
             Mode::Saturation => "saturation",
+            Mode::HttpIngest => "http-ingest",
         }
     }
 }
@@ -113,6 +125,8 @@ pub enum Pace {
     Every(Duration),
     /// Refill the window whenever a reply arrives.
     AckPaced,
+    /// Never: the clients only read (messages come through the HTTP API).
+    Listen,
 }
 
 /// The resolved run.
@@ -130,6 +144,21 @@ pub struct Plan {
     pub drain: Duration,
     pub name_prefix: String,
     pub source_addresses: u8,
+    /// The HTTP API key and batch size, in http-ingest mode.
+    pub ingest: Option<Ingest>,
+}
+
+/// How http-ingest mode feeds the cluster.
+#[derive(Clone)]
+pub struct Ingest {
+    pub api_key: String,
+    pub batch: usize,
+}
+
+impl std::fmt::Debug for Ingest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Ingest {{ batch: {}, api_key: <redacted> }}", self.batch)
+    }
 }
 
 impl Args {
@@ -138,6 +167,7 @@ impl Args {
             Mode::FewClients => (None, 10.0, Some(30), 64),
             Mode::ManyClients => (None, 100.0, Some(5_000), 64),
             Mode::Saturation => (Some(100), 100.0, None, 8),
+            Mode::HttpIngest => (Some(10), 100.0, None, 2),
         };
         let clients = self.clients.or(clients);
         let ramp = self.ramp.unwrap_or(ramp);
@@ -146,6 +176,7 @@ impl Args {
         }
         let pace = match (self.mode, self.interval_ms.or(interval_ms)) {
             (Mode::Saturation, _) => Pace::AckPaced,
+            (Mode::HttpIngest, _) => Pace::Listen,
             (_, Some(0)) => bail!("--interval-ms must be at least 1"),
             (_, Some(ms)) => Pace::Every(Duration::from_millis(ms)),
             (_, None) => unreachable!("schedule modes have a default interval"),
@@ -177,6 +208,17 @@ impl Args {
         {
             bail!("--name-prefix takes up to 20 characters of A-Z, a-z, 0-9, '-', '_', '.'");
         }
+        let ingest = match (self.mode, &self.api_key) {
+            (Mode::HttpIngest, None) => {
+                bail!("http-ingest mode needs the nodes' API key: --api-key or CHAT_API_KEY")
+            }
+            (Mode::HttpIngest, Some(_)) if self.batch == 0 => bail!("--batch must be at least 1"),
+            (Mode::HttpIngest, Some(key)) => Some(Ingest {
+                api_key: key.clone(),
+                batch: self.batch,
+            }),
+            _ => None,
+        };
         let secs = |value: f64, flag: &str| {
             Duration::try_from_secs_f64(value)
                 .with_context(|| format!("{flag} must be a non-negative number of seconds"))
@@ -194,6 +236,7 @@ impl Args {
             drain: secs(self.drain_secs, "--drain-secs")?,
             name_prefix: self.name_prefix.clone(),
             source_addresses: self.source_addresses,
+            ingest,
         })
     }
 }
@@ -221,6 +264,11 @@ mod tests {
         let sat = plan(&["--mode", "saturation", "--in-flight", "4"]).unwrap();
         assert!(matches!(sat.pace, Pace::AckPaced));
         assert_eq!((sat.clients, sat.in_flight), (Some(100), 4));
+
+        let ingest = plan(&["--mode", "http-ingest", "--api-key", "k"]).unwrap();
+        assert!(matches!(ingest.pace, Pace::Listen));
+        assert_eq!((ingest.clients, ingest.in_flight), (Some(10), 2));
+        assert_eq!(ingest.ingest.map(|i| i.batch), Some(20_000));
     }
 
     #[test]
@@ -233,6 +281,8 @@ mod tests {
             &["--duration", "-1"],
             &["--room-prefix", "no spaces"],
             &["--name-prefix", "a&b"],
+            &["--mode", "http-ingest"],
+            &["--mode", "http-ingest", "--api-key", "k", "--batch", "0"],
         ] {
             assert!(plan(args).is_err(), "{args:?}");
         }

@@ -65,6 +65,16 @@ impl Target {
         })
     }
 
+    /// The node's address, for plain HTTP requests to it.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `host:port` as the URL gave it, for the `Host` header.
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
     fn request(&self, name: &str) -> String {
         let separator = if self.path.contains('?') { '&' } else { '?' };
         format!("ws://{}{}{separator}name={name}", self.authority, self.path)

@@ -8,6 +8,7 @@
 mod client;
 mod config;
 mod connect;
+mod ingest;
 mod ledger;
 mod payload;
 mod report;

@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use crate::client::{self, Outcome, Phase, Shared};
 use crate::config::Plan;
 use crate::connect::Target;
+use crate::ingest;
 use crate::ledger::RoomLedger;
 use crate::report::{Latency, Report, Summary};
 use crate::stats::{self, Board, Row};
@@ -40,6 +41,10 @@ pub async fn run(plan: Plan, open_file_limit: u64) -> anyhow::Result<Report> {
 
     let deadline = tokio::time::Instant::from_std(start + plan.duration);
     let clients = add_clients(&shared, &phase_rx, deadline).await;
+    let feeders = match &plan.ingest {
+        Some(ingest) => ingest::start(&shared, ingest, &phase_rx),
+        None => Vec::new(),
+    };
     tokio::time::sleep_until(deadline).await;
     let sending = start.elapsed();
     let _ = phase_tx.send(Phase::Draining);
@@ -48,6 +53,15 @@ pub async fn run(plan: Plan, open_file_limit: u64) -> anyhow::Result<Report> {
 
     let mut outcomes = Vec::with_capacity(clients.len());
     let collect_by = tokio::time::Instant::now() + COLLECT_TIMEOUT;
+    for mut feeder in feeders {
+        // A feeder still waiting for a reply settles nothing more; its messages stay unknown.
+        if tokio::time::timeout_at(collect_by, &mut feeder)
+            .await
+            .is_err()
+        {
+            feeder.abort();
+        }
+    }
     for mut handle in clients {
         match tokio::time::timeout_at(collect_by, &mut handle).await {
             Ok(Ok(outcome)) => outcomes.push(outcome),
