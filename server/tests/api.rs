@@ -367,19 +367,28 @@ async fn bad_requests_get_precise_statuses_and_json_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rooms_count_this_nodes_subscribers() {
+async fn rooms_list_members_and_count_this_nodes_subscribers() {
     let node = api_node(&[]).await;
     let room = |name: &str| format!("/api/rooms/{name}");
     let _a = member(&node, SOLO, "a", "count").await;
     let mut b = member(&node, SOLO, "b", "count").await;
     let reply = body(&get(&node, &room("count")).await);
-    assert_eq!(reply, json!({"room": "count", "subscribers": 2}));
+    assert_eq!(
+        reply,
+        json!({"room": "count", "members": ["a", "b"], "subscribers": 2})
+    );
     b.leave("count").await;
     let reply = body(&get(&node, &room("count")).await);
-    assert_eq!(reply["subscribers"], 1);
+    assert_eq!(
+        (&reply["members"], &reply["subscribers"]),
+        (&json!(["a"]), &json!(1))
+    );
     // Rooms exist implicitly: an empty one is no error.
     let reply = body(&get(&node, &room("empty.room")).await);
-    assert_eq!(reply, json!({"room": "empty.room", "subscribers": 0}));
+    assert_eq!(
+        reply,
+        json!({"room": "empty.room", "members": [], "subscribers": 0})
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,8 +32,7 @@ use tokio_util::sync::CancellationToken;
 use auth::Denied;
 pub use auth::{ApiKeyError, ApiKeys};
 
-use crate::broker::BrokerError;
-use crate::broker::BrokerFuture;
+use crate::broker::{BrokerError, BrokerFuture};
 use crate::handshake::Peer;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
