@@ -223,6 +223,8 @@ impl Session<'_> {
         let mut sending = *phase.borrow() == Phase::Sending;
         loop {
             tokio::select! {
+                // The phase first: a client flooded with deliveries must still notice the end.
+                biased;
                 changed = phase.changed() => {
                     let now = if changed.is_ok() { *phase.borrow() } else { Phase::Done };
                     sending = now == Phase::Sending;

@@ -17,8 +17,9 @@ use crate::stats::{self, Board, Row};
 
 /// Seconds between status lines, as in the original tool.
 const STATUS_EVERY: Duration = Duration::from_secs(3);
-/// How long clients get to hand in their counts after the run ended.
-const COLLECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long clients get to hand in their counts after the run ended; generous, because on a
+/// starved machine thousands of clients can take seconds to be scheduled once more.
+const COLLECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The drain ends once no delivery arrived for this long.
 const QUIET: Duration = Duration::from_secs(1);
 
