@@ -26,6 +26,8 @@ pub struct Metrics {
     pub backplane_messages: IntCounter,
     /// Gaps in a room's message ids seen on the backplane (each starts a resync).
     pub backplane_gaps: IntCounter,
+    /// Presence frames not queued because a member's queue was half full (a burst).
+    pub presence_dropped: IntCounter,
     /// Rooms that fetched missed messages from history (after a gap or a reconnect).
     pub resyncs: IntCounter,
     /// Backplane payloads dropped because they did not open (tampered, foreign key, garbage).
@@ -98,6 +100,10 @@ impl Metrics {
                 "chat_backplane_gaps_total",
                 "Gaps in a room's message ids seen on the backplane",
             ),
+            presence_dropped: counter(
+                "chat_presence_dropped_total",
+                "Presence frames dropped because a member's queue was half full",
+            ),
             resyncs: counter(
                 "chat_resyncs_total",
                 "Rooms that fetched missed messages from history",
@@ -136,6 +142,7 @@ impl Metrics {
             Box::new(self.backplane_messages.clone()),
             Box::new(self.backplane_gaps.clone()),
             Box::new(self.resyncs.clone()),
+            Box::new(self.presence_dropped.clone()),
             Box::new(self.decrypt_failures.clone()),
             Box::new(self.redis_reconnects.clone()),
             Box::new(self.broker_ready.clone()),

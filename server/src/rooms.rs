@@ -114,6 +114,15 @@ impl Outbox {
             Err(TrySendError::Closed(_)) => false,
         }
     }
+
+    /// Queues a presence frame only while the queue is at most half full; returns whether it
+    /// was queued. A burst of departures (a crashed node's members leave all at once) must not
+    /// close healthy connections as slow consumers, nor crowd out their messages: what does
+    /// not fit is dropped, and the member list is whole again at the next join.
+    fn offer_presence(&self, frame: &Utf8Bytes) -> bool {
+        self.queue.capacity() * 2 > self.queue.max_capacity()
+            && self.queue.try_send(frame.clone()).is_ok()
+    }
 }
 
 /// A local member of a room.
@@ -415,9 +424,12 @@ impl Rooms {
             name: name.into(),
         };
         let frame = Utf8Bytes::from(frame.to_json());
-        for member in room.members.values() {
-            member.outbox.offer(&frame);
-        }
+        let dropped = room
+            .members
+            .values()
+            .filter(|member| !member.outbox.offer_presence(&frame))
+            .count();
+        self.metrics.presence_dropped.inc_by(dropped as u64);
     }
 
     fn request_resync(&self, channel: &str, generation: u64, after: Option<MessageId>) {
@@ -758,6 +770,33 @@ mod tests {
             queue.try_recv().unwrap().as_str(),
             r#"{"type":"presence","room":"c","event":"leave","name":"Ada"}"#
         );
+    }
+
+    #[test]
+    fn presence_bursts_take_at_most_half_a_queue_and_close_nobody() {
+        let f = fixture();
+        let (outbox, mut queue) = Outbox::new(8);
+        let flag = outbox.overflowed().clone();
+        let mut generation = 0;
+        f.rooms.add(CHANNEL, "c", 1, member(outbox, None), |g| {
+            generation = g;
+            never_ready()
+        });
+        f.rooms.positioned(CHANNEL, generation, None);
+        let name = f.keyring.seal(&name_aad(CHANNEL), b"Ada");
+        for _ in 0..20 {
+            let leave = relay::presence_payload(PresenceEvent::Leave, &name);
+            f.rooms.deliver(CHANNEL.as_bytes(), leave);
+        }
+        assert_eq!(f.metrics.presence_dropped.get(), 16);
+        // Messages still have room, and nobody was flagged.
+        f.deliver(0);
+        assert!(!flag.is_cancelled());
+        let mut frames = 0;
+        while queue.try_recv().is_ok() {
+            frames += 1;
+        }
+        assert_eq!(frames, 5);
     }
 
     #[test]
