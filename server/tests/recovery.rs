@@ -174,15 +174,8 @@ async fn nodes(redis: &RedisServer, count: usize) -> Vec<Node> {
     for i in 0..count {
         let mut args = redis_node_args(redis, &format!("node-{i}"), &[&key]);
         // Users send faster than the default flood control allows one person.
-        let extra = [
-            "--history-size",
-            "1000",
-            "--send-rate",
-            "0",
-            "--name-send-rate",
-            "0",
-        ];
-        args.extend(extra.map(str::to_owned));
+        args.extend(["--history-size", "1000"].map(str::to_owned));
+        args.extend(support::NO_FLOOD_LIMITS.map(str::to_owned));
         let node = Node::spawn(&args, &[]).await;
         support::wait_until("the node is ready", support::STEP, async || {
             node.status_of("/readyz").await == 200

@@ -357,24 +357,17 @@ async fn metrics_count_connections_rooms_messages_and_errors() {
 async fn a_client_that_stops_reading_is_closed_without_slowing_its_room() {
     const MESSAGES: usize = 150;
     const TEXT_BYTES: usize = 60_000;
-    let node = Node::spawn(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--outbound-queue",
-            "64",
-            "--max-text-bytes",
-            &TEXT_BYTES.to_string(),
-            "--send-rate",
-            "0",
-            "--name-send-rate",
-            "0",
-            "--duplicate-window-ms",
-            "0",
-        ],
-        &[],
-    )
-    .await;
+    let text_bytes = TEXT_BYTES.to_string();
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--outbound-queue",
+        "64",
+        "--max-text-bytes",
+        &text_bytes,
+    ];
+    args.extend(support::NO_FLOOD_LIMITS);
+    let node = Node::spawn(&args, &[]).await;
     let mut stuck = node.client("stuck").await;
     stuck.join(ROOM).await;
     let mut alice = node.client("alice").await;
