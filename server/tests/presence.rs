@@ -80,6 +80,27 @@ async fn members_of_a_crashed_node_disappear_within_the_bound() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_under_its_id_clears_what_its_crash_left_behind() {
+    let mut cluster = cluster(2).await;
+    let mut alice = cluster.nodes[0].client("alice").await;
+    alice.join("lobby").await;
+    let mut bob = cluster.nodes[1].client("bob").await;
+    bob.join("lobby").await;
+    alice
+        .wait_presence(PresenceEvent::Join, "bob", support::STEP)
+        .await;
+    cluster.nodes[1].kill();
+    // Back at once, well before its old heartbeat would have expired.
+    cluster.nodes[1] =
+        support::Node::redis(&cluster.redis, "node-1", &[&support::key(support::KEY_A)]).await;
+    alice
+        .wait_presence(PresenceEvent::Leave, "bob", support::STEP)
+        .await;
+    let mut carol = cluster.nodes[1].client("carol").await;
+    assert_eq!(carol.join("lobby").await.members, ["alice", "carol"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_stopping_gracefully_takes_its_members_along_at_once() {
     let mut cluster = cluster(2).await;
     let mut alice = cluster.nodes[0].client("alice").await;

@@ -174,7 +174,8 @@ impl RedisBroker {
             commands: command_rx,
             wanted: HashSet::new(),
             address: address.clone(),
-            heartbeat: heartbeat(&nodes_key, &prefix, &node_id, NODE_TIMEOUT),
+            heartbeat: heartbeat(&nodes_key, &prefix, &node_id, NODE_TIMEOUT, false),
+            first_heartbeat: heartbeat(&nodes_key, &prefix, &node_id, NODE_TIMEOUT, true),
         };
         tokio::spawn(supervisor.run());
         Ok(RedisBroker {
@@ -350,7 +351,13 @@ impl Presence for RedisBroker {
     }
 
     fn retire(&self) -> BrokerFuture {
-        let cmd = heartbeat(&self.nodes_key, &self.prefix, &self.node_id, Duration::ZERO);
+        let cmd = heartbeat(
+            &self.nodes_key,
+            &self.prefix,
+            &self.node_id,
+            Duration::ZERO,
+            false,
+        );
         let retired = self.send(cmd, false);
         async move { retired.await.map(drop) }.boxed()
     }
@@ -364,10 +371,20 @@ fn presence_key(channel: &str) -> String {
     format!("{channel}:presence")
 }
 
-/// The heartbeat script's call for `node`: a zero `timeout` retires it.
-fn heartbeat(nodes_key: &str, prefix: &str, node_id: &str, timeout: Duration) -> redis::Cmd {
+/// The heartbeat script's call for `node`: a zero `timeout` retires it; `fresh` first sweeps
+/// what an earlier run of the same node id left behind.
+fn heartbeat(
+    nodes_key: &str,
+    prefix: &str,
+    node_id: &str,
+    timeout: Duration,
+    fresh: bool,
+) -> redis::Cmd {
     let mut cmd = SCRIPTS.heartbeat.invoke(&[nodes_key]);
-    cmd.arg(prefix).arg(node_id).arg(timeout.as_millis() as u64);
+    cmd.arg(prefix)
+        .arg(node_id)
+        .arg(timeout.as_millis() as u64)
+        .arg(if fresh { "1" } else { "0" });
     cmd
 }
 
@@ -534,6 +551,9 @@ struct Supervisor {
     address: String,
     /// This node's heartbeat call.
     heartbeat: redis::Cmd,
+    /// The first one of this process: a node restarted under the same id (say, after a crash)
+    /// sweeps the members its earlier run left behind.
+    first_heartbeat: redis::Cmd,
 }
 
 enum Outcome {
@@ -547,7 +567,7 @@ impl Supervisor {
         let mut has_connected = false;
         let mut failed_attempts: u64 = 0;
         loop {
-            match self.connect().await {
+            match self.connect(!has_connected).await {
                 Ok(link) => {
                     if has_connected {
                         self.state.metrics.redis_reconnects.inc();
@@ -606,7 +626,7 @@ impl Supervisor {
         self.state.metrics.broker_ready.set(i64::from(ready));
     }
 
-    async fn connect(&self) -> Result<Link, RedisError> {
+    async fn connect(&self, first: bool) -> Result<Link, RedisError> {
         let lost = Arc::new(Notify::new());
         let delivered = Arc::new(AtomicU64::new(0));
         let base = AsyncConnectionConfig::new()
@@ -626,7 +646,12 @@ impl Supervisor {
             .get_multiplexed_async_connection_with_config(&base)
             .await?;
         SCRIPTS.load(&mut publisher).await?;
-        self.heartbeat.query_async::<Value>(&mut publisher).await?;
+        let beat = if first {
+            &self.first_heartbeat
+        } else {
+            &self.heartbeat
+        };
+        beat.query_async::<Value>(&mut publisher).await?;
         let wanted: Vec<&String> = self.wanted.iter().collect();
         for batch in wanted.chunks(RESUBSCRIBE_BATCH) {
             subscriber.subscribe(batch).await?;
