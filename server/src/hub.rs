@@ -152,15 +152,10 @@ impl Hub {
             let (added, members, history) = futures::join!(added, members, history);
             added?;
             let (entries, recovered) = history?;
-            let history = entries
+            let history = rooms
+                .open_history(&channel, entries)
                 .into_iter()
-                .filter_map(|entry| {
-                    let frame = rooms.open_message(&channel, entry.id, entry.sealed_body);
-                    frame
-                        .map_err(|reason| rooms.dropped(&channel, &reason))
-                        .ok()
-                        .and_then(|frame| EmbeddedFrame::new(frame.as_str().to_owned()).ok())
-                })
+                .filter_map(|(_, frame)| EmbeddedFrame::new(frame.as_str().to_owned()).ok())
                 .collect();
             Ok(Joined {
                 members: open_names(&rooms, &channel, members?),
@@ -267,16 +262,7 @@ impl Hub {
             }
             match self.broker.history(&resync.channel, range).await {
                 Ok(entries) => {
-                    let found = entries
-                        .into_iter()
-                        .filter_map(|entry| {
-                            self.rooms
-                                .open_message(&resync.channel, entry.id, entry.sealed_body)
-                                .map(|frame| (entry.id, frame))
-                                .map_err(|reason| self.rooms.dropped(&resync.channel, &reason))
-                                .ok()
-                        })
-                        .collect();
+                    let found = self.rooms.open_history(&resync.channel, entries);
                     self.metrics.resyncs.inc();
                     return self.rooms.recovered(&resync, found);
                 }

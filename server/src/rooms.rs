@@ -37,7 +37,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{BrokerError, Inbound};
+use crate::broker::{BrokerError, HistoryEntry, Inbound};
 use crate::envelope::Keyring;
 use crate::metrics::Metrics;
 use crate::presence::name_aad;
@@ -350,6 +350,24 @@ impl Rooms {
         relay::message_frame(id, body)
             .map(Utf8Bytes::from)
             .ok_or_else(|| "body is not a JSON object".to_owned())
+    }
+
+    /// Opens history entries into `message` frames; those that do not open are dropped and
+    /// counted.
+    pub fn open_history(
+        &self,
+        channel: &str,
+        entries: Vec<HistoryEntry>,
+    ) -> Vec<(MessageId, Utf8Bytes)> {
+        entries
+            .into_iter()
+            .filter_map(|entry| {
+                self.open_message(channel, entry.id, entry.sealed_body)
+                    .map(|frame| (entry.id, frame))
+                    .map_err(|reason| self.dropped(channel, &reason))
+                    .ok()
+            })
+            .collect()
     }
 
     /// Opens a sealed member name.
