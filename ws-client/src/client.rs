@@ -103,7 +103,7 @@ pub async fn run(
     let mut owed_since = None;
     while *phase.borrow() == Phase::Sending {
         let opened = tokio::select! {
-            opened = connect::open(target, index, &member.name, plan.source_addresses, ws_config()) => opened,
+            opened = connect::open(target, index, &member.name, plan.sources, ws_config()) => opened,
             changed = phase.changed() => match changed {
                 Ok(()) => continue,
                 Err(_) => break,

@@ -4,11 +4,14 @@
 //! rust-chat-server load client, and an ack-paced saturation run); every part of a schedule
 //! can be overridden on its own.
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, ValueEnum};
+
+use crate::connect::Sources;
 
 /// Load generator for the chat cluster: simulated clients join rooms, send stamped messages
 /// and count every delivery, so a run measures throughput and latency and checks that nothing
@@ -75,6 +78,15 @@ pub struct Args {
     /// the target is on loopback, so ephemeral ports do not run out; 0 uses the default.
     #[arg(long = "source-addresses", value_name = "N", default_value_t = 8)]
     pub source_addresses: u8,
+
+    /// The first of the `--source-addresses` loopback source addresses; processes run side by
+    /// side each take their own range (e.g. 127.0.0.2, 127.0.0.10, …).
+    #[arg(
+        long = "first-source-address",
+        value_name = "ADDR",
+        default_value = "127.0.0.2"
+    )]
+    pub first_source_address: Ipv4Addr,
 
     /// Write the summary and the per-interval series as JSON.
     #[arg(long, value_name = "FILE")]
@@ -143,7 +155,7 @@ pub struct Plan {
     pub duration: Duration,
     pub drain: Duration,
     pub name_prefix: String,
-    pub source_addresses: u8,
+    pub sources: Sources,
     /// The HTTP API key and batch size, in http-ingest mode.
     pub ingest: Option<Ingest>,
 }
@@ -208,6 +220,15 @@ impl Args {
         {
             bail!("--name-prefix takes up to 20 characters of A-Z, a-z, 0-9, '-', '_', '.'");
         }
+        let last = u32::from(self.first_source_address)
+            .saturating_add(u32::from(self.source_addresses).saturating_sub(1));
+        if self.source_addresses > 0
+            && !(self.first_source_address.is_loopback() && Ipv4Addr::from(last).is_loopback())
+        {
+            bail!(
+                "--first-source-address and --source-addresses must give addresses in 127.0.0.0/8"
+            );
+        }
         let ingest = match (self.mode, &self.api_key) {
             (Mode::HttpIngest, None) => {
                 bail!("http-ingest mode needs the nodes' API key: --api-key or CHAT_API_KEY")
@@ -235,7 +256,10 @@ impl Args {
             duration: secs(self.duration, "--duration")?,
             drain: secs(self.drain_secs, "--drain-secs")?,
             name_prefix: self.name_prefix.clone(),
-            source_addresses: self.source_addresses,
+            sources: Sources {
+                first: self.first_source_address,
+                spread: self.source_addresses,
+            },
             ingest,
         })
     }
@@ -281,6 +305,13 @@ mod tests {
             &["--duration", "-1"],
             &["--room-prefix", "no spaces"],
             &["--name-prefix", "a&b"],
+            &["--first-source-address", "10.0.0.1"],
+            &[
+                "--first-source-address",
+                "127.255.255.250",
+                "--source-addresses",
+                "8",
+            ],
             &["--mode", "http-ingest"],
             &["--mode", "http-ingest", "--api-key", "k", "--batch", "0"],
         ] {

@@ -81,15 +81,26 @@ impl Target {
     }
 }
 
-/// The source address for client `index`: one of 127.0.0.2, 127.0.0.3, … when the target is
-/// on IPv4 loopback, since each source address has its own range of ephemeral ports.
-fn source_for(target: SocketAddr, index: usize, spread: u8) -> Option<IpAddr> {
-    match target.ip() {
-        IpAddr::V4(ip) if ip.is_loopback() && spread > 0 => {
-            let host = 2 + (index % usize::from(spread)) as u8;
-            Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, host)))
+/// Where client connections come from: `spread` consecutive loopback addresses starting at
+/// `first` (127.0.0.2, 127.0.0.3, … by default), used when the target is on IPv4 loopback,
+/// since each source address has its own range of ephemeral ports. Processes run side by
+/// side give each its own `first`, so they never compete for the same ports.
+#[derive(Debug, Clone, Copy)]
+pub struct Sources {
+    pub first: Ipv4Addr,
+    pub spread: u8,
+}
+
+impl Sources {
+    /// The source address for client `index`, if it gets one.
+    fn for_client(self, target: SocketAddr, index: usize) -> Option<IpAddr> {
+        match target.ip() {
+            IpAddr::V4(ip) if ip.is_loopback() && self.spread > 0 => {
+                let offset = (index % usize::from(self.spread)) as u32;
+                Some(IpAddr::V4(Ipv4Addr::from(u32::from(self.first) + offset)))
+            }
+            _ => None,
         }
-        _ => None,
     }
 }
 
@@ -98,7 +109,7 @@ pub async fn open(
     target: &Target,
     index: usize,
     name: &str,
-    spread: u8,
+    sources: Sources,
     config: WebSocketConfig,
 ) -> Result<Ws, String> {
     let socket = match target.addr {
@@ -106,7 +117,7 @@ pub async fn open(
         SocketAddr::V6(_) => TcpSocket::new_v6(),
     }
     .map_err(|e| io_cause("socket", &e))?;
-    if let Some(source) = source_for(target.addr, index, spread) {
+    if let Some(source) = sources.for_client(target.addr, index) {
         socket
             .bind(SocketAddr::new(source, 0))
             .map_err(|e| io_cause("bind", &e))?;
@@ -180,10 +191,20 @@ mod tests {
     #[test]
     fn spreads_loopback_clients_over_source_addresses() {
         let local: SocketAddr = "127.0.0.1:80".parse().unwrap();
-        let sources: Vec<_> = (0..4).map(|i| source_for(local, i, 3)).collect();
         let ip = |last| Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)));
-        assert_eq!(sources, vec![ip(2), ip(3), ip(4), ip(2)]);
-        assert_eq!(source_for(local, 5, 0), None);
-        assert_eq!(source_for("10.0.0.1:80".parse().unwrap(), 5, 8), None);
+        let three = Sources {
+            first: Ipv4Addr::new(127, 0, 0, 2),
+            spread: 3,
+        };
+        let got: Vec<_> = (0..4).map(|i| three.for_client(local, i)).collect();
+        assert_eq!(got, vec![ip(2), ip(3), ip(4), ip(2)]);
+        let later = Sources {
+            first: Ipv4Addr::new(127, 0, 0, 10),
+            ..three
+        };
+        assert_eq!(later.for_client(local, 4), ip(11));
+        let none = Sources { spread: 0, ..three };
+        assert_eq!(none.for_client(local, 5), None);
+        assert_eq!(three.for_client("10.0.0.1:80".parse().unwrap(), 5), None);
     }
 }
