@@ -1,9 +1,9 @@
 """Writes the benchmark's results as JSON and a markdown table.
 
 Called by bench/run.sh with the run's working directory in $WORK: one ws-client summary
-(<mode>.json) and one file of process facts (<mode>.facts: CPU seconds and peak RSS of every
-node and of Redis, ws-client's own CPU) per mode. The argument is the output path without
-extension.
+(<mode>.json, or <mode>.1.json … when several ws-client processes ran side by side) and one
+file of process facts (<mode>.facts: CPU seconds and peak RSS of every node and of Redis,
+ws-client's own CPU) per mode. The argument is the output path without extension.
 """
 
 import json
@@ -11,7 +11,13 @@ import os
 import platform
 import sys
 
-MODES = ["few-clients", "many-clients", "saturation", "http-ingest"]
+MODES = ["few-clients", "many-clients", "saturation", "latency", "http-ingest", "connections"]
+
+# Latency fields of a summary, and how side-by-side processes combine them: the worst tail,
+# and the median and mean weighted by each process's samples (an approximation: the exact
+# median of the union would need the histograms themselves).
+WORST = ["p90", "p99", "p999", "max"]
+WEIGHTED = ["avg", "p50"]
 
 
 def machine():
@@ -46,9 +52,71 @@ def facts(path):
     return out
 
 
+def add_counts(parts):
+    total = {}
+    for part in parts:
+        for key, value in part.items():
+            total[key] = total.get(key, 0) + value
+    return total
+
+
+def weighted(values, weights):
+    total = sum(weights)
+    return sum(v * w for v, w in zip(values, weights)) / total if total else 0.0
+
+
+def merge(reports):
+    """One report from those of processes run side by side: counts and rates summed, latency
+    as WORST and WEIGHTED say, the series summed interval by interval."""
+    if len(reports) == 1:
+        return reports[0]
+    sums = [s["summary"] for s in reports]
+    s = dict(sums[0])
+    for key, value in s.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in (
+            "rooms", "message_size", "duration_secs", "drain_secs", "open_file_limit"
+        ):
+            s[key] = sum(x[key] for x in sums)
+    s["rooms"] = sum(x["rooms"] for x in sums)
+    s["drain_secs"] = max(x["drain_secs"] for x in sums)
+    s["drain_complete"] = all(x["drain_complete"] for x in sums)
+    s["errors"] = add_counts(x["errors"] for x in sums)
+    s["connection_failures"] = add_counts(x["connection_failures"] for x in sums)
+    lats = [x["latency_ms"] for x in sums]
+    samples = [lat["samples"] for lat in lats]
+    latency = {"samples": sum(samples)}
+    latency.update({k: max(lat[k] for lat in lats) for k in WORST})
+    latency.update({k: weighted([lat[k] for lat in lats], samples) for k in WEIGHTED})
+    s["latency_ms"] = latency
+    s["processes"] = len(reports)
+    series = []
+    for rows in zip(*(r["series"] for r in reports)):
+        row = {k: sum(r[k] for r in rows) for k in ("received", "sent", "connected",
+                                                      "deliveries_per_sec", "sends_per_sec")}
+        row["t_secs"] = rows[0]["t_secs"]
+        row["p99_ms"] = max(r["p99_ms"] for r in rows)
+        row["p50_ms"] = weighted([r["p50_ms"] for r in rows], [r["deliveries_per_sec"] for r in rows])
+        series.append(row)
+    return {"summary": s, "series": series}
+
+
+def load_reports(work, mode):
+    single = os.path.join(work, mode + ".json")
+    if os.path.exists(single):
+        paths = [single]
+    else:
+        paths = []
+        while os.path.exists(os.path.join(work, f"{mode}.{len(paths) + 1}.json")):
+            paths.append(os.path.join(work, f"{mode}.{len(paths) + 1}.json"))
+    reports = []
+    for path in paths:
+        with open(path) as f:
+            reports.append(json.load(f))
+    return merge(reports)
+
+
 def mode_result(work, mode):
-    with open(os.path.join(work, mode + ".json")) as f:
-        report = json.load(f)
+    report = load_reports(work, mode)
     s = report["summary"]
     p = facts(os.path.join(work, mode + ".facts"))
     nodes_cpu = sum(p[f"node{i}_cpu"] for i in (1, 2, 3))
@@ -87,6 +155,21 @@ def mode_result(work, mode):
         result["node_rss_kib_per_connection"] = round(
             (peak - p["idle_rss_kib"]) / s["peak_connected"], 1
         )
+    if "node1_held_connections" in p:
+        held = [int(p[f"node{i}_held_connections"]) for i in (1, 2, 3)]
+        grown = [p[f"node{i}_held_rss_kib"] - p[f"node{i}_idle_rss_kib"] for i in (1, 2, 3)]
+        result["processes"] = int(p["processes"])
+        result["held_connections"] = held
+        result["held_rss_mib"] = [round(p[f"node{i}_held_rss_kib"] / 1024, 1) for i in (1, 2, 3)]
+        result["idle_rss_kib_per_connection"] = [
+            round(g / c, 2) if c else None for g, c in zip(grown, held)
+        ]
+        result["idle_rss_kib_per_connection_all"] = (
+            round(sum(grown) / sum(held), 2) if sum(held) else None
+        )
+    if mode == "latency":
+        with open(os.path.join(work, "latency.interval")) as f:
+            result["interval_ms"] = int(f.read())
     return result
 
 
@@ -144,6 +227,35 @@ def markdown(results, m, duration):
             f"Many-clients: {many['peak_connected']} connections at peak, node RSS "
             f"{many['node_rss_kib_per_connection']} KiB per connection "
             "(peak RSS of the three nodes less their idle RSS, over the peak connections).",
+        ]
+    sat = results["saturation"]
+    lat = results["latency"]
+    lines += [
+        "",
+        f"Latency at a tenth of saturation: {lat['clients']} clients in one room over the three "
+        f"nodes, each sending every {lat['interval_ms']} ms, chosen from saturation's "
+        f"{fmt_rate(sat['deliveries_per_sec'])} deliveries/s: "
+        f"{fmt_rate(lat['deliveries_per_sec'])} deliveries/s, latency from sender to every "
+        f"recipient p50 {lat['latency_ms']['p50']:.2f} ms, p99 {lat['latency_ms']['p99']:.2f} ms, "
+        f"max {lat['latency_ms']['max']:.1f} ms (targets: p50 below 0.5 ms, p99 below 2 ms).",
+    ]
+    conn = results["connections"]
+    if "held_connections" in conn:
+        s = conn["summary"]
+        lines += [
+            "",
+            f"Connections: {conn['processes']} ws-client processes side by side, "
+            f"{conn['clients']} clients in all, {s['rooms']} rooms, each client sending once on "
+            f"joining. Once all had joined and the nodes were idle, the nodes held "
+            f"{' / '.join(str(c) for c in conn['held_connections'])} connections "
+            f"({sum(conn['held_connections'])} in all) at "
+            f"{' / '.join(f'{x:.0f}' for x in conn['held_rss_mib'])} MiB of RSS: "
+            f"{' / '.join(str(x) for x in conn['idle_rss_kib_per_connection'])} KiB per "
+            f"connection (RSS then less RSS before any connection, over the node's connections; "
+            f"{conn['idle_rss_kib_per_connection_all']} KiB over all three; target at most 6 KiB). "
+            f"Missing {conn['missing']} and duplicates {conn['duplicates']} of "
+            f"{conn['expected']} owed, summed over the processes; their latency merged as the "
+            "worst p99 and max and a sample-weighted p50.",
         ]
     lines += ["", "Overload, per mode (what the nodes refused or closed, and what clients skipped):", ""]
     for mode in MODES:

@@ -3,12 +3,16 @@
 # ws-client in each mode against them and writes the results, with the machine's facts, as
 # markdown and JSON into bench/results/.
 #
-#   bench/run.sh            few-clients and many-clients with their default schedules and a
-#                           saturation run, 60 s each, release builds, fresh cluster per mode
+#   bench/run.sh            few-clients and many-clients with their default schedules, a
+#                           saturation run, latency at a tenth of saturation's rate, HTTP
+#                           ingest, 60 s each, and 50,000 idle connections held by several
+#                           ws-client processes side by side; release builds, fresh cluster
+#                           per mode
 #   bench/run.sh --quick    a few seconds per mode on debug builds; checks only that nothing
 #                           went missing and nothing arrived twice (the test command runs it)
 #
-# Options: --duration SECS (default 60), --saturation-clients N (default 100).
+# Options: --duration SECS (default 60), --saturation-clients N (default 100),
+# --connections N (default 50000), --processes N (ws-client processes for them, default 4).
 # Everything it starts is stopped by PID when it ends, also on failure or Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,12 +20,17 @@ cd "$(dirname "$0")/.."
 quick=0
 duration=60
 saturation_clients=100
+connections=50000
+processes=4
 while (($#)); do
   case "$1" in
     --quick) quick=1 ;;
     --duration) duration="$2"; shift ;;
     --saturation-clients) saturation_clients="$2"; shift ;;
-    *) echo "usage: bench/run.sh [--quick] [--duration SECS] [--saturation-clients N]" >&2; exit 2 ;;
+    --connections) connections="$2"; shift ;;
+    --processes) processes="$2"; shift ;;
+    *) echo "usage: bench/run.sh [--quick] [--duration SECS] [--saturation-clients N]" \
+         "[--connections N] [--processes N]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -66,12 +75,29 @@ cpu_secs() {
 mem_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
 
 # The schedules send faster than one person may (the default --send-rate is 10/s), and the
-# benchmark measures delivery capacity: flood control and the debounce are off.
-node_flags=(--send-rate 0 --name-send-rate 0 --duplicate-window-ms 0 --flood-close-after 0)
+# benchmark measures delivery capacity: flood control and the debounce are off. The
+# connections mode puts a third of 50,000 on each node, more than the default
+# --max-connections; the open-file limit (20,000 here) stays the real bound.
+node_flags=(--send-rate 0 --name-send-rate 0 --duplicate-window-ms 0 --flood-close-after 0
+  --max-connections 19000)
+
+# node_get HOST:PORT PATH: the body and headers of a plain HTTP GET to a node.
+node_get() {
+  exec 3<>"/dev/tcp/${1%:*}/${1##*:}" || return 1
+  printf 'GET %s HTTP/1.0\r\n\r\n' "$2" >&3
+  cat <&3
+  exec 3<&-
+}
+# The WebSocket connections a node holds now (its chat_connections gauge), 0 if unknown.
+node_connections() {
+  { node_get "$1" /metrics 2>/dev/null || true; } |
+    awk '$1 == "chat_connections" { n = $2 } END { print n + 0 }'
+}
 
 redis_pid=""
 node_pids=()
 node_urls=()
+node_addrs=()
 start_cluster() {
   local label=$1 port i
   for _ in 1 2 3 4 5 6 7 8 9 10; do
@@ -95,6 +121,7 @@ start_cluster() {
   key=$(openssl rand -base64 32)
   node_pids=()
   node_urls=()
+  node_addrs=()
   for i in 1 2 3; do
     local out="$work/node-$label-$i.out"
     CHAT_KEY="$key" RUST_LOG=warn "$bin/chat-server" --listen 127.0.0.1:0 \
@@ -111,46 +138,104 @@ start_cluster() {
     done
     [ -n "$addr" ] || { echo "bench: node $i did not start" >&2; cat "$work/node-$label-$i.log" >&2; exit 1; }
     for _ in $(seq 100); do
-      if exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}" 2>/dev/null; then
-        printf 'GET /readyz HTTP/1.0\r\n\r\n' >&3
-        if head -n1 <&3 | grep -q ' 200 '; then exec 3<&-; break; fi
-        exec 3<&-
-      fi
+      node_get "$addr" /readyz 2>/dev/null | head -n1 | grep -q ' 200 ' && break
       sleep 0.1
     done
     node_urls+=("ws://$addr/ws")
+    node_addrs+=("$addr")
   done
 }
 
-# run_mode LABEL WS-CLIENT-ARGS...: one ws-client run, and its facts; a fresh cluster for
-# each full run, so every mode's peak RSS and CPU time are its own.
+# run_mode LABEL PROCESSES WS-CLIENT-ARGS...: PROCESSES ws-client processes side by side (one
+# process holds at most its open-file limit of connections, 20,000 here), and the facts of
+# the run; a fresh cluster for each full run, so every mode's peak RSS and CPU time are its
+# own. Side by side, each process gets its own client names, rooms and range of loopback
+# source addresses (8 from 127.0.0.2, 8 from 127.0.0.10, …), so the processes never share
+# a room or compete for ephemeral ports; report.py adds their summaries up.
+#
+# With $hold set to N, it also waits (until $hold_secs into the run) for N connections on
+# the nodes, lets them go idle, and takes each node's RSS and connection count then.
 failures=0
+hold=0
+hold_secs=0
+settle=5
+((quick)) && settle=1
 run_mode() {
-  local label=$1
-  shift
+  local label=$1 procs=$2
+  shift 2
   ((quick)) || start_cluster "$label"
-  local idle_rss=0 pid
-  for pid in "${node_pids[@]}"; do idle_rss=$((idle_rss + $(mem_kib "$pid" VmRSS))); done
+  local idle_rss=() pid
+  for pid in "${node_pids[@]}"; do idle_rss+=("$(mem_kib "$pid" VmRSS)"); done
   local urls=() url
   for url in "${node_urls[@]}"; do urls+=(--url "$url"); done
 
-  echo "== $label: ws-client $* (${#node_urls[@]} nodes, Redis)"
-  local status=0 TIMEFORMAT="%U %S"
-  { time "$bin/ws-client" "${urls[@]}" "$@" --json "$work/$label.json" 2>"$work/$label.err"; } \
-    2>"$work/$label.time" || status=$?
-  cat "$work/$label.err" >&2
-  ((status == 0)) || { echo "bench: $label: ws-client exited with $status" >&2; failures=$((failures + 1)); }
+  echo "== $label: $procs × ws-client $* (${#node_urls[@]} nodes, Redis)"
+  local p out client_pids=() outs=()
+  for ((p = 1; p <= procs; p++)); do
+    local own=()
+    out="$work/$label"
+    if ((procs > 1)); then
+      out="$work/$label.$p"
+      own=(--name-prefix "$label-$p-" --room-prefix "$label-$p" --source-addresses 8
+        --first-source-address "127.0.0.$((2 + 8 * (p - 1)))")
+    fi
+    outs+=("$out")
+    { TIMEFORMAT="%U %S"; time "$bin/ws-client" "${urls[@]}" "${own[@]}" "$@" --json "$out.json" \
+      2>"$out.err"; } 2>"$out.time" &
+    client_pids+=("$!")
+  done
+
+  local held=() held_rss=()
+  if ((hold)); then
+    local started=$SECONDS total
+    while :; do
+      held=()
+      for url in "${node_addrs[@]}"; do
+        held+=("$(node_connections "$url")")
+      done
+      total=0
+      for p in "${held[@]}"; do total=$((total + ${p:-0})); done
+      ((total >= hold || SECONDS - started >= hold_secs)) && break
+      sleep 1
+    done
+    # Every client sent once on joining; a few seconds on, the nodes are idle.
+    sleep "$settle"
+    held=()
+    for url in "${node_addrs[@]}"; do
+      held+=("$(node_connections "$url")")
+    done
+    for pid in "${node_pids[@]}"; do held_rss+=("$(mem_kib "$pid" VmRSS)"); done
+    echo "== $label: nodes hold ${held[*]} connections, RSS ${held_rss[*]} KiB (before: ${idle_rss[*]} KiB)"
+  fi
+
+  local status=0 worst=0
+  for p in "${!client_pids[@]}"; do
+    status=0
+    wait "${client_pids[$p]}" || status=$?
+    cat "${outs[$p]}.err" >&2
+    if ((status != 0)); then
+      echo "bench: $label: ws-client ${outs[$p]##*/} exited with $status" >&2
+      worst=$status
+    fi
+  done
+  ((worst == 0)) || failures=$((failures + 1))
 
   if ((!quick)); then
-    local facts="$work/$label.facts"
+    local facts="$work/$label.facts" i=1 client_cpu
+    client_cpu=$(cat "${outs[@]/%/.time}" | awk '{ s += $1 + $2 } END { print s }')
     {
-      echo "status $status"
-      echo "client_cpu $(awk '{ print $1 + $2 }' "$work/$label.time")"
-      echo "idle_rss_kib $idle_rss"
-      local i=1
+      echo "status $worst"
+      echo "processes $procs"
+      echo "client_cpu $client_cpu"
+      echo "idle_rss_kib $((idle_rss[0] + idle_rss[1] + idle_rss[2]))"
       for pid in "${node_pids[@]}"; do
+        echo "node${i}_idle_rss_kib ${idle_rss[$((i - 1))]}"
         echo "node${i}_peak_rss_kib $(mem_kib "$pid" VmHWM)"
         echo "node${i}_cpu $(cpu_secs "$pid")"
+        if ((hold)); then
+          echo "node${i}_held_connections ${held[$((i - 1))]:-0}"
+          echo "node${i}_held_rss_kib ${held_rss[$((i - 1))]}"
+        fi
         i=$((i + 1))
       done
       echo "redis_peak_rss_kib $(mem_kib "$redis_pid" VmHWM)"
@@ -160,14 +245,49 @@ run_mode() {
   fi
 }
 
+# The saturation run's deliveries/s, from its summary.
+saturation_rate() {
+  sed -n 's/^ *"deliveries_per_sec": *\([0-9.e+]*\),*$/\1/p' "$work/saturation.json" | head -n1
+}
+
+# latency_run CLIENTS ARGS...: CLIENTS clients in one room, each sending at the interval that
+# makes their deliveries (CLIENTS per message) a tenth of what saturation measured.
+latency_run() {
+  local clients=$1 rate interval
+  shift
+  rate=$(saturation_rate)
+  interval=$(awk -v c="$clients" -v r="${rate:-0}" \
+    'BEGIN { i = r > 0 ? c * c * 1000 * 10 / r : 1000; printf "%d", i < 1 ? 1 : i + 0.5 }')
+  echo "$interval" >"$work/latency.interval"
+  run_mode latency 1 --mode few-clients --clients "$clients" --ramp 100 --interval-ms "$interval" "$@"
+}
+
+# connections_run TOTAL PROCESSES ROOM-SIZE RAMP SLACK ARGS...: TOTAL connections from
+# PROCESSES ws-client processes, ROOM-SIZE members per room, RAMP connections per second in
+# all, each client sending once on joining; held until every client has joined (or the ramp
+# is SLACK seconds late) and the nodes are idle.
+connections_run() {
+  local total=$1 procs=$2 room=$3 ramp=$4 slack=$5 each
+  shift 5
+  each=$((total / procs))
+  hold=$((each * procs))
+  hold_secs=$((hold / ramp + slack))
+  run_mode connections "$procs" --mode many-clients --clients "$each" --rooms $(((each + room - 1) / room)) \
+    --ramp "$(awk -v r="$ramp" -v p="$procs" 'BEGIN { print r / p }')" --interval-ms 3600000 \
+    --duration "$((hold_secs + settle + 5))" "$@"
+  hold=0
+}
+
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 if ((quick)); then
   # Small loads on debug builds and one cluster: this proves correctness, never speed.
   start_cluster quick
-  run_mode few-clients --mode few-clients --clients 10 --ramp 100 --duration 2
-  run_mode many-clients --mode many-clients --clients 100 --ramp 1000 --interval-ms 2000 --duration 2
-  run_mode saturation --mode saturation --clients 4 --in-flight 2 --duration 2
-  run_mode http-ingest --mode http-ingest --clients 4 --batch 200 --duration 2
+  run_mode few-clients 1 --mode few-clients --clients 10 --ramp 100 --duration 2
+  run_mode many-clients 1 --mode many-clients --clients 100 --ramp 1000 --interval-ms 2000 --duration 2
+  run_mode saturation 1 --mode saturation --clients 4 --in-flight 2 --duration 2
+  latency_run 10 --duration 2
+  run_mode http-ingest 1 --mode http-ingest --clients 4 --batch 200 --duration 2
+  connections_run 100 2 10 200 2 --drain-secs 5
   if ((failures)); then
     echo "bench --quick: $failures mode(s) failed" >&2
     exit 1
@@ -176,17 +296,19 @@ if ((quick)); then
   exit 0
 fi
 
-run_mode few-clients --mode few-clients --duration "$duration"
-run_mode many-clients --mode many-clients --duration "$duration"
-run_mode saturation --mode saturation --clients "$saturation_clients" --duration "$duration"
-run_mode http-ingest --mode http-ingest --duration "$duration"
+run_mode few-clients 1 --mode few-clients --duration "$duration"
+run_mode many-clients 1 --mode many-clients --duration "$duration"
+run_mode saturation 1 --mode saturation --clients "$saturation_clients" --duration "$duration"
+latency_run 100 --duration "$duration"
+run_mode http-ingest 1 --mode http-ingest --duration "$duration"
+connections_run "$connections" "$processes" 50 2000 15
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 mkdir -p bench/results
 stamp=$(date -u +%Y-%m-%dT%H%MZ)
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 git diff --quiet HEAD 2>/dev/null || commit="$commit+changes"
-NODE_FLAGS="${node_flags[*]}" WORK="$work" STAMP="$stamp" COMMIT="$commit" LOAD_BEFORE="$load_before" LOAD_AFTER="$load_after" \
+NODE_FLAGS="${node_flags[*]}" WORK="$work" PROCESSES="$processes" STAMP="$stamp" COMMIT="$commit" LOAD_BEFORE="$load_before" LOAD_AFTER="$load_after" \
   RUSTC="$(rustc --version)" REDIS="$(redis-server --version)" \
   python3 bench/report.py "bench/results/$stamp"
 echo "bench: wrote bench/results/$stamp.md and bench/results/$stamp.json"
