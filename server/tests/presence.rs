@@ -13,6 +13,18 @@ use support::{Node, cluster};
 /// test machine.
 const CRASH_BOUND: Duration = Duration::from_secs(15);
 
+/// Alice on node 0 and Bob on node 1 in "lobby", once Alice has seen Bob arrive.
+async fn alice_and_bob(cluster: &support::Cluster) -> (support::Client, support::Client) {
+    let mut alice = cluster.nodes[0].client("alice").await;
+    alice.join("lobby").await;
+    let mut bob = cluster.nodes[1].client("bob").await;
+    bob.join("lobby").await;
+    alice
+        .wait_presence(PresenceEvent::Join, "bob", support::STEP)
+        .await;
+    (alice, bob)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_and_their_comings_and_goings_are_seen_on_every_node() {
     let cluster = cluster(2).await;
@@ -82,13 +94,8 @@ async fn members_of_a_crashed_node_disappear_within_the_bound() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_restarted_under_its_id_clears_what_its_crash_left_behind() {
     let mut cluster = cluster(2).await;
-    let mut alice = cluster.nodes[0].client("alice").await;
-    alice.join("lobby").await;
-    let mut bob = cluster.nodes[1].client("bob").await;
-    bob.join("lobby").await;
-    alice
-        .wait_presence(PresenceEvent::Join, "bob", support::STEP)
-        .await;
+    // Bob stays connected until his node dies.
+    let (mut alice, _bob) = alice_and_bob(&cluster).await;
     cluster.nodes[1].kill();
     // Back at once, well before its old heartbeat would have expired.
     cluster.nodes[1] =
@@ -103,13 +110,7 @@ async fn a_node_restarted_under_its_id_clears_what_its_crash_left_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_stopping_gracefully_takes_its_members_along_at_once() {
     let mut cluster = cluster(2).await;
-    let mut alice = cluster.nodes[0].client("alice").await;
-    alice.join("lobby").await;
-    let mut bob = cluster.nodes[1].client("bob").await;
-    bob.join("lobby").await;
-    alice
-        .wait_presence(PresenceEvent::Join, "bob", support::STEP)
-        .await;
+    let (mut alice, mut bob) = alice_and_bob(&cluster).await;
     cluster.nodes[1].sigterm();
     assert_eq!(bob.expect_close().await, chat_protocol::close::GOING_AWAY);
     alice
