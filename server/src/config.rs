@@ -58,7 +58,8 @@ pub struct Config {
     #[arg(long, env = "CHAT_REDIS_PREFIX", default_value = "chat", value_parser = parse_prefix)]
     pub redis_prefix: String,
 
-    /// Largest chat text in bytes.
+    /// Largest chat text in bytes (at most 36565: its message frame must fit in the frames the
+    /// node writes).
     #[arg(long, env = "CHAT_MAX_TEXT_BYTES", default_value_t = limits::DEFAULT_MAX_TEXT_BYTES)]
     pub max_text_bytes: usize,
 
@@ -151,6 +152,8 @@ pub enum ConfigError {
     Flood(&'static str),
     #[error("--history-size must be 1 to {MAX_HISTORY_SIZE}")]
     HistorySize,
+    #[error(transparent)]
+    FrameBudget(#[from] crate::frame_budget::BudgetError),
 }
 
 impl Config {
@@ -210,6 +213,7 @@ impl Config {
         if !(1..=MAX_HISTORY_SIZE).contains(&self.history_size) {
             return Err(ConfigError::HistorySize);
         }
+        crate::frame_budget::check_max_text_bytes(self.max_text_bytes)?;
         self.flood.validate().map_err(ConfigError::Flood)
     }
 

@@ -39,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::{BrokerError, BrokerFuture};
 use crate::flood::{Check, FloodGuard, FloodPolicy, Verdict};
+use crate::frame_budget;
 use crate::hub::{Hub, Joined};
 use crate::rooms::{MemberId, Outbox};
 
@@ -516,13 +517,8 @@ impl Session<'_> {
                 result: Ok(joined),
                 ..
             } => {
-                let joined = ServerFrame::Joined {
-                    room: room.into(),
-                    members: joined.members.into_iter().map(Into::into).collect(),
-                    history: joined.history,
-                    recovered: joined.recovered,
-                };
-                self.batch.push(text_message(joined.to_json()));
+                let frame = frame_budget::joined_frame(&room, joined, &self.hub.metrics().frames);
+                self.batch.push(text_message(frame));
             }
             Reply::Joined {
                 room,
@@ -686,7 +682,7 @@ fn error_frame_with_retry(hub: &Hub, error: FrameError, retry_after_ms: Option<u
     hub.metrics().error(error.code);
     let frame = ServerFrame::Error {
         code: error.code,
-        message: error.message.into(),
+        message: frame_budget::bounded_error_message(error.message).into(),
         reference: error.reference.map(Into::into),
         retry_after_ms,
     };
