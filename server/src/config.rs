@@ -15,7 +15,8 @@ use crate::api::{ApiKeyError, ApiKeys, ApiLimits};
 use crate::broker::HistoryLimits;
 use crate::envelope::{KeyError, Keyring};
 
-/// Most history a room may keep: it is sent whole to a joiner.
+/// Most history a room may keep: all of it is read for a joiner, which gets what fits in one
+/// frame ([`crate::frame_budget`]).
 const MAX_HISTORY_SIZE: usize = 10_000;
 
 #[derive(Parser)]
