@@ -15,7 +15,8 @@ use crate::api::{ApiKeyError, ApiKeys, ApiLimits};
 use crate::broker::HistoryLimits;
 use crate::envelope::{KeyError, Keyring};
 
-/// Most history a room may keep: it is sent whole to a joiner.
+/// Most history a room may keep: all of it is read for a joiner, which gets what fits in one
+/// frame ([`crate::frame_budget`]).
 const MAX_HISTORY_SIZE: usize = 10_000;
 
 #[derive(Parser)]
@@ -58,7 +59,8 @@ pub struct Config {
     #[arg(long, env = "CHAT_REDIS_PREFIX", default_value = "chat", value_parser = parse_prefix)]
     pub redis_prefix: String,
 
-    /// Largest chat text in bytes.
+    /// Largest chat text in bytes (at most 36565: its message frame must fit in the frames the
+    /// node writes).
     #[arg(long, env = "CHAT_MAX_TEXT_BYTES", default_value_t = limits::DEFAULT_MAX_TEXT_BYTES)]
     pub max_text_bytes: usize,
 
@@ -151,6 +153,8 @@ pub enum ConfigError {
     Flood(&'static str),
     #[error("--history-size must be 1 to {MAX_HISTORY_SIZE}")]
     HistorySize,
+    #[error(transparent)]
+    FrameBudget(#[from] crate::frame_budget::BudgetError),
 }
 
 impl Config {
@@ -210,6 +214,7 @@ impl Config {
         if !(1..=MAX_HISTORY_SIZE).contains(&self.history_size) {
             return Err(ConfigError::HistorySize);
         }
+        crate::frame_budget::check_max_text_bytes(self.max_text_bytes)?;
         self.flood.validate().map_err(ConfigError::Flood)
     }
 

@@ -34,9 +34,10 @@ use crate::session::{self, SessionLimits};
 const READ_BUFFER_BYTES: usize = 1024;
 /// Frames are gathered up to this size before a write; larger bursts mean fewer syscalls, and
 /// the buffer is only allocated once something is written.
-const WRITE_BUFFER_BYTES: usize = 8 * 1024;
-/// Guard against unbounded growth of one connection's write buffer.
-const MAX_WRITE_BUFFER_BYTES: usize = 256 * 1024;
+pub(crate) const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+/// Guard against unbounded growth of one connection's write buffer; no frame the node builds
+/// may exceed what it leaves ([`crate::frame_budget::FRAME_BUDGET`]).
+pub(crate) const MAX_WRITE_BUFFER_BYTES: usize = 256 * 1024;
 
 /// The page may load only its own script and style, and talk only to its own node.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \

@@ -16,6 +16,7 @@
 //! - [`relay`]: what travels between nodes on a room's channel;
 //! - [`envelope`]: sealing and opening payloads;
 //! - [`ids`], [`metrics`]: stamped identifiers and Prometheus series;
+//! - [`frame_budget`]: the largest frame the node may build, and `joined` cut to fit it;
 //! - [`flood`]: rate limits per connection and per name, and the debounce;
 //! - [`admission`], [`auth`], [`handshake`]: who may connect, and how fast they must;
 //! - [`limit_metrics`]: the series of those limits.
@@ -27,6 +28,7 @@ pub mod broker;
 pub mod config;
 pub mod envelope;
 pub mod flood;
+pub mod frame_budget;
 pub mod handshake;
 pub mod http;
 pub mod hub;

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub publish_duration: Histogram,
     /// Rate limits, flood closes and refused connections.
     pub limits: crate::limit_metrics::LimitMetrics,
+    /// `joined` replies cut to fit, and frames that did not fit.
+    pub frames: crate::frame_budget::FrameMetrics,
     errors: Vec<(ErrorCode, IntCounter)>,
     closes: IntCounterVec,
 }
@@ -123,12 +125,14 @@ impl Metrics {
             ),
             publish_duration,
             limits: crate::limit_metrics::LimitMetrics::new(),
+            frames: crate::frame_budget::FrameMetrics::new(),
             errors,
             closes,
             registry,
         };
         metrics.register_all(errors_vec);
         metrics.limits.register(&metrics.registry);
+        metrics.frames.register(&metrics.registry);
         metrics
     }
 

@@ -38,6 +38,7 @@ const RETIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 /// Runs the node until `shutdown` is cancelled, then shuts it down gracefully.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     config.validate()?;
+    crate::frame_budget::explain_history_fit(config.history_size, config.max_text_bytes);
     let keyring = Arc::new(config.keyring()?);
     let api_keys = config.api_keys()?;
     let node_id = config.node_id()?;

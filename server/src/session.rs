@@ -39,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::{BrokerError, BrokerFuture};
 use crate::flood::{Check, FloodGuard, FloodPolicy, Verdict};
+use crate::frame_budget;
 use crate::hub::{Hub, Joined};
 use crate::rooms::{MemberId, Outbox};
 
@@ -145,6 +146,10 @@ enum End {
     Flooding,
     /// Answered no ping within the idle timeout.
     Idle,
+    /// The node built a frame of `bytes` that its write buffer cannot take: a server error.
+    Oversize {
+        bytes: usize,
+    },
     /// The peer broke the protocol: optionally an error frame, then a close code.
     Violation {
         code: u16,
@@ -162,6 +167,7 @@ impl End {
             End::SlowConsumer => "slow consumer",
             End::Flooding => "flooding",
             End::Idle => "idle timeout",
+            End::Oversize { .. } => "frame too large to send",
             End::Violation { reason, .. } => reason,
         }
     }
@@ -225,8 +231,8 @@ impl Session<'_> {
                     _ = overflowed.cancelled() => break End::SlowConsumer,
                     _ = shutdown.cancelled() => break End::Shutdown,
                 };
-                if written.is_err() {
-                    break End::Gone;
+                if let Err(error) = written {
+                    break write_error_end(error);
                 }
                 flush_needed = false;
             }
@@ -335,6 +341,22 @@ impl Session<'_> {
             End::Idle => {
                 self.hub.metrics().limits.idle_closes.inc();
                 close_with(self.hub, ws, close::IDLE_TIMEOUT, "idle timeout").await;
+            }
+            End::Oversize { bytes } => {
+                log::warn!(
+                    "session {}: a frame of {bytes} bytes does not fit the write buffer \
+                     (the budget is {} bytes); closing with 1011",
+                    self.id,
+                    frame_budget::FRAME_BUDGET
+                );
+                self.hub.metrics().frames.oversize_closes.inc();
+                close_with(
+                    self.hub,
+                    ws,
+                    close::INTERNAL_ERROR,
+                    "frame too large to send",
+                )
+                .await;
             }
             End::Violation {
                 code,
@@ -516,13 +538,8 @@ impl Session<'_> {
                 result: Ok(joined),
                 ..
             } => {
-                let joined = ServerFrame::Joined {
-                    room: room.into(),
-                    members: joined.members.into_iter().map(Into::into).collect(),
-                    history: joined.history,
-                    recovered: joined.recovered,
-                };
-                self.batch.push(text_message(joined.to_json()));
+                let frame = frame_budget::joined_frame(&room, joined, &self.hub.metrics().frames);
+                self.batch.push(text_message(frame));
             }
             Reply::Joined {
                 room,
@@ -616,6 +633,22 @@ fn read_error_end(error: WsError) -> End {
     }
 }
 
+/// How a failed write ends the session. tungstenite refuses a frame that would overflow the
+/// write buffer before sending any of it. A frame larger than the budget is the node's fault
+/// (1011); a smaller one found the buffer full of control frames the client never read, which
+/// is a slow consumer. Anything else means the peer is gone.
+fn write_error_end(error: WsError) -> End {
+    match error {
+        WsError::WriteBufferFull(message) if message.len() > frame_budget::FRAME_BUDGET => {
+            End::Oversize {
+                bytes: message.len(),
+            }
+        }
+        WsError::WriteBufferFull(_) => End::SlowConsumer,
+        _ => End::Gone,
+    }
+}
+
 async fn published(accepted: BrokerFuture<MessageId>, reference: Option<String>) -> Reply {
     Reply::Published {
         reference,
@@ -686,7 +719,7 @@ fn error_frame_with_retry(hub: &Hub, error: FrameError, retry_after_ms: Option<u
     hub.metrics().error(error.code);
     let frame = ServerFrame::Error {
         code: error.code,
-        message: error.message.into(),
+        message: frame_budget::bounded_error_message(error.message).into(),
         reference: error.reference.map(Into::into),
         retry_after_ms,
     };
@@ -747,6 +780,18 @@ mod tests {
         assert!(matches!(end, End::Gone), "{}", end.describe());
         let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
         assert!(matches!(read_error_end(WsError::Io(reset)), End::Gone));
+    }
+
+    #[test]
+    fn a_frame_that_cannot_be_written_is_a_server_error_not_a_departure() {
+        let oversize = Message::text("x".repeat(frame_budget::FRAME_BUDGET + 1));
+        let end = write_error_end(WsError::WriteBufferFull(Box::new(oversize)));
+        assert!(matches!(end, End::Oversize { .. }), "{}", end.describe());
+        let small = Message::text("x");
+        let end = write_error_end(WsError::WriteBufferFull(Box::new(small)));
+        assert!(matches!(end, End::SlowConsumer), "{}", end.describe());
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(matches!(write_error_end(WsError::Io(reset)), End::Gone));
     }
 
     #[test]
