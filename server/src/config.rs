@@ -151,6 +151,8 @@ pub enum ConfigError {
     Flood(&'static str),
     #[error("--history-size must be 1 to {MAX_HISTORY_SIZE}")]
     HistorySize,
+    #[error(transparent)]
+    WeakAuthSecret(#[from] crate::auth::WeakSecret),
 }
 
 impl Config {
@@ -210,6 +212,7 @@ impl Config {
         if !(1..=MAX_HISTORY_SIZE).contains(&self.history_size) {
             return Err(ConfigError::HistorySize);
         }
+        self.admission.validate()?;
         self.flood.validate().map_err(ConfigError::Flood)
     }
 

@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use chat_protocol::{
     ClientFrame, ErrorCode, FrameError, MessageId, ServerFrame, close, parse_client_frame,
@@ -30,6 +30,7 @@ use futures::stream::FuturesOrdered;
 use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -66,10 +67,12 @@ const WRITE_BATCH: usize = 256;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Runs a connection to its end. `name` is the name to use, or why the connection may not
-/// chat (told to the client before a 1008 close).
+/// chat (told to the client before a 1008 close); `expires`, when the token that gave the name
+/// stops being honoured (the connection is closed with 4003 then).
 pub async fn run<S>(
     mut ws: WebSocketStream<S>,
     name: Result<String, FrameError>,
+    expires: Option<SystemTime>,
     hub: Arc<Hub>,
     limits: SessionLimits,
     shutdown: CancellationToken,
@@ -97,7 +100,7 @@ pub async fn run<S>(
                 batch: Vec::new(),
                 limits,
             };
-            session.serve(&mut ws, queue, &shutdown).await;
+            session.serve(&mut ws, queue, expires, &shutdown).await;
         }
         Err(error) => {
             let reason = match error.code {
@@ -145,6 +148,8 @@ enum End {
     Flooding,
     /// Answered no ping within the idle timeout.
     Idle,
+    /// The token the connection was opened with expired.
+    TokenExpired,
     /// The peer broke the protocol: optionally an error frame, then a close code.
     Violation {
         code: u16,
@@ -162,6 +167,7 @@ impl End {
             End::SlowConsumer => "slow consumer",
             End::Flooding => "flooding",
             End::Idle => "idle timeout",
+            End::TokenExpired => "token expired",
             End::Violation { reason, .. } => reason,
         }
     }
@@ -198,6 +204,7 @@ impl Session<'_> {
         &mut self,
         ws: &mut WebSocketStream<S>,
         mut queue: mpsc::Receiver<Utf8Bytes>,
+        expires: Option<SystemTime>,
         shutdown: &CancellationToken,
     ) where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -217,6 +224,9 @@ impl Session<'_> {
         let idle_check = tokio::time::sleep(idle_half.unwrap_or(Duration::MAX));
         tokio::pin!(idle_check);
         let (mut heard, mut pinged) = (false, false);
+        let expiry_deadline = expires.and_then(deadline_of);
+        let expiry = tokio::time::sleep_until(expiry_deadline.unwrap_or_else(Instant::now));
+        tokio::pin!(expiry);
 
         let end = loop {
             if !self.batch.is_empty() || flush_needed {
@@ -235,6 +245,7 @@ impl Session<'_> {
                 biased;
                 _ = shutdown.cancelled() => break End::Shutdown,
                 _ = overflowed.cancelled() => break End::SlowConsumer,
+                () = &mut expiry, if expiry_deadline.is_some() => break End::TokenExpired,
                 Some(reply) = self.replies.next(), if !self.replies.is_empty() => {
                     self.on_reply(reply);
                 }
@@ -335,6 +346,11 @@ impl Session<'_> {
             End::Idle => {
                 self.hub.metrics().limits.idle_closes.inc();
                 close_with(self.hub, ws, close::IDLE_TIMEOUT, "idle timeout").await;
+            }
+            End::TokenExpired => {
+                // Replies already due go out first, then the code that asks for a fresh token.
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, write_batch(ws, &mut self.batch)).await;
+                close_with(self.hub, ws, close::TOKEN_EXPIRED, "token expired").await;
             }
             End::Violation {
                 code,
@@ -614,6 +630,13 @@ fn read_error_end(error: WsError) -> End {
         },
         _ => End::Gone,
     }
+}
+
+/// The instant of the monotonic clock at which the wall-clock moment `at` arrives (now, if it
+/// has passed); `None` if it lies beyond what the clock can represent, which is never.
+fn deadline_of(at: SystemTime) -> Option<Instant> {
+    let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+    Instant::now().checked_add(left)
 }
 
 async fn published(accepted: BrokerFuture<MessageId>, reference: Option<String>) -> Reply {
