@@ -53,7 +53,7 @@ async fn a_session_is_closed_with_4003_once_its_token_expires() {
     bob.join(ROOM).await;
 
     // Within the leeway the token is still honoured, as it would be at a handshake.
-    sleep_until_unix(exp + LEEWAY_SECS - 1).await;
+    sleep_until_unix(exp + LEEWAY_SECS - 2).await;
     let id = ada.say(ROOM, "still signed in").await;
     bob.message_with_id(&id).await;
 
