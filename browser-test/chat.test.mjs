@@ -4,15 +4,18 @@
 // addresses in the environment. When this script needs something only the test can do
 // (restart a node), it prints `@<command>` on stdout and waits for one line on stdin.
 //
-// Two parts:
+// Three parts:
 // - against the real nodes: chat across nodes, rendering of hostile text, the room link, the
 //   remembered name, an error frame from the server, a node restart, screenshots;
+// - against a node that requires tokens: a sign-in link (`#token=`) chats under the token's
+//   name, and a forged or expired token is explained and not retried;
 // - against a scripted socket (playwright's WebSocket routing) with the page's clock under
 //   the test's control: exact protocol steps a real server cannot be made to take on demand
 //   (a pending send, a rate-limit error, a close with 1001 while time stands still) and the
 //   fields of newer servers (members, presence, history, `since`, `recovered`).
 
 import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join as joinPath } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -21,6 +24,9 @@ import { chromium } from 'playwright-core';
 const NODE1 = required('CHAT_TEST_NODE1_URL');
 const NODE2 = required('CHAT_TEST_NODE2_URL');
 const ARTIFACTS = required('CHAT_TEST_ARTIFACTS');
+// A node started with --auth-secret, and that secret, to sign tokens as a login service would.
+const AUTH_NODE = required('CHAT_TEST_AUTH_URL');
+const AUTH_SECRET = required('CHAT_TEST_AUTH_SECRET');
 // Every wait is generous: the machine running the tests may be busy.
 const WAIT_MS = 30_000;
 
@@ -269,6 +275,69 @@ async function acrossNodes(browser) {
   await contextB.close();
 }
 
+// ---- against a node that requires tokens --------------------------------------------------------
+
+function jwt(claims, secret = AUTH_SECRET) {
+  const part = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const signed = `${part({ alg: 'HS256', typ: 'JWT' })}.${part(claims)}`;
+  return `${signed}.${createHmac('sha256', secret).update(signed).digest('base64url')}`;
+}
+
+const nowSecs = () => Math.floor(Date.now() / 1000);
+
+// Opens a sign-in link and joins; returns the page and how many sockets it has opened.
+async function openSignedIn(context, room, token, label) {
+  const page = await openPage(context, `${AUTH_NODE}/#room=${room}&token=${token}`, label);
+  const sockets = { count: 0 };
+  page.on('websocket', () => { sockets.count += 1; });
+  assert.equal(new URL(page.url()).hash, `#room=${room}`, 'the token left the address bar');
+  assert.equal(await page.locator('#name').isVisible(), false, 'no name to type: the token has it');
+  await page.click('#join-button');
+  await page.locator('#chat').waitFor({ state: 'visible', timeout: WAIT_MS });
+  return { page, sockets };
+}
+
+// A refused or expired sign-in is said plainly, and the page does not retry with it.
+async function expectSignedOut(page, sockets, text) {
+  await page.locator('#status[data-state="signed-out"]').waitFor({ timeout: WAIT_MS });
+  assert.match(await page.textContent('#notice'), text);
+  assert.match((await systemLines(page)).join('\n'), text);
+  await sleep(2000);
+  assert.equal(sockets.count, 1, 'no reconnect with a dead token');
+  assert.equal(await page.locator('#text').isDisabled(), true, 'nothing to send with');
+}
+
+async function signIn(browser) {
+  const room = `signed-${process.pid}`;
+  const context = await browser.newContext({ viewport: DESKTOP });
+
+  log('a sign-in link: the page chats under the token\'s name');
+  const valid = jwt({ sub: 'Tess', exp: nowSecs() + 300 });
+  const { page: tess } = await openSignedIn(context, room, valid, 'signed-in');
+  await connected(tess);
+  assert.equal(await tess.textContent('#me'), 'Tess');
+  assert.equal(new URL(tess.url()).hash, `#room=${room}`, 'no token in the address');
+  await say(tess, 'signed in and chatting');
+  const sent = await settledMessage(tess, 'signed in and chatting');
+  assert.deepEqual([sent.from, sent.own], ['Tess', true]);
+
+  log('a forged token is refused, and said so');
+  const forged = jwt({ sub: 'Mallory', exp: nowSecs() + 300 }, 'not the secret, but as long as it');
+  const refused = await openSignedIn(context, room, forged, 'forged');
+  await expectSignedOut(refused.page, refused.sockets, /Your sign-in was refused/);
+
+  log('a token that expires during the session: closed with 4003, and said so');
+  // Honoured until exp plus the node's 5 s leeway, so this session lasts about 5 s.
+  const expiring = jwt({ sub: 'Eve', exp: nowSecs() });
+  const expired = await openSignedIn(context, room, expiring, 'expiring');
+  await connected(expired.page);
+  await expectSignedOut(expired.page, expired.sockets, /Your sign-in has expired; reload with a fresh link/);
+  await screenshot(expired.page, 'signed-out.png', DESKTOP);
+
+  assertNoProblems(tess, refused.page, expired.page);
+  await context.close();
+}
+
 // ---- against a scripted socket ------------------------------------------------------------------
 
 // Plays the server's side of /ws for one page: every connection the page opens is recorded
@@ -437,6 +506,7 @@ const browser = await chromium.launch({
 try {
   await scriptedProtocol(browser);
   await acrossNodes(browser);
+  await signIn(browser);
   log('all passed');
 } finally {
   await browser.close();

@@ -31,7 +31,11 @@
     1009: 'message too big',
     1011: 'server error',
     4001: 'too slow to keep up',
+    4002: 'idle for too long',
+    4003: 'sign-in expired',
   };
+  // The node's close code for a session whose token expired (protocol close codes).
+  const TOKEN_EXPIRED = 4003;
 
   const ui = {};
   [
@@ -47,6 +51,9 @@
 
   const state = {
     name: '', // as typed, for the handshake URL
+    // A sign-in token from the page's fragment, kept only in memory for reconnects; the
+    // server then takes the name from it.
+    token: '',
     me: '', // as the server echoes it in welcome; messages carry this name
     room: '',
     socket: null,
@@ -110,6 +117,53 @@
     return new URLSearchParams(location.hash.slice(1)).get('room') || '';
   }
 
+  // ---- sign-in ----------------------------------------------------------------------------
+
+  // A token comes in the fragment (#token=… or #room=lobby&token=…), which browsers never send
+  // to a server, so no access log records it. It then leaves the address bar, and with it
+  // history, bookmarks and screenshots, and is kept in memory for reconnects.
+  function takeTokenFromHash() {
+    const params = new URLSearchParams(location.hash.slice(1));
+    const token = params.get('token');
+    if (!token) return false;
+    state.token = token;
+    params.delete('token');
+    const rest = params.toString();
+    history.replaceState(null, '', location.pathname + location.search + (rest ? `#${rest}` : ''));
+    showNameField();
+    return true;
+  }
+
+  // With a token the server takes the name from it, so there is none to type.
+  function showNameField() {
+    ui.name.closest('.field').hidden = Boolean(state.token);
+  }
+
+  // A refused or expired token cannot get better by retrying, so the page stops reconnecting
+  // and says what to do; the text stays until the person acts on it.
+  function signedOut(text) {
+    clearRetry();
+    state.token = '';
+    setStatus('signed-out', 'signed out');
+    addSystemLine(text, 'auth');
+    clearTimeout(state.noticeTimer);
+    ui.notice.textContent = text;
+    setComposerEnabled(false);
+  }
+
+  function setComposerEnabled(enabled) {
+    ui.text.disabled = !enabled;
+    ui.composer.querySelector('button').disabled = !enabled;
+  }
+
+  function authProblem(code) {
+    if (code === TOKEN_EXPIRED) return 'Your sign-in has expired; reload with a fresh link.';
+    const error = state.lastError;
+    if (code !== 1008 || !error || error.code !== 'unauthorized') return '';
+    if (!state.token) return 'This chat needs a sign-in: open it with your sign-in link.';
+    return `Your sign-in was refused (${error.message || 'invalid token'}); reload with a fresh link.`;
+  }
+
   function storedName() {
     // Storage throws when disabled (private modes, strict settings); the name is a convenience.
     try {
@@ -129,9 +183,9 @@
 
   function onJoinSubmit(event) {
     event.preventDefault();
-    const name = ui.name.value.trim();
+    const name = state.token ? '' : ui.name.value.trim();
     const room = ui.room.value.trim();
-    const nameError = nameProblem(name);
+    const nameError = state.token ? '' : nameProblem(name);
     const roomError = roomProblem(room);
     showFieldError(ui.name, ui.nameError, nameError);
     showFieldError(ui.room, ui.roomError, roomError);
@@ -164,6 +218,7 @@
     showFieldError(ui.name, ui.nameError, errors.name || '');
     showFieldError(ui.room, ui.roomError, errors.room || '');
     history.replaceState(null, '', location.pathname + location.search);
+    showNameField();
     showView('join');
     (errors.room && !errors.name ? ui.room : ui.name).focus();
   }
@@ -177,8 +232,9 @@
     state.attempt = 0;
     resetRoomView();
     ui.roomName.textContent = room;
-    ui.me.textContent = name;
+    ui.me.textContent = name || '…';
     ui.node.textContent = '—';
+    setComposerEnabled(true);
     ui.text.placeholder = `Message #${room}`;
     history.replaceState(null, '', `#room=${room}`);
     showView('chat');
@@ -508,8 +564,8 @@
       failMessage(frame.ref, describeError(frame), frame.code);
     } else if (frame.ref && frame.ref === state.joinRef) {
       onJoinError(frame);
-    } else if (frame.code !== 'invalid_name') {
-      // invalid_name is followed by a 1008 close, which returns to the join view.
+    } else if (frame.code !== 'invalid_name' && frame.code !== 'unauthorized') {
+      // Both are followed by a 1008 close, which says what to do.
       notice(frame.message || frame.code);
     }
     if (frame.code === 'not_joined' && state.joined) {
@@ -534,7 +590,10 @@
 
   function socketUrl() {
     const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-    return `${scheme}://${location.host}/ws?name=${encodeURIComponent(state.name)}`;
+    const query = state.token
+      ? `token=${encodeURIComponent(state.token)}`
+      : `name=${encodeURIComponent(state.name)}`;
+    return `${scheme}://${location.host}/ws?${query}`;
   }
 
   function connect() {
@@ -599,7 +658,7 @@
     state.welcomed = true;
     state.me = frame.name;
     // Remembered only once the server has accepted it, so a refused name is not offered again.
-    rememberName(state.name);
+    if (!state.token) rememberName(state.name);
     ui.me.textContent = frame.name;
     ui.node.textContent = frame.node;
     sendJoin();
@@ -650,6 +709,11 @@
       returnToJoin({ name: `Name refused: ${state.lastError.message || 'not accepted'}` });
       return;
     }
+    const authText = authProblem(event.code);
+    if (authText) {
+      signedOut(authText);
+      return;
+    }
     const reason = CLOSE_REASONS[event.code] || `closed (${event.code})`;
     if (wasJoined) addSystemLine(`Disconnected: ${reason}.`);
     // A node shutting down sends clients elsewhere at once. Only a session that got as far as
@@ -693,6 +757,12 @@
   }
 
   function onHashChange() {
+    // A fresh sign-in link pasted into this tab changes only the fragment, which loads nothing.
+    if (takeTokenFromHash() && !ui.chat.hidden) {
+      disconnect();
+      enterRoom('', roomFromHash() || state.room);
+      return;
+    }
     const room = roomFromHash();
     if (!room) return;
     if (ui.chat.hidden) {
@@ -708,6 +778,7 @@
   // ---- start ------------------------------------------------------------------------------
 
   function init() {
+    takeTokenFromHash();
     ui.name.value = storedName();
     ui.room.value = roomFromHash() || 'lobby';
     revalidateOnInput(ui.name, ui.nameError, nameProblem);

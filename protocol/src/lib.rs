@@ -48,6 +48,9 @@ pub mod close {
     pub const SLOW_CONSUMER: u16 = 4001;
     /// The client answered no ping and sent nothing for the node's idle timeout.
     pub const IDLE_TIMEOUT: u16 = 4002;
+    /// The token the connection was opened with has expired. Reconnect with a fresh token;
+    /// reconnecting with the same one is refused.
+    pub const TOKEN_EXPIRED: u16 = 4003;
 }
 
 /// The `code` of an `error` frame.

@@ -16,7 +16,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -24,7 +24,7 @@ use chat_protocol::{ErrorCode, FrameError};
 use dashmap::DashMap;
 use ipnet::IpNet;
 
-use crate::auth::TokenAuth;
+use crate::auth::{self, Expected, TokenAuth, WeakSecret};
 use crate::limit_metrics::Refusal;
 use crate::metrics::Metrics;
 
@@ -63,6 +63,15 @@ pub struct AdmissionConfig {
     )]
     pub auth_secret: Option<String>,
 
+    /// Issuer whose tokens are accepted: with it, a token's `iss` claim must equal it.
+    #[arg(long, env = "CHAT_AUTH_ISSUER", value_name = "ISSUER")]
+    pub auth_issuer: Option<String>,
+
+    /// This service's audience name: with it, a token's `aud` claim (a string or an array) must
+    /// contain it. Without it, tokens that name any audience are refused.
+    #[arg(long, env = "CHAT_AUTH_AUDIENCE", value_name = "AUDIENCE")]
+    pub auth_audience: Option<String>,
+
     /// Seconds a connection may take from accept to a completed WebSocket handshake; slower
     /// ones, and plain HTTP connections kept open longer, are closed.
     #[arg(long, env = "CHAT_HANDSHAKE_TIMEOUT", default_value_t = 10)]
@@ -70,6 +79,14 @@ pub struct AdmissionConfig {
 }
 
 impl AdmissionConfig {
+    /// Refuses settings the node must not start with.
+    pub fn validate(&self) -> Result<(), WeakSecret> {
+        match &self.auth_secret {
+            Some(secret) => auth::check_secret(secret.as_bytes()),
+            None => Ok(()),
+        }
+    }
+
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_secs(self.handshake_timeout_secs)
     }
@@ -129,6 +146,8 @@ pub struct Handshake<'a> {
 pub struct Admitted {
     pub permit: Permit,
     pub name: Result<String, FrameError>,
+    /// When the token that gave the name stops being honoured; the session ends then.
+    pub expires: Option<SystemTime>,
 }
 
 impl Admission {
@@ -143,10 +162,13 @@ impl Admission {
                 .map(|origin| origin.trim().trim_end_matches('/').to_ascii_lowercase())
                 .filter(|origin| !origin.is_empty())
                 .collect(),
-            auth: config
-                .auth_secret
-                .as_deref()
-                .map(|secret| TokenAuth::new(secret.as_bytes())),
+            auth: config.auth_secret.as_deref().map(|secret| {
+                let expected = Expected {
+                    issuer: config.auth_issuer.as_deref(),
+                    audience: config.auth_audience.as_deref(),
+                };
+                TokenAuth::new(secret.as_bytes(), &expected)
+            }),
             open: Arc::default(),
             metrics,
         }
@@ -160,10 +182,17 @@ impl Admission {
             Err(Rejection::Origin)
         };
         match permit {
-            Ok(permit) => Ok(Admitted {
-                permit,
-                name: self.name(handshake),
-            }),
+            Ok(permit) => {
+                let (name, expires) = match self.name(handshake) {
+                    Ok((name, expires)) => (Ok(name), expires),
+                    Err(error) => (Err(error), None),
+                };
+                Ok(Admitted {
+                    permit,
+                    name,
+                    expires,
+                })
+            }
             Err(rejection) => {
                 self.metrics.limits.refused(rejection.cause());
                 Err(rejection)
@@ -246,12 +275,13 @@ impl Admission {
         Ok(permit)
     }
 
-    fn name(&self, handshake: &Handshake<'_>) -> Result<String, FrameError> {
+    /// The connection's name and, with tokens, when it expires.
+    fn name(&self, handshake: &Handshake<'_>) -> Result<(String, Option<SystemTime>), FrameError> {
         let Some(auth) = &self.auth else {
             return match handshake.name {
-                None => Ok(crate::ids::guest_name()),
+                None => Ok((crate::ids::guest_name(), None)),
                 Some(name) => chat_protocol::validate_name(name)
-                    .map(|()| name.to_owned())
+                    .map(|()| (name.to_owned(), None))
                     .map_err(|message| FrameError {
                         code: ErrorCode::InvalidName,
                         message,
@@ -260,14 +290,15 @@ impl Admission {
             };
         };
         let token = handshake.token.or_else(|| bearer(handshake.headers));
-        auth.name(token, handshake.name).map_err(|error| {
+        let grant = auth.name(token, handshake.name).map_err(|error| {
             self.metrics.limits.refused(Refusal::Unauthorized);
             FrameError {
                 code: ErrorCode::Unauthorized,
                 message: error.to_string(),
                 reference: None,
             }
-        })
+        })?;
+        Ok((grant.name, grant.expires))
     }
 }
 

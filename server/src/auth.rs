@@ -1,27 +1,57 @@
 //! Optional token authentication: with `--auth-secret`, a client's name comes from a JWT signed
 //! with HS256 by whoever issues names (the application's login), not from the client's say-so.
 //!
-//! The token's `sub` claim is the user name and `exp` (required) its expiry. Browsers cannot set
-//! headers on a WebSocket handshake, so the token travels in the query, `/ws?token=<jwt>`; other
-//! clients may send `Authorization: Bearer <jwt>` instead. A `name` given next to a token must
-//! equal its `sub`.
+//! The token's `sub` claim is the user name and `exp` (required) its expiry; `nbf`, when
+//! present, is honoured. With `--auth-issuer` / `--auth-audience` the token must also name
+//! that issuer in `iss` and that audience in `aud` (a string or an array, RFC 7519), so a token
+//! minted for another service sharing the secret is refused. Browsers cannot set headers on a
+//! WebSocket handshake, so the token travels in the query, `/ws?token=<jwt>`; other clients may
+//! send `Authorization: Bearer <jwt>` instead. A `name` given next to a token must equal its
+//! `sub`.
+//!
+//! A token is honoured until `exp` plus the clock leeway, both at the handshake and after it:
+//! [`TokenAuth::name`] returns that moment, and the session is closed then (close code 4003),
+//! so a connection never outlives the token that opened it.
 
-use std::collections::HashSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-/// Seconds of clock difference tolerated on `exp`.
+/// Seconds of clock difference tolerated on `exp` and `nbf`.
 const LEEWAY_SECS: u64 = 5;
+/// Shortest secret accepted: HS256 is only as strong as its key, and RFC 7518 (3.2) asks for
+/// a key at least as long as the hash, 256 bits.
+pub const MIN_SECRET_BYTES: usize = 32;
 
 pub struct TokenAuth {
     key: DecodingKey,
     validation: Validation,
 }
 
+/// What a token must say besides its signature.
+#[derive(Debug, Clone, Default)]
+pub struct Expected<'a> {
+    /// Required value of `iss`.
+    pub issuer: Option<&'a str>,
+    /// Required member of `aud`.
+    pub audience: Option<&'a str>,
+}
+
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    /// Unix seconds; a float is allowed, as in the `NumericDate` of RFC 7519.
+    exp: f64,
+}
+
+/// A name taken from a valid token, and until when the token holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub name: String,
+    /// `exp` plus the leeway; `None` when that lies beyond what the clock can represent.
+    pub expires: Option<SystemTime>,
 }
 
 /// Why a token was refused; the message goes to the client.
@@ -29,6 +59,10 @@ struct Claims {
 pub enum AuthError {
     #[error("a token is required: connect with /ws?token=<jwt>")]
     Missing,
+    #[error("the token has expired: sign in again for a fresh one")]
+    Expired,
+    #[error("the token is not valid yet (nbf is in the future)")]
+    NotYetValid,
     #[error("invalid token: {0}")]
     Invalid(#[from] jsonwebtoken::errors::Error),
     #[error("the token's name is not a valid name: {0}")]
@@ -37,33 +71,89 @@ pub enum AuthError {
     NameMismatch,
 }
 
+/// A secret too short to resist guessing; the message never contains the secret.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "--auth-secret (CHAT_AUTH_SECRET) must be at least {MIN_SECRET_BYTES} bytes: make one with \
+     `openssl rand -base64 32`"
+)]
+pub struct WeakSecret;
+
+/// Refuses a secret shorter than [`MIN_SECRET_BYTES`].
+pub fn check_secret(secret: &[u8]) -> Result<(), WeakSecret> {
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(WeakSecret);
+    }
+    Ok(())
+}
+
 impl TokenAuth {
-    pub fn new(secret: &[u8]) -> Self {
+    pub fn new(secret: &[u8], expected: &Expected<'_>) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECS;
-        validation.required_spec_claims = HashSet::from(["exp".to_owned(), "sub".to_owned()]);
+        validation.validate_nbf = true;
+        let mut required = vec!["exp", "sub"];
+        if let Some(issuer) = expected.issuer {
+            validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        // Without an audience of its own the node is nobody's audience: a token that names one
+        // is meant for someone else, and the library refuses it (RFC 7519, 4.1.3).
+        if let Some(audience) = expected.audience {
+            validation.set_audience(&[audience]);
+            required.push("aud");
+        }
+        validation.required_spec_claims = required.into_iter().map(str::to_owned).collect();
         TokenAuth {
             key: DecodingKey::from_secret(secret),
             validation,
         }
     }
 
-    /// The user name a connection may use, given its token and the name it asked for.
-    pub fn name(&self, token: Option<&str>, requested: Option<&str>) -> Result<String, AuthError> {
+    /// The user name a connection may use, given its token and the name it asked for, and
+    /// until when it may use it.
+    pub fn name(&self, token: Option<&str>, requested: Option<&str>) -> Result<Grant, AuthError> {
         let token = token.ok_or(AuthError::Missing)?;
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)?.claims;
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|error| match error.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+                _ => AuthError::Invalid(error),
+            })?
+            .claims;
         chat_protocol::validate_name(&claims.sub).map_err(AuthError::BadName)?;
-        match requested {
-            Some(name) if name != claims.sub => Err(AuthError::NameMismatch),
-            _ => Ok(claims.sub),
+        if requested.is_some_and(|name| name != claims.sub) {
+            return Err(AuthError::NameMismatch);
         }
+        // The library compares whole seconds; this keeps the handshake's cut-off the very
+        // moment at which an open session is closed.
+        let expires = honoured_until(claims.exp);
+        if expires.is_some_and(|at| at <= SystemTime::now()) {
+            return Err(AuthError::Expired);
+        }
+        Ok(Grant {
+            name: claims.sub,
+            expires,
+        })
     }
+}
+
+/// The moment a token expiring at `exp` stops being honoured: the leeway that lets a handshake
+/// in late also lets the session run that long, so no connection is let in only to be closed
+/// at once.
+fn honoured_until(exp: f64) -> Option<SystemTime> {
+    let seconds = Duration::try_from_secs_f64(exp).ok()?;
+    UNIX_EPOCH
+        .checked_add(seconds)?
+        .checked_add(Duration::from_secs(LEEWAY_SECS))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use jsonwebtoken::{EncodingKey, Header};
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
     fn token(secret: &[u8], claims: serde_json::Value) -> String {
         jsonwebtoken::encode(
@@ -75,46 +165,56 @@ mod tests {
     }
 
     fn now() -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_secs()
     }
 
+    fn plain() -> TokenAuth {
+        TokenAuth::new(SECRET, &Expected::default())
+    }
+
     #[test]
-    fn the_name_comes_from_a_valid_token() {
-        let auth = TokenAuth::new(b"s3cret");
-        let valid = token(
-            b"s3cret",
-            serde_json::json!({"sub": "ada", "exp": now() + 60}),
+    fn the_name_comes_from_a_valid_token_with_its_expiry() {
+        let auth = plain();
+        let exp = now() + 60;
+        let valid = token(SECRET, serde_json::json!({"sub": "ada", "exp": exp}));
+        let grant = auth.name(Some(&valid), None).unwrap();
+        assert_eq!(grant.name, "ada");
+        assert_eq!(
+            grant.expires,
+            Some(UNIX_EPOCH + Duration::from_secs(exp + LEEWAY_SECS))
         );
-        assert_eq!(auth.name(Some(&valid), None).unwrap(), "ada");
-        assert_eq!(auth.name(Some(&valid), Some("ada")).unwrap(), "ada");
+        assert_eq!(auth.name(Some(&valid), Some("ada")).unwrap().name, "ada");
         assert!(matches!(
             auth.name(Some(&valid), Some("eve")),
             Err(AuthError::NameMismatch)
         ));
+        let far = token(SECRET, serde_json::json!({"sub": "ada", "exp": u64::MAX}));
+        assert_eq!(auth.name(Some(&far), None).unwrap().expires, None);
     }
 
     #[test]
     fn refuses_missing_expired_forged_and_unnamed_tokens() {
-        let auth = TokenAuth::new(b"s3cret");
+        let auth = plain();
         assert!(matches!(
             auth.name(None, Some("ada")),
             Err(AuthError::Missing)
         ));
-        let expired = token(
-            b"s3cret",
-            serde_json::json!({"sub": "ada", "exp": now() - 60}),
-        );
+        let expired = token(SECRET, serde_json::json!({"sub": "ada", "exp": now() - 60}));
+        assert!(matches!(
+            auth.name(Some(&expired), None),
+            Err(AuthError::Expired)
+        ));
         let forged = token(
-            b"other",
+            b"another secret of thirty-two bytes",
             serde_json::json!({"sub": "ada", "exp": now() + 60}),
         );
-        let no_exp = token(b"s3cret", serde_json::json!({"sub": "ada"}));
-        let no_sub = token(b"s3cret", serde_json::json!({"exp": now() + 60}));
-        let bad_name = token(b"s3cret", serde_json::json!({"sub": "", "exp": now() + 60}));
-        for bad in [expired, forged, no_exp, no_sub, "garbage".to_owned()] {
+        let no_exp = token(SECRET, serde_json::json!({"sub": "ada"}));
+        let no_sub = token(SECRET, serde_json::json!({"exp": now() + 60}));
+        let bad_name = token(SECRET, serde_json::json!({"sub": "", "exp": now() + 60}));
+        for bad in [forged, no_exp, no_sub, "garbage".to_owned()] {
             assert!(
                 matches!(auth.name(Some(&bad), None), Err(AuthError::Invalid(_))),
                 "{bad}"
@@ -124,5 +224,86 @@ mod tests {
             auth.name(Some(&bad_name), None),
             Err(AuthError::BadName(_))
         ));
+    }
+
+    #[test]
+    fn a_token_is_honoured_until_exp_plus_the_leeway() {
+        let auth = plain();
+        let late = token(SECRET, serde_json::json!({"sub": "ada", "exp": now() - 2}));
+        let grant = auth.name(Some(&late), None).unwrap();
+        assert!(grant.expires.unwrap() > SystemTime::now());
+        let gone = token(SECRET, serde_json::json!({"sub": "ada", "exp": now() - 6}));
+        assert!(matches!(
+            auth.name(Some(&gone), None),
+            Err(AuthError::Expired)
+        ));
+    }
+
+    #[test]
+    fn not_before_is_enforced_with_the_leeway() {
+        let auth = plain();
+        let exp = now() + 600;
+        let early = token(
+            SECRET,
+            serde_json::json!({"sub": "ada", "exp": exp, "nbf": now() + 60}),
+        );
+        assert!(matches!(
+            auth.name(Some(&early), None),
+            Err(AuthError::NotYetValid)
+        ));
+        let skewed = token(
+            SECRET,
+            serde_json::json!({"sub": "ada", "exp": exp, "nbf": now() + 2}),
+        );
+        assert!(auth.name(Some(&skewed), None).is_ok());
+    }
+
+    #[test]
+    fn issuer_and_audience_are_required_when_configured() {
+        let auth = TokenAuth::new(
+            SECRET,
+            &Expected {
+                issuer: Some("https://login.example"),
+                audience: Some("chat"),
+            },
+        );
+        let exp = now() + 60;
+        let with = |extra: serde_json::Value| {
+            let mut claims = serde_json::json!({"sub": "ada", "exp": exp});
+            claims
+                .as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            auth.name(Some(&token(SECRET, claims)), None)
+        };
+        let iss = "https://login.example";
+        assert!(with(serde_json::json!({"iss": iss, "aud": "chat"})).is_ok());
+        assert!(with(serde_json::json!({"iss": iss, "aud": ["mail", "chat"]})).is_ok());
+        for refused in [
+            serde_json::json!({"iss": iss}),
+            serde_json::json!({"aud": "chat"}),
+            serde_json::json!({"iss": "https://evil.example", "aud": "chat"}),
+            serde_json::json!({"iss": iss, "aud": "mail"}),
+            serde_json::json!({"iss": iss, "aud": ["mail", "calendar"]}),
+        ] {
+            assert!(
+                matches!(with(refused.clone()), Err(AuthError::Invalid(_))),
+                "{refused}"
+            );
+        }
+        // A node with no audience of its own is not the audience of a token that names one.
+        let aimed = token(
+            SECRET,
+            serde_json::json!({"sub": "ada", "exp": exp, "aud": "mail"}),
+        );
+        assert!(plain().name(Some(&aimed), None).is_err());
+    }
+
+    #[test]
+    fn short_secrets_are_refused_without_being_echoed() {
+        let error = check_secret(b"hunter2").unwrap_err().to_string();
+        assert!(!error.contains("hunter2"), "{error}");
+        assert!(error.contains("32 bytes"), "{error}");
+        assert!(check_secret(SECRET).is_ok());
     }
 }

@@ -155,6 +155,8 @@ pub enum ConfigError {
     HistorySize,
     #[error(transparent)]
     FrameBudget(#[from] crate::frame_budget::BudgetError),
+    #[error(transparent)]
+    WeakAuthSecret(#[from] crate::auth::WeakSecret),
 }
 
 impl Config {
@@ -215,6 +217,7 @@ impl Config {
             return Err(ConfigError::HistorySize);
         }
         crate::frame_budget::check_max_text_bytes(self.max_text_bytes)?;
+        self.admission.validate()?;
         self.flood.validate().map_err(ConfigError::Flood)
     }
 

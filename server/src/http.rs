@@ -199,8 +199,8 @@ async fn websocket(
         name: params.name.as_deref(),
         token: params.token.as_deref(),
     });
-    let (permit, name) = match admitted {
-        Ok(admitted) => (admitted.permit, admitted.name),
+    let (permit, name, expires) = match admitted {
+        Ok(admitted) => (admitted.permit, admitted.name, admitted.expires),
         Err(refusal) => return refusal.into_response(),
     };
 
@@ -227,7 +227,7 @@ async fn websocket(
                     Some(config),
                 )
                 .await;
-                session::run(ws, name, hub, limits, shutdown).await;
+                session::run(ws, name, expires, hub, limits, shutdown).await;
                 drop(permit);
             }
             Err(error) => log::debug!("WebSocket upgrade failed: {error}"),

@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use chat_protocol::{
     ClientFrame, ErrorCode, FrameError, MessageId, ServerFrame, close, parse_client_frame,
@@ -30,6 +30,7 @@ use futures::stream::FuturesOrdered;
 use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -67,10 +68,12 @@ const WRITE_BATCH: usize = 256;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Runs a connection to its end. `name` is the name to use, or why the connection may not
-/// chat (told to the client before a 1008 close).
+/// chat (told to the client before a 1008 close); `expires`, when the token that gave the name
+/// stops being honoured (the connection is closed with 4003 then).
 pub async fn run<S>(
     mut ws: WebSocketStream<S>,
     name: Result<String, FrameError>,
+    expires: Option<SystemTime>,
     hub: Arc<Hub>,
     limits: SessionLimits,
     shutdown: CancellationToken,
@@ -98,7 +101,7 @@ pub async fn run<S>(
                 batch: Vec::new(),
                 limits,
             };
-            session.serve(&mut ws, queue, &shutdown).await;
+            session.serve(&mut ws, queue, expires, &shutdown).await;
         }
         Err(error) => {
             let reason = match error.code {
@@ -150,6 +153,8 @@ enum End {
     Oversize {
         bytes: usize,
     },
+    /// The token the connection was opened with expired.
+    TokenExpired,
     /// The peer broke the protocol: optionally an error frame, then a close code.
     Violation {
         code: u16,
@@ -168,6 +173,7 @@ impl End {
             End::Flooding => "flooding",
             End::Idle => "idle timeout",
             End::Oversize { .. } => "frame too large to send",
+            End::TokenExpired => "token expired",
             End::Violation { reason, .. } => reason,
         }
     }
@@ -204,6 +210,7 @@ impl Session<'_> {
         &mut self,
         ws: &mut WebSocketStream<S>,
         mut queue: mpsc::Receiver<Utf8Bytes>,
+        expires: Option<SystemTime>,
         shutdown: &CancellationToken,
     ) where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -223,6 +230,9 @@ impl Session<'_> {
         let idle_check = tokio::time::sleep(idle_half.unwrap_or(Duration::MAX));
         tokio::pin!(idle_check);
         let (mut heard, mut pinged) = (false, false);
+        let expiry_deadline = expires.and_then(deadline_of);
+        let expiry = tokio::time::sleep_until(expiry_deadline.unwrap_or_else(Instant::now));
+        tokio::pin!(expiry);
 
         let end = loop {
             if !self.batch.is_empty() || flush_needed {
@@ -241,6 +251,7 @@ impl Session<'_> {
                 biased;
                 _ = shutdown.cancelled() => break End::Shutdown,
                 _ = overflowed.cancelled() => break End::SlowConsumer,
+                () = &mut expiry, if expiry_deadline.is_some() => break End::TokenExpired,
                 Some(reply) = self.replies.next(), if !self.replies.is_empty() => {
                     self.on_reply(reply);
                 }
@@ -357,6 +368,11 @@ impl Session<'_> {
                     "frame too large to send",
                 )
                 .await;
+            }
+            End::TokenExpired => {
+                // Replies already due go out first, then the code that asks for a fresh token.
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, write_batch(ws, &mut self.batch)).await;
+                close_with(self.hub, ws, close::TOKEN_EXPIRED, "token expired").await;
             }
             End::Violation {
                 code,
@@ -647,6 +663,13 @@ fn write_error_end(error: WsError) -> End {
         WsError::WriteBufferFull(_) => End::SlowConsumer,
         _ => End::Gone,
     }
+}
+
+/// The instant of the monotonic clock at which the wall-clock moment `at` arrives (now, if it
+/// has passed); `None` if it lies beyond what the clock can represent, which is never.
+fn deadline_of(at: SystemTime) -> Option<Instant> {
+    let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+    Instant::now().checked_add(left)
 }
 
 async fn published(accepted: BrokerFuture<MessageId>, reference: Option<String>) -> Reply {

@@ -265,6 +265,36 @@ async fn nodes_join_and_leave_rotation_as_dns_names_them() {
         .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_balancer_never_logs_the_token_in_the_query() {
+    // Addresses of its own (the other tests use the first nine).
+    let ips = [node_ip(12)];
+    let port = shared_port(&ips);
+    let listen = SocketAddr::from((ips[0], port)).to_string();
+    let node = Node::spawn(
+        &["--listen", &listen],
+        &[("CHAT_AUTH_SECRET", support::AUTH_SECRET)],
+    )
+    .await;
+    let balancer = start_balancer(std::slice::from_ref(&node), &ips, port).await;
+    let marker = "secret-marker";
+    let claims = serde_json::json!({"sub": marker, "exp": support::now_secs() + 300});
+    let token = support::jwt(support::AUTH_SECRET, claims);
+    let url = format!("ws://{}/ws?token={token}&name={marker}", balancer.addr());
+    let client = Client::connect(&url).await;
+    assert_eq!(client.name(), marker);
+    // HAProxy logs a proxied WebSocket when its tunnel ends.
+    drop(client);
+    wait_until("HAProxy logs the WebSocket", ROTATION_TIMEOUT, async || {
+        balancer.log_text().contains("\"GET /ws")
+    })
+    .await;
+    let log = balancer.log_text();
+    for secret in [marker, token.as_str()] {
+        assert!(!log.contains(secret), "{secret} in HAProxy's log:\n{log}");
+    }
+}
+
 /// Runs the image's HEALTHCHECK command against `node`, as Docker would.
 fn healthcheck(node: &Node) -> bool {
     Command::new(env!("CARGO_BIN_EXE_chat-healthcheck"))

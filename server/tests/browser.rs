@@ -1,7 +1,9 @@
 //! The chat page in a real browser: headless Debian chromium, driven by playwright-core from
 //! `browser-test/`, against Redis and two real nodes. Page A on node 1 and page B on node 2
 //! chat in one room, hostile text stays text, a server error shows next to its message, and
-//! node 1 restarts on the same port while page A reconnects by itself. The script also checks
+//! node 1 restarts on the same port while page A reconnects by itself. On a third node, which
+//! requires tokens, a sign-in link chats under its token's name and a forged or expiring token
+//! is explained to the person instead of retried. The script also checks
 //! the page's protocol handling against a scripted socket and saves screenshots at phone and
 //! desktop width under `target/browser-test/`.
 
@@ -10,7 +12,7 @@ mod support;
 use std::time::Duration;
 
 use support::browser::{BrowserScript, artifacts_dir};
-use support::{KEY_A, Node, RedisServer, STEP, key, redis_node_args, wait_until};
+use support::{AUTH_SECRET, KEY_A, Node, RedisServer, STEP, key, redis_node_args, wait_until};
 
 /// The whole script, generously: it takes about half a minute on a busy machine.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -29,10 +31,18 @@ async fn the_page_chats_across_nodes_in_headless_chromium() {
     })
     .await;
 
+    let signed = Node::spawn(
+        &["--listen", "127.0.0.1:0"],
+        &[("CHAT_AUTH_SECRET", AUTH_SECRET)],
+    )
+    .await;
+
     let mut script = BrowserScript::start(&[
         ("CHAT_TEST_NODE1_URL", format!("http://{}", node1.addr())),
         ("CHAT_TEST_NODE2_URL", format!("http://{}", node2.addr())),
         ("CHAT_TEST_ARTIFACTS", artifacts_dir().display().to_string()),
+        ("CHAT_TEST_AUTH_URL", format!("http://{}", signed.addr())),
+        ("CHAT_TEST_AUTH_SECRET", AUTH_SECRET.to_owned()),
     ]);
     let deadline = tokio::time::Instant::now() + SCRIPT_TIMEOUT;
     while let Some(request) = script.next_request(deadline).await {

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use chat_protocol::{ClientFrame, ErrorCode, ServerFrame, close};
 use futures::StreamExt;
-use jsonwebtoken::{EncodingKey, Header};
-use support::{Client, Node, RedisServer, STEP, key, unique, wait_until};
+use support::{Client, Node, RedisServer, STEP, expect_unauthorized, jwt, key, unique, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -340,18 +339,9 @@ async fn names_are_limited_on_the_node_while_redis_is_down() {
 // Admission
 // ---------------------------------------------------------------------------------------------
 
-fn jwt(secret: &str, claims: serde_json::Value) -> String {
-    jsonwebtoken::encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("encode a token")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_an_auth_secret_only_valid_tokens_get_a_name() {
-    const SECRET: &str = "correct horse battery staple";
+    const SECRET: &str = support::AUTH_SECRET;
     let node = Node::spawn(
         &["--listen", "127.0.0.1:0"],
         &[("CHAT_AUTH_SECRET", SECRET)],
@@ -379,19 +369,7 @@ async fn with_an_auth_secret_only_valid_tokens_get_a_name() {
         url("token=not.a.jwt"),
     ];
     for url in &refused {
-        let mut client = Client::open(url).await;
-        match client.recv().await {
-            ServerFrame::Error {
-                code: ErrorCode::Unauthorized,
-                ..
-            } => {}
-            other => panic!("{url}: expected unauthorized, got {other:?}"),
-        }
-        assert_eq!(
-            client.expect_close().await,
-            close::POLICY_VIOLATION,
-            "{url}"
-        );
+        expect_unauthorized(url).await;
     }
     assert_eq!(
         node.metric(r#"chat_connections_refused_total{cause="unauthorized"}"#)

@@ -151,6 +151,11 @@ impl Balancer {
         self.addr
     }
 
+    /// What HAProxy has logged so far (its access log goes to standard output).
+    pub fn log_text(&self) -> String {
+        self.process.log_text()
+    }
+
     /// Makes the nodes' name resolve to `ips` from now on, as scaling a compose service does.
     pub fn set_node_ips(&self, ips: &[Ipv4Addr]) {
         self.dns.set_addresses(ips);

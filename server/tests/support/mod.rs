@@ -61,6 +61,36 @@ pub fn now_secs() -> u64 {
         .as_secs()
 }
 
+/// A `--auth-secret` of the shortest length a node accepts, 32 bytes.
+pub const AUTH_SECRET: &str = "correct horse battery staple 32b";
+
+/// An HS256 token signed with `secret` that says `claims`.
+pub fn jwt(secret: &str, claims: serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("encode a token")
+}
+
+/// Opens `url` and expects the token refusal: an `unauthorized` error, then close 1008.
+pub async fn expect_unauthorized(url: &str) {
+    let mut client = Client::open(url).await;
+    match client.recv().await {
+        ServerFrame::Error {
+            code: ErrorCode::Unauthorized,
+            ..
+        } => {}
+        other => panic!("{url}: expected unauthorized, got {other:?}"),
+    }
+    assert_eq!(
+        client.expect_close().await,
+        chat_protocol::close::POLICY_VIOLATION,
+        "{url}"
+    );
+}
+
 /// Polls `check` every 100 ms until it returns true; panics after `timeout`.
 pub async fn wait_until(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + timeout;
