@@ -17,6 +17,8 @@
 //!
 //! A client that stays silent gets a ping after half the idle timeout and is closed (4002) if
 //! it has still answered nothing by the end; only a flag is touched per frame read.
+//!
+//! Closes for a violation linger ([`crate::closing`]), so the client reads why.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,12 +34,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{BrokerError, BrokerFuture};
+use crate::closing::{CLOSE_TIMEOUT, close_lingering, close_with};
 use crate::flood::{Check, FloodGuard, FloodPolicy, Verdict};
 use crate::hub::{Hub, Joined};
 use crate::rooms::{MemberId, Outbox};
@@ -62,8 +63,6 @@ pub struct SessionLimits {
 
 /// Most frames written between two flushes.
 const WRITE_BATCH: usize = 256;
-/// How long a closing handshake may take before the connection is simply dropped.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Runs a connection to its end. `name` is the name to use, or why the connection may not
 /// chat (told to the client before a 1008 close).
@@ -105,8 +104,8 @@ pub async fn run<S>(
                 _ => "invalid name",
             };
             let refusal = error_frame(&hub, error);
-            let _ = ws.send(refusal).await;
-            close_with(&hub, &mut ws, close::POLICY_VIOLATION, reason).await;
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.send(refusal)).await;
+            close_lingering(&hub, &mut ws, close::POLICY_VIOLATION, reason).await;
         }
     }
     hub.metrics().connections.dec();
@@ -324,13 +323,13 @@ impl Session<'_> {
             }
             End::SlowConsumer => {
                 self.hub.metrics().slow_consumer_closes.inc();
-                close_with(self.hub, ws, close::SLOW_CONSUMER, "slow consumer").await;
+                close_lingering(self.hub, ws, close::SLOW_CONSUMER, "slow consumer").await;
             }
             End::Flooding => {
                 // The client learns why from the errors it was sent.
                 self.hub.metrics().limits.flood_closes.inc();
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, write_batch(ws, &mut self.batch)).await;
-                close_with(self.hub, ws, close::POLICY_VIOLATION, "flooding").await;
+                close_lingering(self.hub, ws, close::POLICY_VIOLATION, "flooding").await;
             }
             End::Idle => {
                 self.hub.metrics().limits.idle_closes.inc();
@@ -345,7 +344,7 @@ impl Session<'_> {
                     let frame = error_frame(self.hub, error);
                     let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.send(frame)).await;
                 }
-                close_with(self.hub, ws, code, reason).await;
+                close_lingering(self.hub, ws, code, reason).await;
             }
         }
     }
@@ -708,24 +707,6 @@ where
         ws.feed(message).await?;
     }
     ws.flush().await
-}
-
-/// Starts the closing handshake with `code` and waits briefly for the peer's answer.
-async fn close_with<S>(hub: &Hub, ws: &mut WebSocketStream<S>, code: u16, reason: &'static str)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    hub.metrics().close(code);
-    let frame = CloseFrame {
-        code: CloseCode::from(code),
-        reason: reason.into(),
-    };
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-        if ws.close(Some(frame)).await.is_ok() {
-            while let Some(Ok(_)) = ws.next().await {}
-        }
-    })
-    .await;
 }
 
 #[cfg(test)]
