@@ -8,6 +8,7 @@
 //! - [`http`]: the one port: `/ws`, the page, `/healthz`, `/readyz`, `/metrics`;
 //! - [`api`]: the HTTP API under `/api`: publish and batch publish, room and node figures;
 //! - [`session`]: one WebSocket connection; [`closing`]: how the node ends one;
+//!   [`write_deadline`]: the deadline on its writes;
 //! - [`hub`]: join, leave and publish, for sessions;
 //! - [`rooms`]: local membership, fan-out and gap detection;
 //! - [`broker`]: the backplane interface (messages and history) and its Redis and in-memory
@@ -39,3 +40,4 @@ pub mod presence;
 pub mod relay;
 pub mod rooms;
 pub mod session;
+pub mod write_deadline;

@@ -51,6 +51,8 @@ pub struct LimitMetrics {
     pub flood_closes: IntCounter,
     /// Connections closed for answering no ping within the idle timeout.
     pub idle_closes: IntCounter,
+    /// Connections closed because a write to them made no progress for the write timeout.
+    pub write_timeouts: IntCounter,
     refused: Vec<(Refusal, IntCounter)>,
     rate_limited_vec: IntCounterVec,
     refused_vec: IntCounterVec,
@@ -89,6 +91,10 @@ impl LimitMetrics {
                 "chat_idle_closes_total",
                 "Connections closed because they answered no ping within the idle timeout",
             ),
+            write_timeouts: counter(
+                "chat_write_timeouts_total",
+                "Connections closed (4001) because a write to them made no progress in time",
+            ),
             refused: Refusal::ALL
                 .iter()
                 .map(|cause| (*cause, refused_vec.with_label_values(&[cause.as_str()])))
@@ -106,12 +112,13 @@ impl LimitMetrics {
     }
 
     pub fn register(&self, registry: &Registry) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 5] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 6] = [
             Box::new(self.rate_limited_vec.clone()),
             Box::new(self.refused_vec.clone()),
             Box::new(self.rate_limit_fallbacks.clone()),
             Box::new(self.flood_closes.clone()),
             Box::new(self.idle_closes.clone()),
+            Box::new(self.write_timeouts.clone()),
         ];
         for collector in collectors {
             registry

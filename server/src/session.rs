@@ -16,7 +16,9 @@
 //! send's publish, so one client's messages are published in the order it sent them.
 //!
 //! A client that stays silent gets a ping after half the idle timeout and is closed (4002) if
-//! it has still answered nothing by the end; only a flag is touched per frame read.
+//! it has still answered nothing by the end; only a flag is touched per frame read. A client
+//! that stops reading is closed (4001) once a write to it has made no progress for the write
+//! timeout ([`crate::write_deadline`]).
 //!
 //! Closes for a violation linger ([`crate::closing`]), so the client reads why.
 
@@ -42,6 +44,7 @@ use crate::closing::{CLOSE_TIMEOUT, close_lingering, close_with};
 use crate::flood::{Check, FloodGuard, FloodPolicy, Verdict};
 use crate::hub::{Hub, Joined};
 use crate::rooms::{MemberId, Outbox};
+use crate::write_deadline::is_write_stall;
 
 /// Per-connection limits.
 #[derive(Debug, Clone)]
@@ -58,6 +61,8 @@ pub struct SessionLimits {
     pub max_rooms: usize,
     /// Silence after which the client is pinged (at half) and closed (at the end).
     pub idle_timeout: Option<Duration>,
+    /// How long a write may make no progress before the connection is closed with 4001.
+    pub write_timeout: Duration,
     pub flood: FloodPolicy,
 }
 
@@ -140,6 +145,8 @@ enum End {
     ClosedByPeer,
     Shutdown,
     SlowConsumer,
+    /// A write made no progress for the write timeout: the client stopped reading.
+    WriteStalled,
     /// Rate-limited too many times in a row.
     Flooding,
     /// Answered no ping within the idle timeout.
@@ -159,6 +166,7 @@ impl End {
             End::ClosedByPeer => "closed by the client",
             End::Shutdown => "node shutting down",
             End::SlowConsumer => "slow consumer",
+            End::WriteStalled => "write timed out",
             End::Flooding => "flooding",
             End::Idle => "idle timeout",
             End::Violation { reason, .. } => reason,
@@ -224,8 +232,10 @@ impl Session<'_> {
                     _ = overflowed.cancelled() => break End::SlowConsumer,
                     _ = shutdown.cancelled() => break End::Shutdown,
                 };
-                if written.is_err() {
-                    break End::Gone;
+                match written {
+                    Err(error) if is_write_stall(&error) => break End::WriteStalled,
+                    Err(_) => break End::Gone,
+                    Ok(()) => {}
                 }
                 flush_needed = false;
             }
@@ -324,6 +334,10 @@ impl Session<'_> {
             End::SlowConsumer => {
                 self.hub.metrics().slow_consumer_closes.inc();
                 close_lingering(self.hub, ws, close::SLOW_CONSUMER, "slow consumer").await;
+            }
+            End::WriteStalled => {
+                self.hub.metrics().limits.write_timeouts.inc();
+                close_lingering(self.hub, ws, close::SLOW_CONSUMER, "write timed out").await;
             }
             End::Flooding => {
                 // The client learns why from the errors it was sent.
@@ -606,6 +620,8 @@ fn read_error_end(error: WsError) -> End {
             error: None,
         },
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => End::Gone,
+        // A read flushes pending pongs, so it can meet a stalled write too.
+        ref error if is_write_stall(error) => End::WriteStalled,
         WsError::Protocol(_) => End::Violation {
             code: close::PROTOCOL_ERROR,
             reason: "WebSocket protocol error",

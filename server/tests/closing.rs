@@ -5,6 +5,9 @@
 //! than the node's closing handshake waits (a refused name, flooding), reads the error frame and
 //! the close code, then the end of the connection, never a TCP reset; and its writes go
 //! through, since the node reads and discards the rest.
+//!
+//! The write deadline: a client that stops reading while the node writes to it is closed with
+//! 4001 within `--write-timeout-secs`, and its connection is gone from `chat_connections`.
 
 mod support;
 
@@ -12,7 +15,7 @@ use std::time::Duration;
 
 use chat_protocol::{ErrorCode, ServerFrame, close};
 use support::raw::{self, Incoming, RawSocket};
-use support::{Node, STEP, wait_until};
+use support::{NO_FLOOD_LIMITS, Node, STEP, wait_until};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
@@ -159,4 +162,57 @@ async fn a_flooder_writing_on_reads_its_1008() {
     let error = Some(ErrorCode::RateLimited);
     expect_lingering_close(socket, writing, error, close::POLICY_VIOLATION).await;
     assert_eq!(node.metric("chat_flood_closes_total").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_at_the_write_timeout() {
+    const WRITE_TIMEOUT_SECS: u64 = 1;
+    const TEXT_BYTES: usize = 16 * 1024;
+    /// Far more than the kernel buffers between the node and the stalled client hold, so a
+    /// write to it is left pending; the queue is large enough never to overflow first.
+    const MESSAGES: usize = 600;
+    let timeout = WRITE_TIMEOUT_SECS.to_string();
+    let text_bytes = TEXT_BYTES.to_string();
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--write-timeout-secs",
+        &timeout,
+        "--outbound-queue",
+        "100000",
+        "--max-text-bytes",
+        &text_bytes,
+        "--idle-timeout-secs",
+        "0",
+    ];
+    args.extend(NO_FLOOD_LIMITS);
+    let node = Node::spawn(&args, &[]).await;
+
+    let mut stalled = RawSocket::connect_with_receive_buffer(&node, "stalled", 4096).await;
+    let _ = stalled.write(join(ROOM)).await;
+    for _ in 0..2 {
+        // The welcome, then `joined`; after that this client reads nothing.
+        assert!(matches!(stalled.recv().await, Incoming::Frame(_)));
+    }
+    let mut alice = node.client("alice").await;
+    alice.join(ROOM).await;
+    for i in 0..MESSAGES {
+        let text = format!("{i:05}{}", "x".repeat(TEXT_BYTES - 5));
+        alice.say(ROOM, &text).await;
+    }
+    // The write to the stalled client has been pending since some time during the flood.
+    let deadline = Duration::from_secs(WRITE_TIMEOUT_SECS) + STEP;
+    wait_until("the stalled client is closed", deadline, async || {
+        node.metric("chat_write_timeouts_total").await == 1.0
+    })
+    .await;
+    wait_until("its connection is gone", STEP, async || {
+        node.metric("chat_connections").await == 1.0
+    })
+    .await;
+    let slow_closes = format!("chat_closes_total{{code=\"{}\"}}", close::SLOW_CONSUMER);
+    assert_eq!(node.metric(&slow_closes).await, 1.0);
+    assert_eq!(node.metric("chat_slow_consumer_closes_total").await, 0.0);
+    alice.say(ROOM, "the room carries on").await;
+    drop(stalled);
 }
