@@ -45,6 +45,8 @@ pub struct LimitMetrics {
     pub rate_limited_connection: IntCounter,
     /// Sends refused by the per-name rate (this node's checks, either backend).
     pub rate_limited_name: IntCounter,
+    /// Joins and leaves refused by the per-connection budget for them.
+    pub rate_limited_join: IntCounter,
     /// Per-name checks decided on this node because Redis could not be asked.
     pub rate_limit_fallbacks: IntCounter,
     /// Connections closed with 1008 for sending on while rate-limited.
@@ -63,7 +65,7 @@ impl LimitMetrics {
         let rate_limited_vec = IntCounterVec::new(
             Opts::new(
                 "chat_rate_limited_total",
-                "Sends refused with rate_limited, by the limit that refused them",
+                "Requests refused with rate_limited, by the limit that refused them",
             ),
             &["scope"],
         )
@@ -79,6 +81,7 @@ impl LimitMetrics {
         LimitMetrics {
             rate_limited_connection: rate_limited_vec.with_label_values(&["connection"]),
             rate_limited_name: rate_limited_vec.with_label_values(&["name"]),
+            rate_limited_join: rate_limited_vec.with_label_values(&["join"]),
             rate_limit_fallbacks: counter(
                 "chat_rate_limit_fallbacks_total",
                 "Per-name rate checks decided on this node because Redis could not be asked",

@@ -134,6 +134,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             write_timeout: Duration::from_secs(config.write_timeout_secs),
             flood: FloodPolicy {
                 connection_rate: config.flood.connection_rate(),
+                join_rate: config.flood.join_rate(),
                 close_after: config.flood.flood_close_after,
                 names,
             },

@@ -20,6 +20,7 @@
 //! that stops reading is closed (4001) once a write to it has made no progress for the write
 //! timeout ([`crate::write_deadline`]).
 //!
+//! Joins and leaves pass their own per-connection budget ([`crate::flood`]) before any work.
 //! Closes for a violation linger ([`crate::closing`]), so the client reads why.
 
 use std::collections::HashMap;
@@ -133,6 +134,11 @@ enum Reply {
     /// Flood control refused a send after a round trip.
     Refused {
         verdict: Verdict,
+        reference: Option<String>,
+    },
+    /// A join or a leave over the connection's budget for them.
+    JoinRefused {
+        retry_after_ms: u64,
         reference: Option<String>,
     },
 }
@@ -371,6 +377,9 @@ impl Session<'_> {
                 reference,
             }) => {
                 let reference = reference.map(Into::into);
+                let Some(reference) = self.join_budget(reference) else {
+                    return;
+                };
                 match since.map(|since| since.parse::<MessageId>()).transpose() {
                     Ok(since) => self.join(&room, since, reference),
                     Err(error) => self.reply_error(FrameError {
@@ -381,7 +390,9 @@ impl Session<'_> {
                 }
             }
             Ok(ClientFrame::Leave { room, reference }) => {
-                self.leave(&room, reference.map(Into::into))
+                if let Some(reference) = self.join_budget(reference.map(Into::into)) {
+                    self.leave(&room, reference);
+                }
             }
             Ok(ClientFrame::Send {
                 room,
@@ -389,6 +400,23 @@ impl Session<'_> {
                 reference,
             }) => self.send(&room, &text, reference.map(Into::into)),
             Err(error) => self.reply_error(error),
+        }
+    }
+
+    /// Counts a join or a leave against the connection's budget for them. Gives the request's
+    /// `ref` back when it may go on; otherwise queues the refusal and gives nothing.
+    fn join_budget(&mut self, reference: Option<String>) -> Option<Option<String>> {
+        match self.flood.check_join(self.hub.metrics()) {
+            Verdict::Limited { retry_after_ms } => {
+                let refused = Reply::JoinRefused {
+                    retry_after_ms,
+                    reference,
+                };
+                self.replies
+                    .push_back(futures::future::ready(refused).boxed());
+                None
+            }
+            _ => Some(reference),
         }
     }
 
@@ -548,6 +576,24 @@ impl Session<'_> {
                 }
                 let error = unavailable(&error, "cannot join", reference);
                 self.batch.push(error_frame(self.hub, error));
+            }
+            Reply::JoinRefused {
+                retry_after_ms,
+                reference,
+            } => {
+                self.flooding |= self.flood.record(Verdict::Limited { retry_after_ms });
+                let error = FrameError {
+                    code: ErrorCode::RateLimited,
+                    message: format!(
+                        "too many joins and leaves; not done, retry in {retry_after_ms} ms"
+                    ),
+                    reference,
+                };
+                self.batch.push(error_frame_with_retry(
+                    self.hub,
+                    error,
+                    Some(retry_after_ms),
+                ));
             }
             Reply::Refused { verdict, reference } => {
                 self.flooding |= self.flood.record(verdict);
