@@ -582,18 +582,9 @@ impl Session<'_> {
                 reference,
             } => {
                 self.flooding |= self.flood.record(Verdict::Limited { retry_after_ms });
-                let error = FrameError {
-                    code: ErrorCode::RateLimited,
-                    message: format!(
-                        "too many joins and leaves; not done, retry in {retry_after_ms} ms"
-                    ),
-                    reference,
-                };
-                self.batch.push(error_frame_with_retry(
-                    self.hub,
-                    error,
-                    Some(retry_after_ms),
-                ));
+                let error = join_refusal(retry_after_ms, reference);
+                let frame = error_frame_with_retry(self.hub, error, Some(retry_after_ms));
+                self.batch.push(frame);
             }
             Reply::Refused { verdict, reference } => {
                 self.flooding |= self.flood.record(verdict);
@@ -720,6 +711,15 @@ fn refusal(verdict: Verdict, reference: Option<String>) -> Option<(FrameError, O
         reference,
     };
     Some((error, retry_after_ms))
+}
+
+/// The error for a join or leave over the connection's budget for them.
+fn join_refusal(retry_after_ms: u64, reference: Option<String>) -> FrameError {
+    FrameError {
+        code: ErrorCode::RateLimited,
+        message: format!("too many joins and leaves; not done, retry in {retry_after_ms} ms"),
+        reference,
+    }
 }
 
 fn not_joined(room: &str, reference: Option<String>) -> FrameError {
