@@ -32,6 +32,7 @@ fn memory(c: &mut Criterion) {
     // The session's own limit: a clock read and GCRA; the name check is off.
     let mut guard = FloodGuard::new(FloodPolicy {
         connection_rate: generous(),
+        join_rate: None,
         close_after: 0,
         names: Arc::new(MemoryLimiter::new(None, None, metrics.clone())),
     });

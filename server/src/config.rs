@@ -100,6 +100,11 @@ pub struct Config {
     #[arg(long, env = "CHAT_IDLE_TIMEOUT", default_value_t = 60)]
     pub idle_timeout_secs: u64,
 
+    /// Seconds a write to a client may make no progress (the client stopped reading) before
+    /// the connection is closed with 4001 and its slot freed.
+    #[arg(long, env = "CHAT_WRITE_TIMEOUT", default_value_t = 10)]
+    pub write_timeout_secs: u64,
+
     #[command(flatten)]
     pub flood: crate::flood::FloodConfig,
 
@@ -206,6 +211,7 @@ impl Config {
             ("max-in-flight", self.max_in_flight),
             ("max-rooms-per-connection", self.max_rooms_per_connection),
             ("history-max-age-secs", self.history_max_age_secs as usize),
+            ("write-timeout-secs", self.write_timeout_secs as usize),
             ("api-max-batch", self.api_max_batch),
             ("api-max-body-bytes", self.api_max_body_bytes.unwrap_or(1)),
         ] {

@@ -26,6 +26,7 @@ use crate::api::{self, Api};
 use crate::handshake::Peer;
 use crate::hub::Hub;
 use crate::session::{self, SessionLimits};
+use crate::write_deadline::WriteDeadline;
 
 /// Read buffer per connection. Chat frames are small, and tungstenite grows the buffer for a
 /// larger frame only while reading it, so 1 KiB costs little time; the library's default
@@ -221,12 +222,8 @@ async fn websocket(
     sessions.spawn(async move {
         match upgrade.await {
             Ok(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(config),
-                )
-                .await;
+                let io = WriteDeadline::new(TokioIo::new(upgraded), limits.write_timeout);
+                let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
                 session::run(ws, name, expires, hub, limits, shutdown).await;
                 drop(permit);
             }

@@ -45,12 +45,16 @@ pub struct LimitMetrics {
     pub rate_limited_connection: IntCounter,
     /// Sends refused by the per-name rate (this node's checks, either backend).
     pub rate_limited_name: IntCounter,
+    /// Joins and leaves refused by the per-connection budget for them.
+    pub rate_limited_join: IntCounter,
     /// Per-name checks decided on this node because Redis could not be asked.
     pub rate_limit_fallbacks: IntCounter,
     /// Connections closed with 1008 for sending on while rate-limited.
     pub flood_closes: IntCounter,
     /// Connections closed for answering no ping within the idle timeout.
     pub idle_closes: IntCounter,
+    /// Connections closed because a write to them made no progress for the write timeout.
+    pub write_timeouts: IntCounter,
     refused: Vec<(Refusal, IntCounter)>,
     rate_limited_vec: IntCounterVec,
     refused_vec: IntCounterVec,
@@ -61,7 +65,7 @@ impl LimitMetrics {
         let rate_limited_vec = IntCounterVec::new(
             Opts::new(
                 "chat_rate_limited_total",
-                "Sends refused with rate_limited, by the limit that refused them",
+                "Requests refused with rate_limited, by the limit that refused them",
             ),
             &["scope"],
         )
@@ -77,6 +81,7 @@ impl LimitMetrics {
         LimitMetrics {
             rate_limited_connection: rate_limited_vec.with_label_values(&["connection"]),
             rate_limited_name: rate_limited_vec.with_label_values(&["name"]),
+            rate_limited_join: rate_limited_vec.with_label_values(&["join"]),
             rate_limit_fallbacks: counter(
                 "chat_rate_limit_fallbacks_total",
                 "Per-name rate checks decided on this node because Redis could not be asked",
@@ -88,6 +93,10 @@ impl LimitMetrics {
             idle_closes: counter(
                 "chat_idle_closes_total",
                 "Connections closed because they answered no ping within the idle timeout",
+            ),
+            write_timeouts: counter(
+                "chat_write_timeouts_total",
+                "Connections closed (4001) because a write to them made no progress in time",
             ),
             refused: Refusal::ALL
                 .iter()
@@ -106,12 +115,13 @@ impl LimitMetrics {
     }
 
     pub fn register(&self, registry: &Registry) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 5] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 6] = [
             Box::new(self.rate_limited_vec.clone()),
             Box::new(self.refused_vec.clone()),
             Box::new(self.rate_limit_fallbacks.clone()),
             Box::new(self.flood_closes.clone()),
             Box::new(self.idle_closes.clone()),
+            Box::new(self.write_timeouts.clone()),
         ];
         for collector in collectors {
             registry

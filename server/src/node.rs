@@ -132,8 +132,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             max_rooms: config.max_rooms_per_connection,
             idle_timeout: (config.idle_timeout_secs > 0)
                 .then(|| Duration::from_secs(config.idle_timeout_secs)),
+            write_timeout: Duration::from_secs(config.write_timeout_secs),
             flood: FloodPolicy {
                 connection_rate: config.flood.connection_rate(),
+                join_rate: config.flood.join_rate(),
                 close_after: config.flood.flood_close_after,
                 names,
             },

@@ -16,7 +16,12 @@
 //! send's publish, so one client's messages are published in the order it sent them.
 //!
 //! A client that stays silent gets a ping after half the idle timeout and is closed (4002) if
-//! it has still answered nothing by the end; only a flag is touched per frame read.
+//! it has still answered nothing by the end; only a flag is touched per frame read. A client
+//! that stops reading is closed (4001) once a write to it has made no progress for the write
+//! timeout ([`crate::write_deadline`]).
+//!
+//! Joins and leaves pass their own per-connection budget ([`crate::flood`]) before any work.
+//! Closes for a violation linger ([`crate::closing`]), so the client reads why.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,16 +38,16 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{BrokerError, BrokerFuture};
+use crate::closing::{CLOSE_TIMEOUT, close_lingering, close_with};
 use crate::flood::{Check, FloodGuard, FloodPolicy, Verdict};
 use crate::frame_budget;
 use crate::hub::{Hub, Joined};
 use crate::rooms::{MemberId, Outbox};
+use crate::write_deadline::is_write_stall;
 
 /// Per-connection limits.
 #[derive(Debug, Clone)]
@@ -59,13 +64,13 @@ pub struct SessionLimits {
     pub max_rooms: usize,
     /// Silence after which the client is pinged (at half) and closed (at the end).
     pub idle_timeout: Option<Duration>,
+    /// How long a write may make no progress before the connection is closed with 4001.
+    pub write_timeout: Duration,
     pub flood: FloodPolicy,
 }
 
 /// Most frames written between two flushes.
 const WRITE_BATCH: usize = 256;
-/// How long a closing handshake may take before the connection is simply dropped.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Runs a connection to its end. `name` is the name to use, or why the connection may not
 /// chat (told to the client before a 1008 close); `expires`, when the token that gave the name
@@ -109,8 +114,8 @@ pub async fn run<S>(
                 _ => "invalid name",
             };
             let refusal = error_frame(&hub, error);
-            let _ = ws.send(refusal).await;
-            close_with(&hub, &mut ws, close::POLICY_VIOLATION, reason).await;
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.send(refusal)).await;
+            close_lingering(&hub, &mut ws, close::POLICY_VIOLATION, reason).await;
         }
     }
     hub.metrics().connections.dec();
@@ -135,6 +140,11 @@ enum Reply {
         verdict: Verdict,
         reference: Option<String>,
     },
+    /// A join or a leave over the connection's budget for them.
+    JoinRefused {
+        retry_after_ms: u64,
+        reference: Option<String>,
+    },
 }
 
 /// Why the main loop ended.
@@ -145,6 +155,8 @@ enum End {
     ClosedByPeer,
     Shutdown,
     SlowConsumer,
+    /// A write made no progress for the write timeout: the client stopped reading.
+    WriteStalled,
     /// Rate-limited too many times in a row.
     Flooding,
     /// Answered no ping within the idle timeout.
@@ -170,6 +182,7 @@ impl End {
             End::ClosedByPeer => "closed by the client",
             End::Shutdown => "node shutting down",
             End::SlowConsumer => "slow consumer",
+            End::WriteStalled => "write timed out",
             End::Flooding => "flooding",
             End::Idle => "idle timeout",
             End::Oversize { .. } => "frame too large to send",
@@ -341,13 +354,17 @@ impl Session<'_> {
             }
             End::SlowConsumer => {
                 self.hub.metrics().slow_consumer_closes.inc();
-                close_with(self.hub, ws, close::SLOW_CONSUMER, "slow consumer").await;
+                close_lingering(self.hub, ws, close::SLOW_CONSUMER, "slow consumer").await;
+            }
+            End::WriteStalled => {
+                self.hub.metrics().limits.write_timeouts.inc();
+                close_lingering(self.hub, ws, close::SLOW_CONSUMER, "write timed out").await;
             }
             End::Flooding => {
                 // The client learns why from the errors it was sent.
                 self.hub.metrics().limits.flood_closes.inc();
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, write_batch(ws, &mut self.batch)).await;
-                close_with(self.hub, ws, close::POLICY_VIOLATION, "flooding").await;
+                close_lingering(self.hub, ws, close::POLICY_VIOLATION, "flooding").await;
             }
             End::Idle => {
                 self.hub.metrics().limits.idle_closes.inc();
@@ -383,7 +400,7 @@ impl Session<'_> {
                     let frame = error_frame(self.hub, error);
                     let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.send(frame)).await;
                 }
-                close_with(self.hub, ws, code, reason).await;
+                close_lingering(self.hub, ws, code, reason).await;
             }
         }
     }
@@ -396,6 +413,9 @@ impl Session<'_> {
                 reference,
             }) => {
                 let reference = reference.map(Into::into);
+                let Some(reference) = self.join_budget(reference) else {
+                    return;
+                };
                 match since.map(|since| since.parse::<MessageId>()).transpose() {
                     Ok(since) => self.join(&room, since, reference),
                     Err(error) => self.reply_error(FrameError {
@@ -406,7 +426,9 @@ impl Session<'_> {
                 }
             }
             Ok(ClientFrame::Leave { room, reference }) => {
-                self.leave(&room, reference.map(Into::into))
+                if let Some(reference) = self.join_budget(reference.map(Into::into)) {
+                    self.leave(&room, reference);
+                }
             }
             Ok(ClientFrame::Send {
                 room,
@@ -414,6 +436,23 @@ impl Session<'_> {
                 reference,
             }) => self.send(&room, &text, reference.map(Into::into)),
             Err(error) => self.reply_error(error),
+        }
+    }
+
+    /// Counts a join or a leave against the connection's budget for them. Gives the request's
+    /// `ref` back when it may go on; otherwise queues the refusal and gives nothing.
+    fn join_budget(&mut self, reference: Option<String>) -> Option<Option<String>> {
+        match self.flood.check_join(self.hub.metrics()) {
+            Verdict::Limited { retry_after_ms } => {
+                let refused = Reply::JoinRefused {
+                    retry_after_ms,
+                    reference,
+                };
+                self.replies
+                    .push_back(futures::future::ready(refused).boxed());
+                None
+            }
+            _ => Some(reference),
         }
     }
 
@@ -569,6 +608,15 @@ impl Session<'_> {
                 let error = unavailable(&error, "cannot join", reference);
                 self.batch.push(error_frame(self.hub, error));
             }
+            Reply::JoinRefused {
+                retry_after_ms,
+                reference,
+            } => {
+                self.flooding |= self.flood.record(Verdict::Limited { retry_after_ms });
+                let error = join_refusal(retry_after_ms, reference);
+                let frame = error_frame_with_retry(self.hub, error, Some(retry_after_ms));
+                self.batch.push(frame);
+            }
             Reply::Refused { verdict, reference } => {
                 self.flooding |= self.flood.record(verdict);
                 if let Some((error, retry_after_ms)) = refusal(verdict, reference) {
@@ -640,6 +688,8 @@ fn read_error_end(error: WsError) -> End {
             error: None,
         },
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => End::Gone,
+        // A read flushes pending pongs, so it can meet a stalled write too.
+        ref error if is_write_stall(error) => End::WriteStalled,
         WsError::Protocol(_) => End::Violation {
             code: close::PROTOCOL_ERROR,
             reason: "WebSocket protocol error",
@@ -652,7 +702,8 @@ fn read_error_end(error: WsError) -> End {
 /// How a failed write ends the session. tungstenite refuses a frame that would overflow the
 /// write buffer before sending any of it. A frame larger than the budget is the node's fault
 /// (1011); a smaller one found the buffer full of control frames the client never read, which
-/// is a slow consumer. Anything else means the peer is gone.
+/// is a slow consumer, and so is a write that made no progress for the write timeout. Anything
+/// else means the peer is gone.
 fn write_error_end(error: WsError) -> End {
     match error {
         WsError::WriteBufferFull(message) if message.len() > frame_budget::FRAME_BUDGET => {
@@ -661,6 +712,7 @@ fn write_error_end(error: WsError) -> End {
             }
         }
         WsError::WriteBufferFull(_) => End::SlowConsumer,
+        ref error if is_write_stall(error) => End::WriteStalled,
         _ => End::Gone,
     }
 }
@@ -717,6 +769,15 @@ fn refusal(verdict: Verdict, reference: Option<String>) -> Option<(FrameError, O
     Some((error, retry_after_ms))
 }
 
+/// The error for a join or leave over the connection's budget for them.
+fn join_refusal(retry_after_ms: u64, reference: Option<String>) -> FrameError {
+    FrameError {
+        code: ErrorCode::RateLimited,
+        message: format!("too many joins and leaves; not done, retry in {retry_after_ms} ms"),
+        reference,
+    }
+}
+
 fn not_joined(room: &str, reference: Option<String>) -> FrameError {
     FrameError {
         code: ErrorCode::NotJoined,
@@ -764,24 +825,6 @@ where
         ws.feed(message).await?;
     }
     ws.flush().await
-}
-
-/// Starts the closing handshake with `code` and waits briefly for the peer's answer.
-async fn close_with<S>(hub: &Hub, ws: &mut WebSocketStream<S>, code: u16, reason: &'static str)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    hub.metrics().close(code);
-    let frame = CloseFrame {
-        code: CloseCode::from(code),
-        reason: reason.into(),
-    };
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-        if ws.close(Some(frame)).await.is_ok() {
-            while let Some(Ok(_)) = ws.next().await {}
-        }
-    })
-    .await;
 }
 
 #[cfg(test)]

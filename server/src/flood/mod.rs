@@ -15,6 +15,12 @@
 //! A refused send is not published and gets an error (`rate_limited` with `retry_after_ms`, or
 //! `duplicate`); the connection stays open. A client that keeps sending while limited is
 //! flooding: after `--flood-close-after` rate-limited sends in a row it is closed with 1008.
+//!
+//! Joins and leaves (re-joins included) have a budget of their own per connection, also GCRA:
+//! each costs work in proportion to the room's size (its member list, its presence in Redis),
+//! so without one a single socket could load a node and Redis by cycling through rooms. A
+//! refused join or leave gets `rate_limited` with `retry_after_ms` and counts toward
+//! `--flood-close-after` like a refused send: asking on while refused is flooding too.
 
 pub mod gcra;
 pub mod memory;
@@ -59,6 +65,14 @@ pub struct FloodConfig {
     /// Rate-limited sends in a row after which the connection is closed with 1008 (0: never).
     #[arg(long, env = "CHAT_FLOOD_CLOSE_AFTER", default_value_t = 20)]
     pub flood_close_after: u32,
+
+    /// Joins and leaves per second one connection may sustain (0: unlimited).
+    #[arg(long, env = "CHAT_JOIN_RATE", default_value_t = 5.0)]
+    pub join_rate: f64,
+
+    /// Joins and leaves one connection may make at once after being quiet.
+    #[arg(long, env = "CHAT_JOIN_BURST", default_value_t = 20)]
+    pub join_burst: u32,
 }
 
 impl FloodConfig {
@@ -73,7 +87,17 @@ impl FloodConfig {
         if self.send_burst == 0 || self.name_send_burst == 0 {
             return Err("--send-burst and --name-send-burst must be at least 1");
         }
+        if !(self.join_rate.is_finite() && self.join_rate >= 0.0) {
+            return Err("--join-rate must be a number of at least 0");
+        }
+        if self.join_burst == 0 {
+            return Err("--join-burst must be at least 1");
+        }
         Ok(())
+    }
+
+    pub fn join_rate(&self) -> Option<Rate> {
+        Rate::new(self.join_rate, self.join_burst)
     }
 
     pub fn connection_rate(&self) -> Option<Rate> {
@@ -117,6 +141,8 @@ pub trait NameLimiter: Send + Sync {
 #[derive(Clone)]
 pub struct FloodPolicy {
     pub connection_rate: Option<Rate>,
+    /// Joins and leaves of one connection.
+    pub join_rate: Option<Rate>,
     pub close_after: u32,
     pub names: Arc<dyn NameLimiter>,
 }
@@ -125,16 +151,18 @@ impl std::fmt::Debug for FloodPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FloodPolicy")
             .field("connection_rate", &self.connection_rate)
+            .field("join_rate", &self.join_rate)
             .field("close_after", &self.close_after)
             .finish_non_exhaustive()
     }
 }
 
-/// One connection's flood control: its own rate and its run of refused sends.
+/// One connection's flood control: its own rates and its run of refused requests.
 pub struct FloodGuard {
     policy: FloodPolicy,
     epoch: Instant,
     gcra: Gcra,
+    join_gcra: Gcra,
     limited_in_a_row: u32,
 }
 
@@ -144,6 +172,7 @@ impl FloodGuard {
             policy,
             epoch: Instant::now(),
             gcra: Gcra::default(),
+            join_gcra: Gcra::default(),
             limited_in_a_row: 0,
         }
     }
@@ -151,7 +180,7 @@ impl FloodGuard {
     /// Checks a send: the connection's own rate first (free), then the name's.
     pub fn check(&mut self, metrics: &Metrics, name: &str, room: &str, text: &str) -> Check {
         if let Some(rate) = &self.policy.connection_rate {
-            let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let now = self.now();
             if let Err(wait) = self.gcra.check(rate, now) {
                 metrics.limits.rate_limited_connection.inc();
                 return Check::Ready(Verdict::Limited {
@@ -160,6 +189,29 @@ impl FloodGuard {
             }
         }
         self.policy.names.check(name, room, text)
+    }
+
+    /// Checks a join or a leave against the connection's budget for them; a refusal is to be
+    /// [`record`](Self::record)ed like a refused send.
+    pub fn check_join(&mut self, metrics: &Metrics) -> Verdict {
+        let Some(rate) = &self.policy.join_rate else {
+            return Verdict::Allowed;
+        };
+        let now = self.now();
+        match self.join_gcra.check(rate, now) {
+            Ok(()) => Verdict::Allowed,
+            Err(wait) => {
+                metrics.limits.rate_limited_join.inc();
+                Verdict::Limited {
+                    retry_after_ms: ceil_millis(wait),
+                }
+            }
+        }
+    }
+
+    /// Nanoseconds since the guard was made: the clock of its GCRA states.
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// Records a verdict; returns true once the connection has been rate-limited too often in
@@ -179,4 +231,49 @@ pub(crate) fn ceil_millis(wait: Duration) -> u64 {
     u64::try_from(wait.as_micros().div_ceil(1000))
         .unwrap_or(u64::MAX)
         .max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard(join_rate: Option<Rate>, close_after: u32) -> FloodGuard {
+        FloodGuard::new(FloodPolicy {
+            connection_rate: Rate::new(1.0, 1),
+            join_rate,
+            close_after,
+            names: Arc::new(MemoryLimiter::new(None, None, Arc::new(Metrics::new()))),
+        })
+    }
+
+    #[test]
+    fn joins_have_a_budget_of_their_own_and_refusals_count_as_flooding() {
+        let metrics = Metrics::new();
+        let mut guard = guard(Rate::new(1.0, 2), 2);
+        // Sends spent their budget; joins still have theirs.
+        assert!(matches!(
+            guard.check(&metrics, "ada", "lobby", "hi"),
+            Check::Ready(Verdict::Allowed)
+        ));
+        assert_eq!(guard.check_join(&metrics), Verdict::Allowed);
+        assert_eq!(guard.check_join(&metrics), Verdict::Allowed);
+        let refused = guard.check_join(&metrics);
+        assert!(
+            matches!(refused, Verdict::Limited { retry_after_ms } if retry_after_ms <= 1000),
+            "{refused:?}"
+        );
+        assert_eq!(metrics.limits.rate_limited_join.get(), 1);
+        assert!(!guard.record(refused));
+        let again = guard.check_join(&metrics);
+        assert!(guard.record(again), "two refusals in a row");
+    }
+
+    #[test]
+    fn a_join_rate_of_zero_is_no_limit() {
+        let metrics = Metrics::new();
+        let mut guard = guard(None, 1);
+        for _ in 0..1000 {
+            assert_eq!(guard.check_join(&metrics), Verdict::Allowed);
+        }
+    }
 }

@@ -1471,13 +1471,15 @@ pub async fn expect_silence_all(clients: &mut [&mut Client], window: Duration) {
     futures::future::join_all(clients.iter_mut().map(|c| c.expect_silence(window))).await;
 }
 
-/// Flags that switch flood control off, for tests that send faster than people type.
-pub const NO_FLOOD_LIMITS: [&str; 6] = [
+/// Flags that switch flood control off, for tests that send (or join) faster than people type.
+pub const NO_FLOOD_LIMITS: [&str; 8] = [
     "--send-rate",
     "0",
     "--name-send-rate",
     "0",
     "--duplicate-window-ms",
+    "0",
+    "--join-rate",
     "0",
 ];
 

@@ -6,6 +6,7 @@
 use std::io::Cursor;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chat_protocol::ServerFrame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -171,6 +172,25 @@ impl RawSocket {
             let mut writer = writer.lock().await;
             writer.write_all(&bytes).await?;
             writer.flush().await
+        })
+    }
+
+    /// Writes `chunks` one after another, `interval` apart, on a task of its own: a client
+    /// that is still writing a while after the server stopped listening to it.
+    pub fn write_paced(
+        &self,
+        chunks: Vec<Vec<u8>>,
+        interval: Duration,
+    ) -> JoinHandle<std::io::Result<()>> {
+        let writer = Arc::clone(&self.writer);
+        tokio::spawn(async move {
+            let mut writer = writer.lock().await;
+            for chunk in chunks {
+                writer.write_all(&chunk).await?;
+                writer.flush().await?;
+                tokio::time::sleep(interval).await;
+            }
+            Ok(())
         })
     }
 
