@@ -104,6 +104,9 @@ pub struct Config {
     #[command(flatten)]
     pub admission: crate::admission::AdmissionConfig,
 
+    #[command(flatten)]
+    pub pending: crate::pending::PendingConfig,
+
     /// Key of the HTTP API under /api, sent by clients as `Authorization: Bearer <key>`.
     /// Repeat (or separate with commas) to rotate: any of them is accepted. Without a key the
     /// API is off.

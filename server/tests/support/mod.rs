@@ -824,7 +824,15 @@ pub async fn http_request(
 ) -> HttpResponse {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await?;
-        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        let mut head = format!("{method} {path} HTTP/1.1\r\n");
+        // A test may name another host; otherwise the address connected to, as curl does.
+        if !headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+        {
+            head.push_str(&format!("Host: {addr}\r\n"));
+        }
+        head.push_str("Connection: close\r\n");
         for (name, value) in headers {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
