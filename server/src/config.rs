@@ -127,6 +127,9 @@ pub struct Config {
     /// --api-max-batch, at least --max-frame-bytes].
     #[arg(long, env = "CHAT_API_MAX_BODY_BYTES")]
     pub api_max_body_bytes: Option<usize>,
+
+    #[command(flatten)]
+    pub api_caps: crate::api::ApiCapsConfig,
 }
 
 /// Why the configuration cannot run.
@@ -154,6 +157,8 @@ pub enum ConfigError {
     Flood(&'static str),
     #[error("--history-size must be 1 to {MAX_HISTORY_SIZE}")]
     HistorySize,
+    #[error("--api-max-in-flight must be 0 (no limit) or at least --api-max-batch")]
+    ApiInFlight,
 }
 
 impl Config {
@@ -213,6 +218,12 @@ impl Config {
         if !(1..=MAX_HISTORY_SIZE).contains(&self.history_size) {
             return Err(ConfigError::HistorySize);
         }
+        // A full batch takes its places in flight all at once: a smaller cap would refuse
+        // it for ever, with a 503 that tells the caller to retry.
+        let in_flight = self.api_caps.api_max_in_flight;
+        if in_flight != 0 && in_flight < self.api_max_batch {
+            return Err(ConfigError::ApiInFlight);
+        }
         self.flood.validate().map_err(ConfigError::Flood)
     }
 
@@ -240,6 +251,7 @@ impl Config {
             }),
             max_message_body_bytes: self.max_frame_bytes,
             max_text_bytes: self.max_text_bytes,
+            caps: self.api_caps.clone(),
         }
     }
 
@@ -321,6 +333,14 @@ mod tests {
         let explicit = parse(&["--api-max-body-bytes", "5000"]).api_limits();
         assert_eq!(explicit.max_batch_body_bytes, 5000);
         assert!(parse(&["--api-max-batch", "0"]).validate().is_err());
+    }
+
+    #[test]
+    fn a_full_batch_must_fit_in_flight() {
+        assert!(parse(&[]).validate().is_ok());
+        let small = parse(&["--api-max-in-flight", "100", "--api-max-batch", "101"]);
+        assert!(matches!(small.validate(), Err(ConfigError::ApiInFlight)));
+        assert!(parse(&["--api-max-in-flight", "0"]).validate().is_ok());
     }
 
     #[test]

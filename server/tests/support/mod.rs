@@ -8,6 +8,7 @@
 // Each test binary uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod api;
 pub mod balancer;
 pub mod browser;
 pub mod dns;
