@@ -14,6 +14,7 @@ mod auth;
 mod batch;
 mod body;
 mod caps;
+mod failure;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -28,17 +29,17 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
-use chat_protocol::api::{ApiError, ErrorReply, Publish, Published, code};
+use chat_protocol::api::{Publish, Published};
 use chat_protocol::{ErrorCode, FrameError, MessageId, validate_room};
 use prometheus::{IntCounter, IntCounterVec, Opts};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
-use auth::Denied;
 pub use auth::{ApiKeyError, ApiKeys};
 pub use caps::ApiCapsConfig;
 use caps::{Caps, Deadline};
+use failure::Failure;
 
 use crate::broker::{BrokerError, BrokerFuture};
 use crate::handshake::Peer;
@@ -351,121 +352,6 @@ fn json(status: StatusCode, body: &impl Serialize) -> Response {
         bytes,
     )
         .into_response()
-}
-
-/// A refused request: an HTTP status and `{"error":{"code":…,"message":…}}`.
-#[derive(Debug)]
-struct Failure {
-    status: StatusCode,
-    error: ApiError<'static>,
-}
-
-impl Failure {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Failure {
-            status,
-            error: ApiError {
-                code: code.into(),
-                message: message.into().into(),
-            },
-        }
-    }
-
-    fn bad_request(message: String) -> Self {
-        Failure::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::BadRequest.as_str(),
-            message,
-        )
-    }
-
-    /// A message that breaks the rules of a `send`, with the code a WebSocket client would get.
-    fn invalid_message(error: FrameError) -> Self {
-        Failure {
-            status: StatusCode::BAD_REQUEST,
-            error: error.into(),
-        }
-    }
-
-    fn body_too_large(limit: usize) -> Self {
-        Failure::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::TooLarge.as_str(),
-            format!("the request body exceeds the limit of {limit} bytes"),
-        )
-    }
-
-    fn too_many_messages(count: usize, max: usize) -> Self {
-        Failure::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::TooLarge.as_str(),
-            format!("a batch holds at most {max} messages; this one has {count}"),
-        )
-    }
-
-    fn request_timeout(limit: std::time::Duration) -> Self {
-        Failure::new(
-            StatusCode::REQUEST_TIMEOUT,
-            code::REQUEST_TIMEOUT,
-            format!(
-                "the request was not complete within {} s; nothing was published",
-                limit.as_secs()
-            ),
-        )
-    }
-
-    fn unsupported_media_type() -> Self {
-        Failure::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            code::UNSUPPORTED_MEDIA_TYPE,
-            "send the body as JSON with `Content-Type: application/json`",
-        )
-    }
-
-    fn unavailable(message: String) -> Self {
-        Failure::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Unavailable.as_str(),
-            message,
-        )
-    }
-
-    fn unauthorized(denied: Denied) -> Self {
-        let message = match denied {
-            Denied::Missing => "send the API key as `Authorization: Bearer <key>`",
-            Denied::WrongKey => "the API key is not valid",
-        };
-        Failure::new(StatusCode::UNAUTHORIZED, code::UNAUTHORIZED, message)
-    }
-
-    fn not_found(message: &'static str) -> Self {
-        Failure::new(StatusCode::NOT_FOUND, code::NOT_FOUND, message)
-    }
-
-    fn method_not_allowed() -> Self {
-        Failure::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            code::METHOD_NOT_ALLOWED,
-            "this endpoint does not take this method",
-        )
-    }
-}
-
-impl IntoResponse for Failure {
-    fn into_response(self) -> Response {
-        let mut response = json(self.status, &ErrorReply { error: self.error });
-        let headers = response.headers_mut();
-        if self.status == StatusCode::UNAUTHORIZED {
-            headers.insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"chat-server\""),
-            );
-        }
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        response
-    }
 }
 
 /// The API's series, registered with the node's other metrics.
