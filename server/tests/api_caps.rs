@@ -1,14 +1,17 @@
 //! The HTTP API's caps with real processes: requests beyond `--api-max-concurrent` get 503 with
-//! `Retry-After`, a body that trickles in is cut at `--api-request-timeout-secs` with 408, and a
-//! 20,000-message batch leaves a WebSocket client of the same node chatting while it is sealed.
+//! `Retry-After`; a body that trickles in is cut at `--api-request-timeout-secs` with 408; a
+//! batch holds its places among `--api-max-in-flight` messages until the broker took them; and
+//! a 20,000-message batch leaves a WebSocket client of the same node chatting while it is
+//! sealed.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
 use chat_protocol::api::{BatchReply, Outcome, Publish, PublishBatch};
+use serde_json::json;
 use support::api::{API_KEY, SOLO, api_node, assert_error, body, message, post};
-use support::{Node, STEP, member, wait_until};
+use support::{KEY_A, Node, RedisServer, STEP, key, member, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -121,6 +124,50 @@ async fn requests_without_the_key_are_not_held_to_the_caps() {
     anonymous.write_all(head.as_bytes()).await.expect("write");
     let answer = read_answer(&mut anonymous, STEP).await;
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_beyond_the_in_flight_cap_get_503_until_the_broker_takes_them() {
+    let redis = RedisServer::start().await;
+    let extra = [
+        "--api-key",
+        API_KEY,
+        "--api-max-batch",
+        "10",
+        "--api-max-in-flight",
+        "10",
+    ];
+    let node = Node::redis_with(&redis, SOLO, &[&key(KEY_A)], &extra).await;
+
+    // A hanging Redis holds a full batch in flight (for up to its 2 s command timeout).
+    redis.pause();
+    let batch = json!({"messages": vec![message("held", "Bot", "waiting"); 10]});
+    let one_more = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let refused = post(&node, "/api/publish", &message("held", "Bot", "one more")).await;
+        redis.resume();
+        refused
+    };
+    let (settled, refused) = tokio::join!(post(&node, "/api/publish/batch", &batch), one_more);
+    assert_error(&refused, 503, "unavailable");
+    assert_eq!(refused.header("retry-after"), Some("1"), "{refused:?}");
+    let said = body(&refused)["error"]["message"].to_string();
+    assert!(said.contains("in flight"), "{said}");
+    assert_eq!(
+        node.metric("chat_api_refused_total{cause=\"in_flight\"}")
+            .await,
+        1.0
+    );
+
+    // Once the batch is settled its places are free again.
+    assert_eq!(settled.status, 200, "{settled:?}");
+    wait_until("messages are taken again", STEP, async || {
+        post(&node, "/api/publish", &message("held", "Bot", "later"))
+            .await
+            .status
+            == 200
+    })
+    .await;
 }
 
 /// The sequence number of a message id `<epoch>-<seq>`.

@@ -193,13 +193,18 @@ fn free_port() -> u16 {
 
 /// Sends SIGTERM to `pid`.
 fn sigterm(pid: u32) {
+    signal(pid, libc::SIGTERM);
+}
+
+/// Sends `signal` to `pid`, a process this harness started.
+fn signal(pid: u32, signal: libc::c_int) {
     let pid = libc::pid_t::try_from(pid).expect("pid fits pid_t");
     // SAFETY: kill(2) has no memory-safety preconditions.
-    let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+    let rc = unsafe { libc::kill(pid, signal) };
     assert_eq!(
         rc,
         0,
-        "kill -TERM {pid}: {}",
+        "kill -{signal} {pid}: {}",
         std::io::Error::last_os_error()
     );
 }
@@ -273,6 +278,17 @@ impl RedisServer {
 
     pub fn client(&self) -> redis::Client {
         redis::Client::open(self.url()).expect("valid redis url")
+    }
+
+    /// Freezes Redis (SIGSTOP) with its connections open: commands wait for an answer, as
+    /// with a Redis that hangs. The guard's SIGKILL still ends it.
+    pub fn pause(&self) {
+        signal(self.process.pid().expect("redis is running"), libc::SIGSTOP);
+    }
+
+    /// Lets a paused Redis go on (SIGCONT).
+    pub fn resume(&self) {
+        signal(self.process.pid().expect("redis is running"), libc::SIGCONT);
     }
 
     /// Kills Redis with SIGKILL (no goodbye to its clients) and reaps it.
