@@ -29,11 +29,13 @@ async fn unfinished_publish(node: &Node, length: usize, sent: usize) -> TcpStrea
     stream
 }
 
-/// Everything the node writes until it closes, bounded by `timeout`.
-async fn read_answer(stream: &mut TcpStream, timeout: Duration) -> String {
-    let mut raw = Vec::new();
-    let _ = tokio::time::timeout(timeout, stream.read_to_end(&mut raw)).await;
-    String::from_utf8_lossy(&raw).into_owned()
+/// Waits until a publish of one message on `node` answers `status`.
+async fn wait_for_publish_status(node: &Node, status: u16, what: &str) {
+    let publish = message("lobby", "Bot", "are you taking messages?");
+    wait_until(what, STEP, async || {
+        post(node, "/api/publish", &publish).await.status == status
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -44,10 +46,7 @@ async fn requests_beyond_the_concurrency_cap_get_503_with_retry_after() {
         held.push(unfinished_publish(&node, 100, 10).await);
     }
     let publish = message("lobby", "Bot", "one too many");
-    wait_until("a third request is refused", STEP, async || {
-        post(&node, "/api/publish", &publish).await.status == 503
-    })
-    .await;
+    wait_for_publish_status(&node, 503, "a third request is refused").await;
     let refused = post(&node, "/api/publish", &publish).await;
     assert_error(&refused, 503, "unavailable");
     assert_eq!(refused.header("retry-after"), Some("1"), "{refused:?}");
@@ -59,10 +58,7 @@ async fn requests_beyond_the_concurrency_cap_get_503_with_retry_after() {
 
     // The places come back when the slow callers go.
     drop(held);
-    wait_until("requests are taken again", STEP, async || {
-        post(&node, "/api/publish", &publish).await.status == 200
-    })
-    .await;
+    wait_for_publish_status(&node, 200, "requests are taken again").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,21 +105,9 @@ async fn requests_without_the_key_are_not_held_to_the_caps() {
     // Callers without the key learn nothing, not even how busy the node is.
     let node = api_node(&["--api-max-concurrent", "1"]).await;
     let _held = unfinished_publish(&node, 100, 10).await;
-    wait_until("the cap is reached", STEP, async || {
-        post(&node, "/api/publish", &message("r", "Bot", "x"))
-            .await
-            .status
-            == 503
-    })
-    .await;
-    let mut anonymous = TcpStream::connect(node.addr()).await.expect("connect");
-    let head = format!(
-        "GET /api/stats HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-        node.addr()
-    );
-    anonymous.write_all(head.as_bytes()).await.expect("write");
-    let answer = read_answer(&mut anonymous, STEP).await;
-    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    wait_for_publish_status(&node, 503, "the cap is reached").await;
+    let anonymous = node.http("GET", "/api/stats", &[], &[], STEP).await;
+    assert_eq!(anonymous.status, 401, "{anonymous:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,13 +145,7 @@ async fn messages_beyond_the_in_flight_cap_get_503_until_the_broker_takes_them()
 
     // Once the batch is settled its places are free again.
     assert_eq!(settled.status, 200, "{settled:?}");
-    wait_until("messages are taken again", STEP, async || {
-        post(&node, "/api/publish", &message("held", "Bot", "later"))
-            .await
-            .status
-            == 200
-    })
-    .await;
+    wait_for_publish_status(&node, 200, "messages are taken again").await;
 }
 
 /// The sequence number of a message id `<epoch>-<seq>`.
