@@ -210,6 +210,10 @@ impl Config {
             ("history-max-age-secs", self.history_max_age_secs as usize),
             ("api-max-batch", self.api_max_batch),
             ("api-max-body-bytes", self.api_max_body_bytes.unwrap_or(1)),
+            (
+                "api-request-timeout-secs",
+                self.api_caps.api_request_timeout_secs as usize,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));
@@ -341,6 +345,8 @@ mod tests {
         let small = parse(&["--api-max-in-flight", "100", "--api-max-batch", "101"]);
         assert!(matches!(small.validate(), Err(ConfigError::ApiInFlight)));
         assert!(parse(&["--api-max-in-flight", "0"]).validate().is_ok());
+        let no_time = parse(&["--api-request-timeout-secs", "0"]);
+        assert!(matches!(no_time.validate(), Err(ConfigError::Zero(_))));
     }
 
     #[test]
