@@ -22,6 +22,8 @@ pub mod code {
     pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
     /// The body is not declared as `application/json`.
     pub const UNSUPPORTED_MEDIA_TYPE: &str = "unsupported_media_type";
+    /// The request, body upload included, took longer than the node's request deadline.
+    pub const REQUEST_TIMEOUT: &str = "request_timeout";
 }
 
 /// One message to publish: the body of `POST /api/publish` and each element of a batch.

@@ -264,6 +264,7 @@ impl Admission {
             return Err(Rejection::NodeFull);
         }
         if self.max_per_address > 0 {
+            let address = address_key(address);
             let mut count = self.open.per_address.entry(address).or_insert(0);
             if *count >= self.max_per_address {
                 drop(count);
@@ -340,6 +341,19 @@ impl IntoResponse for Rejection {
             }
         };
         (status, [(header::RETRY_AFTER, "5")], body).into_response()
+    }
+}
+
+/// The key a client address is counted under by the per-address caps: an IPv4 address (or an
+/// IPv4-mapped IPv6 one) as itself, an IPv6 address by its /64. One IPv6 subscriber usually
+/// holds a whole /64, so counting by /128 would let one client take 2^64 places.
+pub(crate) fn address_key(address: IpAddr) -> IpAddr {
+    match address.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
     }
 }
 
@@ -440,5 +454,29 @@ mod tests {
         assert!(admission.open.per_address.is_empty());
         assert_eq!(admission.open.total.load(Ordering::Relaxed), 0);
         assert!(admission.permit(ip("127.0.0.1")).is_ok());
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_per_64() {
+        let admission = admission(&["--max-connections-per-address", "1"]);
+        let _first = admission.permit(ip("2001:db8:aa:bb::1")).ok().unwrap();
+        assert_eq!(
+            admission
+                .permit(ip("2001:db8:aa:bb:1234:5678:9abc:def0"))
+                .err(),
+            Some(Rejection::AddressFull),
+            "same /64"
+        );
+        assert!(
+            admission.permit(ip("2001:db8:aa:bc::1")).is_ok(),
+            "next /64"
+        );
+        let _v4 = admission.permit(ip("::ffff:192.0.2.7")).ok().unwrap();
+        assert_eq!(
+            admission.permit(ip("192.0.2.7")).err(),
+            Some(Rejection::AddressFull),
+            "an IPv4-mapped address is its IPv4 address"
+        );
+        assert!(admission.permit(ip("192.0.2.8")).is_ok());
     }
 }

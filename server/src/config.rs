@@ -111,6 +111,9 @@ pub struct Config {
     #[command(flatten)]
     pub admission: crate::admission::AdmissionConfig,
 
+    #[command(flatten)]
+    pub pending: crate::pending::PendingConfig,
+
     /// Key of the HTTP API under /api, sent by clients as `Authorization: Bearer <key>`.
     /// Repeat (or separate with commas) to rotate: any of them is accepted. Without a key the
     /// API is off.
@@ -131,6 +134,9 @@ pub struct Config {
     /// --api-max-batch, at least --max-frame-bytes].
     #[arg(long, env = "CHAT_API_MAX_BODY_BYTES")]
     pub api_max_body_bytes: Option<usize>,
+
+    #[command(flatten)]
+    pub api_caps: crate::api::ApiCapsConfig,
 }
 
 /// Why the configuration cannot run.
@@ -162,6 +168,8 @@ pub enum ConfigError {
     FrameBudget(#[from] crate::frame_budget::BudgetError),
     #[error(transparent)]
     WeakAuthSecret(#[from] crate::auth::WeakSecret),
+    #[error("--api-max-in-flight must be 0 (no limit) or at least --api-max-batch")]
+    ApiInFlight,
 }
 
 impl Config {
@@ -214,6 +222,10 @@ impl Config {
             ("write-timeout-secs", self.write_timeout_secs as usize),
             ("api-max-batch", self.api_max_batch),
             ("api-max-body-bytes", self.api_max_body_bytes.unwrap_or(1)),
+            (
+                "api-request-timeout-secs",
+                self.api_caps.api_request_timeout_secs as usize,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));
@@ -224,6 +236,12 @@ impl Config {
         }
         crate::frame_budget::check_max_text_bytes(self.max_text_bytes)?;
         self.admission.validate()?;
+        // A full batch takes its places in flight all at once: a smaller cap would refuse
+        // it for ever, with a 503 that tells the caller to retry.
+        let in_flight = self.api_caps.api_max_in_flight;
+        if in_flight != 0 && in_flight < self.api_max_batch {
+            return Err(ConfigError::ApiInFlight);
+        }
         self.flood.validate().map_err(ConfigError::Flood)
     }
 
@@ -251,6 +269,7 @@ impl Config {
             }),
             max_message_body_bytes: self.max_frame_bytes,
             max_text_bytes: self.max_text_bytes,
+            caps: self.api_caps.clone(),
         }
     }
 
@@ -332,6 +351,16 @@ mod tests {
         let explicit = parse(&["--api-max-body-bytes", "5000"]).api_limits();
         assert_eq!(explicit.max_batch_body_bytes, 5000);
         assert!(parse(&["--api-max-batch", "0"]).validate().is_err());
+    }
+
+    #[test]
+    fn a_full_batch_must_fit_in_flight() {
+        assert!(parse(&[]).validate().is_ok());
+        let small = parse(&["--api-max-in-flight", "100", "--api-max-batch", "101"]);
+        assert!(matches!(small.validate(), Err(ConfigError::ApiInFlight)));
+        assert!(parse(&["--api-max-in-flight", "0"]).validate().is_ok());
+        let no_time = parse(&["--api-request-timeout-secs", "0"]);
+        assert!(matches!(no_time.validate(), Err(ConfigError::Zero(_))));
     }
 
     #[test]

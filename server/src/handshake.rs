@@ -6,6 +6,10 @@
 //! a plain HTTP connection open, cannot hold a socket for longer. The WebSocket session disarms
 //! the deadline once upgraded; from then on the idle timeout of the session applies, and a read
 //! costs one relaxed atomic load more than on a bare socket.
+//!
+//! The listener also holds every connection's place among the pending handshakes
+//! ([`crate::pending`]): a connection beyond those caps is closed as soon as it is accepted,
+//! and an accepted one gives its place back once it is upgraded or closed.
 
 use std::future::Future;
 use std::io;
@@ -24,19 +28,27 @@ use tokio::time::Sleep;
 
 use crate::limit_metrics::Refusal;
 use crate::metrics::Metrics;
+use crate::pending::{PendingHandshakes, PendingSlot};
 
-/// Accepts TCP connections with TCP_NODELAY and a handshake deadline.
+/// Accepts TCP connections with TCP_NODELAY, a handshake deadline and a pending place.
 pub struct GuardedListener {
     inner: TcpListener,
     timeout: Duration,
+    pending: Arc<PendingHandshakes>,
     metrics: Arc<Metrics>,
 }
 
 impl GuardedListener {
-    pub fn new(inner: TcpListener, timeout: Duration, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        inner: TcpListener,
+        timeout: Duration,
+        pending: Arc<PendingHandshakes>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         GuardedListener {
             inner,
             timeout,
+            pending,
             metrics,
         }
     }
@@ -47,7 +59,18 @@ impl Listener for GuardedListener {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (tcp, addr) = Listener::accept(&mut self.inner).await;
+        let (tcp, addr, slot) = loop {
+            let (tcp, addr) = Listener::accept(&mut self.inner).await;
+            match self.pending.admit(addr.ip()) {
+                Ok(slot) => break (tcp, addr, slot),
+                Err(refusal) => {
+                    // Closed unread: see the module documentation of `pending`.
+                    self.metrics.limits.refused(refusal);
+                    log::debug!("closed a connection from {addr}: {}", refusal.as_str());
+                    drop(tcp);
+                }
+            }
+        };
         // Writes are batched by the sessions; Nagle would only add latency on top.
         if let Err(error) = tcp.set_nodelay(true) {
             log::debug!("cannot set TCP_NODELAY: {error}");
@@ -55,7 +78,10 @@ impl Listener for GuardedListener {
         let stream = GuardedStream {
             inner: tcp,
             deadline: Some(Box::pin(tokio::time::sleep(self.timeout))),
-            upgraded: Arc::new(AtomicBool::new(false)),
+            upgraded: Arc::new(Handshake {
+                done: AtomicBool::new(false),
+                slot,
+            }),
             metrics: self.metrics.clone(),
         };
         (stream, addr)
@@ -66,13 +92,22 @@ impl Listener for GuardedListener {
     }
 }
 
-/// Marks a connection's handshake as done, which lifts its deadline.
+/// Where a connection's handshake stands: done or not, and its pending place until then.
+#[derive(Debug)]
+struct Handshake {
+    done: AtomicBool,
+    slot: PendingSlot,
+}
+
+/// Marks a connection's handshake as done, which lifts its deadline and frees its pending
+/// place.
 #[derive(Clone, Debug)]
-pub struct Upgraded(Arc<AtomicBool>);
+pub struct Upgraded(Arc<Handshake>);
 
 impl Upgraded {
     pub fn done(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.0.done.store(true, Ordering::Relaxed);
+        self.0.slot.release();
     }
 }
 
@@ -97,8 +132,15 @@ pub struct GuardedStream {
     inner: TcpStream,
     /// Dropped once the connection is upgraded (or the deadline has fired).
     deadline: Option<Pin<Box<Sleep>>>,
-    upgraded: Arc<AtomicBool>,
+    upgraded: Arc<Handshake>,
     metrics: Arc<Metrics>,
+}
+
+impl Drop for GuardedStream {
+    /// A request handler may still hold a clone of [`Upgraded`]; the place is the socket's.
+    fn drop(&mut self) {
+        self.upgraded.slot.release();
+    }
 }
 
 impl AsyncRead for GuardedStream {
@@ -109,7 +151,7 @@ impl AsyncRead for GuardedStream {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if let Some(deadline) = &mut this.deadline {
-            if this.upgraded.load(Ordering::Relaxed) {
+            if this.upgraded.done.load(Ordering::Relaxed) {
                 this.deadline = None;
             } else if deadline.as_mut().poll(cx).is_ready() {
                 this.deadline = None;

@@ -20,6 +20,8 @@
 //! - [`frame_budget`]: the largest frame the node may build, and `joined` cut to fit it;
 //! - [`flood`]: rate limits per connection and per name, and the debounce;
 //! - [`admission`], [`auth`], [`handshake`]: who may connect, and how fast they must;
+//! - [`pending`]: caps on connections before their upgrade;
+//! - [`host_guard`]: the host names a loopback-bound node answers (DNS rebinding);
 //! - [`limit_metrics`]: the series of those limits.
 
 pub mod admission;
@@ -32,12 +34,14 @@ pub mod envelope;
 pub mod flood;
 pub mod frame_budget;
 pub mod handshake;
+pub mod host_guard;
 pub mod http;
 pub mod hub;
 pub mod ids;
 pub mod limit_metrics;
 pub mod metrics;
 pub mod node;
+pub mod pending;
 pub mod presence;
 pub mod relay;
 pub mod rooms;

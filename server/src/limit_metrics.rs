@@ -18,15 +18,24 @@ pub enum Refusal {
     Unauthorized,
     /// The HTTP request or the WebSocket handshake took longer than `--handshake-timeout-secs`.
     HandshakeTimeout,
+    /// `--max-pending-handshakes` reached: closed at accept.
+    PendingHandshakes,
+    /// `--max-pending-handshakes-per-address` reached: closed at accept.
+    PendingHandshakesPerAddress,
+    /// A loopback-bound node asked for a host name that is not loopback's: HTTP 421.
+    Host,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 5] = [
+    const ALL: [Refusal; 8] = [
         Refusal::NodeFull,
         Refusal::AddressFull,
         Refusal::Origin,
         Refusal::Unauthorized,
         Refusal::HandshakeTimeout,
+        Refusal::PendingHandshakes,
+        Refusal::PendingHandshakesPerAddress,
+        Refusal::Host,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -36,6 +45,9 @@ impl Refusal {
             Refusal::Origin => "origin",
             Refusal::Unauthorized => "unauthorized",
             Refusal::HandshakeTimeout => "handshake_timeout",
+            Refusal::PendingHandshakes => "pending_handshakes",
+            Refusal::PendingHandshakesPerAddress => "pending_handshakes_per_address",
+            Refusal::Host => "host",
         }
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::middleware;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -21,9 +22,11 @@ use crate::broker::{MemoryBroker, RedisBroker, SharedBroker};
 use crate::config::Config;
 use crate::flood::{FloodPolicy, MemoryLimiter, NameLimiter, RedisLimiter};
 use crate::handshake::{GuardedListener, Peer};
+use crate::host_guard::{self, HostGuard};
 use crate::http::{self, AppState};
 use crate::hub::{Hub, HubParts};
 use crate::metrics::Metrics;
+use crate::pending::PendingHandshakes;
 use crate::presence::SharedPresence;
 use crate::rooms::Rooms;
 use crate::session::SessionLimits;
@@ -145,11 +148,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         shutdown: shutdown.clone(),
         sessions: sessions.clone(),
     };
-    let listener = GuardedListener::new(listener, config.admission.handshake_timeout(), metrics);
+    let pending = Arc::new(PendingHandshakes::new(
+        &config.pending,
+        &config.admission.trusted_proxies,
+    ));
+    let mut router = http::router(state);
+    if let Some(guard) = HostGuard::new(address, &config.admission.allowed_origins, metrics.clone())
+    {
+        router = router.layer(middleware::from_fn_with_state(guard, host_guard::check));
+    }
+    let listener = GuardedListener::new(
+        listener,
+        config.admission.handshake_timeout(),
+        pending,
+        metrics,
+    );
     let mut server = tokio::spawn(
         axum::serve(
             listener,
-            http::router(state).into_make_service_with_connect_info::<Peer>(),
+            router.into_make_service_with_connect_info::<Peer>(),
         )
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .into_future(),

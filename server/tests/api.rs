@@ -10,79 +10,11 @@ use std::time::Duration;
 
 use chat_protocol::ServerFrame;
 use chat_protocol::api::{BatchReply, Outcome, Publish, PublishBatch};
-use serde_json::{Value, json};
-use support::{Client, HttpResponse, KEY_A, Node, QUIET, RedisServer, key, member, wait_until};
-
-const API_KEY: &str = "test-api-key-7c1e5a90d3b2";
-/// Bound of one API request; a batch of 20,000 takes seconds on a loaded debug build.
-const REQUEST: Duration = Duration::from_secs(60);
-
-fn bearer() -> String {
-    format!("Bearer {API_KEY}")
-}
-
-/// The node id of [`api_node`]s.
-const SOLO: &str = "solo";
-
-/// A node with the in-memory broker and the API on.
-async fn api_node(extra: &[&str]) -> Node {
-    let mut args = vec![
-        "--listen",
-        "127.0.0.1:0",
-        "--node-id",
-        SOLO,
-        "--api-key",
-        API_KEY,
-    ];
-    args.extend_from_slice(extra);
-    Node::spawn(&args, &[]).await
-}
-
-/// `method path` with the right key and a JSON body.
-async fn call(node: &Node, method: &str, path: &str, body: &str) -> HttpResponse {
-    let authorization = bearer();
-    let headers = [
-        ("Authorization", authorization.as_str()),
-        ("Content-Type", "application/json"),
-    ];
-    node.http(method, path, &headers, body.as_bytes(), REQUEST)
-        .await
-}
-
-async fn post(node: &Node, path: &str, body: &Value) -> HttpResponse {
-    call(node, "POST", path, &body.to_string()).await
-}
-
-async fn get(node: &Node, path: &str) -> HttpResponse {
-    call(node, "GET", path, "").await
-}
-
-/// The JSON body of a response, which must say it is JSON.
-fn body(response: &HttpResponse) -> Value {
-    assert_eq!(
-        response.header("content-type"),
-        Some("application/json"),
-        "{response:?}"
-    );
-    serde_json::from_str(&response.body).unwrap_or_else(|e| panic!("not JSON ({e}): {response:?}"))
-}
-
-/// Checks the status and the error code of a refused request.
-fn assert_error(response: &HttpResponse, status: u16, code: &str) {
-    assert_eq!(response.status, status, "{response:?}");
-    let body = body(response);
-    assert_eq!(body["error"]["code"], code, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
-}
-
-fn message(room: &str, from: &str, text: &str) -> Value {
-    json!({"room": room, "from": from, "text": text})
-}
+use serde_json::json;
+use support::api::{
+    API_KEY, REQUEST, SOLO, api_node, assert_error, bearer, body, call, get, message, post,
+};
+use support::{Client, KEY_A, Node, QUIET, RedisServer, key, member, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_is_off_without_a_key() {

@@ -1,19 +1,21 @@
 //! The shipped load balancer (`deploy/haproxy.cfg`, run by Debian's HAProxy) in front of three
 //! real nodes on loopback: clients spread over every node, chat crosses nodes, a stopped
 //! node's clients move to the others without losing anything acknowledged, and a node that
-//! loses Redis leaves rotation and comes back, and nodes join and leave rotation as DNS names
-//! them (what `--scale` does). Also checks `docker-compose.yml` against the configuration it
-//! mounts, since Docker itself cannot run here.
+//! loses Redis leaves rotation and comes back, nodes join and leave rotation as DNS names
+//! them (what `--scale` does), and node metrics are not public through it. Also checks
+//! `docker-compose.yml` against the configuration it mounts, since Docker itself cannot run
+//! here.
 
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
 
 use chat_protocol::ServerFrame;
 use futures::StreamExt;
+use ipnet::IpNet;
 use support::balancer::{self, Balancer, node_ip, shared_port};
 use support::{Client, KEY_A, Node, RedisServer, http_get, key, wait_until};
 use yaml_rust2::{Yaml, YamlLoader};
@@ -295,6 +297,29 @@ async fn the_balancer_never_logs_the_token_in_the_query() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_balancer_refuses_node_metrics_from_outside() {
+    let ip = node_ip(9);
+    let port = shared_port(&[ip]);
+    let listen = SocketAddr::from((ip, port)).to_string();
+    let node = Node::spawn(&["--listen", &listen], &[]).await;
+    let balancer = start_balancer(std::slice::from_ref(&node), &[ip], port).await;
+    for path in ["/metrics", "/METRICS", "/metrics/", "/metrics?format=text"] {
+        let response = http_get(balancer.addr(), path).await;
+        assert_eq!(response.status, 403, "{path} through the balancer");
+    }
+    // Operators still scrape: the balancer on its stats port, each node directly.
+    assert_eq!(
+        http_get(balancer.stats_addr(), "/metrics").await.status,
+        200
+    );
+    assert_eq!(node.status_of("/metrics").await, 200);
+    // The page and the WebSocket still pass.
+    assert_eq!(http_get(balancer.addr(), "/").await.status, 200);
+    let mut client = balancer.client("still-here").await;
+    client.join(ROOM).await;
+}
+
 /// Runs the image's HEALTHCHECK command against `node`, as Docker would.
 fn healthcheck(node: &Node) -> bool {
     Command::new(env!("CARGO_BIN_EXE_chat-healthcheck"))
@@ -441,6 +466,22 @@ fn compose_runs_redis_scalable_nodes_and_the_tested_balancer() {
     assert_eq!(lb_env["CHAT_LB_NODES"], "server:8080");
     assert_eq!(lb_env["CHAT_LB_BIND"], "0.0.0.0:8080");
     assert_eq!(lb_env["CHAT_LB_DNS"], "127.0.0.11:53");
+
+    // X-Forwarded-For is believed from the balancer alone: its fixed address, as a /32, in a
+    // fixed subnet but outside the range other containers are given addresses from.
+    let lb_ip = lb["networks"]["default"]["ipv4_address"]
+        .as_str()
+        .expect("the balancer has a fixed address");
+    assert_eq!(env["CHAT_TRUSTED_PROXY"], format!("{lb_ip}/32"));
+    let ipam = &doc["networks"]["default"]["ipam"]["config"][0];
+    let net = |key: &str| -> IpNet {
+        let text = ipam[key].as_str().unwrap_or_else(|| panic!("ipam {key}"));
+        text.parse().unwrap_or_else(|e| panic!("{key} {text}: {e}"))
+    };
+    let (subnet, range) = (net("subnet"), net("ip_range"));
+    let lb_ip: IpAddr = lb_ip.parse().expect("an IP address");
+    assert!(subnet.contains(&lb_ip) && subnet.contains(&range));
+    assert!(!range.contains(&lb_ip), "no other container can take it");
 
     // And HAProxy accepts the configuration with exactly compose's environment.
     let env: Vec<(String, String)> = lb_env.into_iter().collect();

@@ -3,34 +3,43 @@
 //! A message published here takes the same path as a WebSocket `send`: it is checked by the
 //! same rules, then stamped, serialized once and sealed by the hub, and handed to the broker.
 //! A batch queues every message before it awaits any, so the Redis broker sends them in a few
-//! large pipelines, in request order; then each message's outcome is collected, in order.
+//! large pipelines, in request order; then each message's outcome is collected, in order
+//! ([`batch`]). Every request with a key is held to the caps of [`caps`].
 //!
 //! The API is off unless the node has an API key; then every `/api/…` path answers 404.
 //! With a key, every request needs `Authorization: Bearer <key>`, checked before anything else
 //! is looked at, so that callers without the key learn nothing about the node.
 
 mod auth;
+mod batch;
 mod body;
+mod caps;
+mod failure;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chat_protocol::api::{ApiError, BatchReply, ErrorReply, Outcome, Publish, Published, code};
+use bytes::Bytes;
+use chat_protocol::api::{Publish, Published};
 use chat_protocol::{ErrorCode, FrameError, MessageId, validate_room};
 use prometheus::{IntCounter, IntCounterVec, Opts};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
-use auth::Denied;
 pub use auth::{ApiKeyError, ApiKeys};
+pub use caps::ApiCapsConfig;
+use caps::{Caps, Deadline};
+use failure::Failure;
 
 use crate::broker::{BrokerError, BrokerFuture};
 use crate::handshake::Peer;
@@ -49,6 +58,8 @@ pub struct ApiLimits {
     pub max_message_body_bytes: usize,
     /// Largest chat text, in bytes.
     pub max_text_bytes: usize,
+    /// Requests at once, messages in flight, and the deadline of a request.
+    pub caps: ApiCapsConfig,
 }
 
 /// The API of one node.
@@ -56,6 +67,7 @@ pub struct Api {
     hub: Arc<Hub>,
     keys: ApiKeys,
     limits: ApiLimits,
+    caps: Caps,
     metrics: ApiMetrics,
     /// Cancelled when the node begins to shut down; from then on nothing new is published.
     shutdown: CancellationToken,
@@ -69,10 +81,12 @@ impl Api {
         shutdown: CancellationToken,
     ) -> Self {
         let metrics = ApiMetrics::new(hub.metrics());
+        let caps = Caps::new(&limits.caps, hub.metrics());
         Api {
             hub,
             keys,
             limits,
+            caps,
             metrics,
             shutdown,
         }
@@ -92,11 +106,14 @@ impl Api {
         }
     }
 
-    /// Hands every valid message to the hub at once, without awaiting anything: the broker
-    /// fixes their order now, and a dropped request cannot leave a batch half queued.
-    fn queue(&self, messages: &[&RawValue]) -> Vec<Result<BrokerFuture<MessageId>, FrameError>> {
-        // Messages of a batch usually share a few rooms: format each room's channel once.
-        let mut channels: HashMap<String, String> = HashMap::new();
+    /// Hands valid messages to the hub, in order, without awaiting anything: the broker fixes
+    /// their order now. Messages of a batch usually share a few rooms, so `channels` keeps each
+    /// room's channel, formatted once per batch.
+    fn queue(
+        &self,
+        messages: &[&RawValue],
+        channels: &mut HashMap<String, String>,
+    ) -> Vec<Result<BrokerFuture<MessageId>, FrameError>> {
         messages
             .iter()
             .map(|raw| {
@@ -108,6 +125,17 @@ impl Api {
                 Ok(self.publish(&channels[message.room.as_ref()], &message))
             })
             .collect()
+    }
+
+    /// A JSON body of at most `limit` bytes, cut at the request's deadline.
+    async fn read_body(&self, parts: &Parts, body: Body, limit: usize) -> Result<Bytes, Failure> {
+        let read = body::read_json(&parts.headers, body, limit);
+        match parts.extensions.get::<Deadline>() {
+            Some(Deadline(at)) => tokio::time::timeout_at(*at, read)
+                .await
+                .unwrap_or_else(|_| Err(self.caps.upload_timed_out())),
+            None => read.await,
+        }
     }
 
     fn publish(&self, channel: &str, message: &Publish<'_>) -> BrokerFuture<MessageId> {
@@ -137,7 +165,7 @@ where
     };
     Router::new()
         .route("/publish", post(publish))
-        .route("/publish/batch", post(publish_batch))
+        .route("/publish/batch", post(batch::publish_batch))
         .route("/rooms/{room}", get(room))
         .route("/stats", get(stats))
         .method_not_allowed_fallback(async || Failure::method_not_allowed())
@@ -146,17 +174,28 @@ where
         .with_state(api)
 }
 
-/// Lets in only requests with a valid key, and counts every request by endpoint and status.
-async fn gate(State(api): State<Arc<Api>>, request: Request, next: Next) -> Response {
+/// Lets in only requests with a valid key, within the caps and the deadline, and counts every
+/// request by endpoint and status.
+async fn gate(State(api): State<Arc<Api>>, mut request: Request, next: Next) -> Response {
     let endpoint = endpoint(request.uri().path());
     let response = match api.keys.check(request.headers()) {
         Ok(()) => {
             // A backend that proved its key is no slowloris: its connection may outlive the
-            // handshake deadline, to upload a large batch or to be kept alive for the next one.
+            // handshake deadline, to be kept alive for the next request; each request has its
+            // own deadline instead.
             if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<Peer>>() {
                 peer.upgraded.done();
             }
-            next.run(request).await
+            match api.caps.request() {
+                Ok(_place) => {
+                    let deadline = api.caps.deadline();
+                    request.extensions_mut().insert(deadline);
+                    tokio::time::timeout_at(deadline.0, next.run(request))
+                        .await
+                        .unwrap_or_else(|_| api.caps.work_timed_out().into_response())
+                }
+                Err(busy) => busy.into_response(),
+            }
         }
         Err(denied) => Failure::unauthorized(denied).into_response(),
     };
@@ -182,7 +221,9 @@ fn endpoint(path: &str) -> &'static str {
 /// `POST /api/publish`: one message; answers its id once the broker accepted it.
 async fn publish(State(api): State<Arc<Api>>, request: Request) -> Result<Response, Failure> {
     let (parts, body) = request.into_parts();
-    let body = body::read_json(&parts.headers, body, api.limits.max_message_body_bytes).await?;
+    let body = api
+        .read_body(&parts, body, api.limits.max_message_body_bytes)
+        .await?;
     let message = match body::parse_message(body::utf8(&body)?, api.limits.max_text_bytes) {
         Ok(message) => message,
         Err(error) => {
@@ -191,6 +232,7 @@ async fn publish(State(api): State<Arc<Api>>, request: Request) -> Result<Respon
         }
     };
     api.check_ready()?;
+    let _in_flight = api.caps.messages(1)?;
     let outcome = settle(api.publish(&api.hub.channel(&message.room), &message)).await;
     match outcome {
         Ok(id) => {
@@ -202,48 +244,6 @@ async fn publish(State(api): State<Arc<Api>>, request: Request) -> Result<Respon
             Err(Failure::unavailable(error.message))
         }
     }
-}
-
-/// `POST /api/publish/batch`: up to the batch limit of messages; answers every message's
-/// outcome, in request order, once each was accepted or refused.
-async fn publish_batch(State(api): State<Arc<Api>>, request: Request) -> Result<Response, Failure> {
-    let (parts, body) = request.into_parts();
-    let body = body::read_json(&parts.headers, body, api.limits.max_batch_body_bytes).await?;
-    let batch = body::parse_batch(body::utf8(&body)?, api.limits.max_batch)
-        .map_err(|error| Failure::bad_request(format!("invalid batch: {error}")))?;
-    if batch.count > api.limits.max_batch {
-        return Err(Failure::too_many_messages(
-            batch.count,
-            api.limits.max_batch,
-        ));
-    }
-    api.check_ready()?;
-    let queued = api.queue(&batch.messages);
-    let mut reply = BatchReply {
-        accepted: 0,
-        failed: 0,
-        results: Vec::with_capacity(queued.len()),
-    };
-    for publication in queued {
-        let outcome = match publication {
-            Ok(publication) => settle(publication).await,
-            Err(invalid) => Err(invalid),
-        };
-        reply.results.push(match outcome {
-            Ok(id) => {
-                reply.accepted += 1;
-                Outcome::Published(Published { id: id.into() })
-            }
-            Err(error) => {
-                reply.failed += 1;
-                Outcome::Failed(ErrorReply {
-                    error: error.into(),
-                })
-            }
-        });
-    }
-    api.count(reply.accepted, reply.failed);
-    Ok(json(StatusCode::OK, &reply))
 }
 
 /// The id of a published message once the broker accepted it, or why it did not.
@@ -352,110 +352,6 @@ fn json(status: StatusCode, body: &impl Serialize) -> Response {
         bytes,
     )
         .into_response()
-}
-
-/// A refused request: an HTTP status and `{"error":{"code":…,"message":…}}`.
-#[derive(Debug)]
-struct Failure {
-    status: StatusCode,
-    error: ApiError<'static>,
-}
-
-impl Failure {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Failure {
-            status,
-            error: ApiError {
-                code: code.into(),
-                message: message.into().into(),
-            },
-        }
-    }
-
-    fn bad_request(message: String) -> Self {
-        Failure::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::BadRequest.as_str(),
-            message,
-        )
-    }
-
-    /// A message that breaks the rules of a `send`, with the code a WebSocket client would get.
-    fn invalid_message(error: FrameError) -> Self {
-        Failure {
-            status: StatusCode::BAD_REQUEST,
-            error: error.into(),
-        }
-    }
-
-    fn body_too_large(limit: usize) -> Self {
-        Failure::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::TooLarge.as_str(),
-            format!("the request body exceeds the limit of {limit} bytes"),
-        )
-    }
-
-    fn too_many_messages(count: usize, max: usize) -> Self {
-        Failure::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::TooLarge.as_str(),
-            format!("a batch holds at most {max} messages; this one has {count}"),
-        )
-    }
-
-    fn unsupported_media_type() -> Self {
-        Failure::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            code::UNSUPPORTED_MEDIA_TYPE,
-            "send the body as JSON with `Content-Type: application/json`",
-        )
-    }
-
-    fn unavailable(message: String) -> Self {
-        Failure::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Unavailable.as_str(),
-            message,
-        )
-    }
-
-    fn unauthorized(denied: Denied) -> Self {
-        let message = match denied {
-            Denied::Missing => "send the API key as `Authorization: Bearer <key>`",
-            Denied::WrongKey => "the API key is not valid",
-        };
-        Failure::new(StatusCode::UNAUTHORIZED, code::UNAUTHORIZED, message)
-    }
-
-    fn not_found(message: &'static str) -> Self {
-        Failure::new(StatusCode::NOT_FOUND, code::NOT_FOUND, message)
-    }
-
-    fn method_not_allowed() -> Self {
-        Failure::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            code::METHOD_NOT_ALLOWED,
-            "this endpoint does not take this method",
-        )
-    }
-}
-
-impl IntoResponse for Failure {
-    fn into_response(self) -> Response {
-        let mut response = json(self.status, &ErrorReply { error: self.error });
-        let headers = response.headers_mut();
-        if self.status == StatusCode::UNAUTHORIZED {
-            headers.insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"chat-server\""),
-            );
-        }
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        response
-    }
 }
 
 /// The API's series, registered with the node's other metrics.

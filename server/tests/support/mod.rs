@@ -8,6 +8,7 @@
 // Each test binary uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod api;
 pub mod balancer;
 pub mod browser;
 pub mod dns;
@@ -222,13 +223,18 @@ fn free_port() -> u16 {
 
 /// Sends SIGTERM to `pid`.
 fn sigterm(pid: u32) {
+    signal(pid, libc::SIGTERM);
+}
+
+/// Sends `signal` to `pid`, a process this harness started.
+fn signal(pid: u32, signal: libc::c_int) {
     let pid = libc::pid_t::try_from(pid).expect("pid fits pid_t");
     // SAFETY: kill(2) has no memory-safety preconditions.
-    let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+    let rc = unsafe { libc::kill(pid, signal) };
     assert_eq!(
         rc,
         0,
-        "kill -TERM {pid}: {}",
+        "kill -{signal} {pid}: {}",
         std::io::Error::last_os_error()
     );
 }
@@ -302,6 +308,17 @@ impl RedisServer {
 
     pub fn client(&self) -> redis::Client {
         redis::Client::open(self.url()).expect("valid redis url")
+    }
+
+    /// Freezes Redis (SIGSTOP) with its connections open: commands wait for an answer, as
+    /// with a Redis that hangs. The guard's SIGKILL still ends it.
+    pub fn pause(&self) {
+        signal(self.process.pid().expect("redis is running"), libc::SIGSTOP);
+    }
+
+    /// Lets a paused Redis go on (SIGCONT).
+    pub fn resume(&self) {
+        signal(self.process.pid().expect("redis is running"), libc::SIGCONT);
     }
 
     /// Kills Redis with SIGKILL (no goodbye to its clients) and reaps it.
@@ -854,7 +871,15 @@ pub async fn http_request(
 ) -> HttpResponse {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await?;
-        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        let mut head = format!("{method} {path} HTTP/1.1\r\n");
+        // A test may name another host; otherwise the address connected to, as curl does.
+        if !headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+        {
+            head.push_str(&format!("Host: {addr}\r\n"));
+        }
+        head.push_str("Connection: close\r\n");
         for (name, value) in headers {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
