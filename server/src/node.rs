@@ -43,7 +43,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let node_id = config.node_id()?;
     let metrics = Arc::new(Metrics::new());
     let (recovery, recovery_requests) = tokio::sync::mpsc::unbounded_channel();
-    let rooms = Arc::new(Rooms::new(keyring.clone(), metrics.clone(), recovery));
+    let rooms = Arc::new(
+        Rooms::new(keyring.clone(), metrics.clone(), recovery)
+            .with_max_text_bytes(config.max_text_bytes),
+    );
 
     let (broker, presence): (SharedBroker, SharedPresence) = match &config.redis_url {
         Some(url) => {

@@ -16,16 +16,23 @@
 //!
 //! Gap-free delivery: message ids count up by one per room (see [`MessageId`]), so each room
 //! knows the last id it delivered and can tell a duplicate (dropped), the next message
-//! (delivered) and a gap. On a gap, or after the broker reconnected, the room holds back new
-//! messages, asks for the missing ones from history (a [`Resync`]), and delivers them and then
-//! the held ones in order. A new room first learns where history stands, so that a joiner's
+//! (delivered) and a gap. On a gap, a new epoch, or after the broker reconnected, the room
+//! holds back new messages, asks for the missing ones from history (a [`Resync`]), and delivers
+//! them and then the held ones in order (see [`ordering`]: an id history does not vouch for
+//! never moves a room). A new room first learns where history stands, so that a joiner's
 //! history (read up to that point) and its live messages (after it) meet without a gap or an
 //! overlap.
+//!
+//! Payloads larger than any a node can build are dropped before they are opened.
+
+mod drops;
+pub mod ordering;
+mod throttle;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use chat_protocol::{MessageId, PresenceEvent, ServerFrame};
@@ -42,6 +49,9 @@ use crate::envelope::Keyring;
 use crate::metrics::Metrics;
 use crate::presence::name_aad;
 use crate::relay::{self, Relayed};
+pub use drops::{DropReason, Drops};
+use ordering::{HeldBudget, Order, Sequence, Settled, order, settle};
+use throttle::Throttle;
 
 pub type MemberId = u64;
 
@@ -75,10 +85,6 @@ pub struct Resync {
     /// The last message delivered; what follows it is wanted.
     pub after: Option<MessageId>,
 }
-
-/// Messages held back while a room waits for its position or its missing messages. Beyond
-/// this many the room gives up waiting (the gap stays, and is counted) rather than grow.
-const MAX_HELD: usize = 10_000;
 
 /// The sending end of one connection's bounded outbound queue.
 #[derive(Clone)]
@@ -135,18 +141,6 @@ pub struct Member {
     pub sealed_name: Bytes,
 }
 
-enum Sequence {
-    /// New on this node: messages wait until `ready` tells where history stands.
-    Positioning { held: Vec<(MessageId, Utf8Bytes)> },
-    /// Delivering as messages arrive; `last` is the newest delivered.
-    Live { last: Option<MessageId> },
-    /// Missing messages after `last` are being fetched; new ones wait.
-    Recovering {
-        last: Option<MessageId>,
-        held: Vec<(MessageId, Utf8Bytes)>,
-    },
-}
-
 struct Room {
     /// Tells this room apart from an earlier one on the same channel whose member left.
     generation: u64,
@@ -168,50 +162,34 @@ impl Room {
             .count() as u64
     }
 
-    /// Stops holding messages back: returns the last delivered id (as far as the room knows)
-    /// and what it held.
-    fn take_held(&mut self) -> (Option<MessageId>, Vec<(MessageId, Utf8Bytes)>) {
-        match std::mem::replace(&mut self.sequence, Sequence::Live { last: None }) {
-            Sequence::Positioning { held } => (None, held),
-            Sequence::Recovering { last, held } => (last, held),
-            Sequence::Live { last } => (last, Vec::new()),
-        }
-    }
-
-    /// Delivers `messages` newer than `last` in id order, then goes live.
+    /// Delivers what history `found` after `last` (the room's position when `last` is
+    /// `None` and it was positioning) and then what it held, as [`settle`] allows. Returns
+    /// what it settled; when that is incomplete the room stays recovering, and the caller
+    /// must ask history again.
     fn resume(
         &mut self,
-        mut last: Option<MessageId>,
-        mut messages: Vec<(MessageId, Utf8Bytes)>,
+        last: Option<MessageId>,
+        found: Vec<(MessageId, Utf8Bytes)>,
         metrics: &Metrics,
-    ) {
-        messages.sort_unstable_by_key(|(id, _)| *id);
-        for (id, frame) in messages {
-            if last.is_none_or(|last| id > last) {
-                metrics.messages_out.inc_by(self.fan_out(id, &frame));
-                last = Some(id);
-            }
+    ) -> Settled {
+        let (last, held) = match std::mem::replace(&mut self.sequence, Sequence::Live { last }) {
+            Sequence::Positioning { held } => (last, held),
+            Sequence::Recovering { last, held } => (last, held),
+            Sequence::Live { last } => (last, Default::default()),
+        };
+        let mut settled = settle(last, found, held);
+        for (id, frame) in settled.deliver.drain(..) {
+            metrics.messages_out.inc_by(self.fan_out(id, &frame));
         }
-        self.sequence = Sequence::Live { last };
-    }
-}
-
-/// How a message's id relates to the last one a room delivered.
-#[derive(Debug, PartialEq, Eq)]
-enum Order {
-    Next,
-    Duplicate,
-    Gap,
-}
-
-fn order(last: Option<MessageId>, id: MessageId) -> Order {
-    match last {
-        Some(last) if id <= last => Order::Duplicate,
-        Some(last) if id == last.next() => Order::Next,
-        // A new epoch starts at 0: what the old one lost cannot be fetched anyway.
-        Some(last) if id.epoch > last.epoch && id.seq == 0 => Order::Next,
-        None if id.seq == 0 => Order::Next,
-        _ => Order::Gap,
+        self.sequence = if settled.incomplete() {
+            Sequence::Recovering {
+                last: settled.last,
+                held: Default::default(),
+            }
+        } else {
+            Sequence::Live { last: settled.last }
+        };
+        settled
     }
 }
 
@@ -219,6 +197,10 @@ pub struct Rooms {
     rooms: DashMap<String, Room>,
     keyring: Arc<Keyring>,
     metrics: Arc<Metrics>,
+    drops: Drops,
+    /// Payloads larger than this did not come from a node.
+    max_payload: usize,
+    held_budget: HeldBudget,
     decrypt_warnings: Throttle,
     generations: AtomicU64,
     recovery: mpsc::UnboundedSender<Recovery>,
@@ -234,11 +216,31 @@ impl Rooms {
         Rooms {
             rooms: DashMap::new(),
             keyring,
+            drops: Drops::new(&metrics),
             metrics,
+            max_payload: relay::max_payload_len(chat_protocol::limits::DEFAULT_MAX_TEXT_BYTES),
+            held_budget: HeldBudget::default(),
             decrypt_warnings: Throttle::new(Duration::from_secs(10)),
             generations: AtomicU64::new(1),
             recovery,
         }
+    }
+
+    /// Drops payloads larger than any message of up to `max_text_bytes` (`--max-text-bytes`).
+    pub fn with_max_text_bytes(mut self, max_text_bytes: usize) -> Self {
+        self.max_payload = relay::max_payload_len(max_text_bytes);
+        self
+    }
+
+    /// Holds at most this much per room while it waits for history.
+    pub fn with_held_budget(mut self, budget: HeldBudget) -> Self {
+        self.held_budget = budget;
+        self
+    }
+
+    /// Counts of payloads dropped for their size or their id.
+    pub fn drops(&self) -> &Drops {
+        &self.drops
     }
 
     /// Adds `member` to `room` (behind `channel`). When the room is new on this node,
@@ -260,7 +262,9 @@ impl Rooms {
                 name: room.to_owned(),
                 members: HashMap::new(),
                 ready: prepare(generation),
-                sequence: Sequence::Positioning { held: Vec::new() },
+                sequence: Sequence::Positioning {
+                    held: Default::default(),
+                },
             }
         });
         entry.members.insert(member, joining);
@@ -295,8 +299,8 @@ impl Rooms {
             && room.generation == generation
             && matches!(room.sequence, Sequence::Positioning { .. })
         {
-            let (_, held) = room.take_held();
-            room.resume(last, held, &self.metrics);
+            let settled = room.resume(last, Vec::new(), &self.metrics);
+            self.settled(channel, room.generation, &settled);
         }
     }
 
@@ -307,9 +311,19 @@ impl Rooms {
             && room.generation == resync.generation
             && matches!(room.sequence, Sequence::Recovering { .. })
         {
-            let (last, mut messages) = room.take_held();
-            messages.extend(found);
-            room.resume(last, messages, &self.metrics);
+            let settled = room.resume(None, found, &self.metrics);
+            self.settled(&resync.channel, room.generation, &settled);
+        }
+    }
+
+    /// Counts what resuming a room dropped, and asks history again if that may have been
+    /// genuine (a forged id is not in history, so it is not asked about twice).
+    fn settled(&self, channel: &str, generation: u64, settled: &Settled) {
+        self.drops
+            .count(DropReason::Unconfirmed, settled.unconfirmed);
+        self.drops.count(DropReason::HeldBudget, settled.overflowed);
+        if settled.incomplete() {
+            self.request_resync(channel, generation, settled.last);
         }
     }
 
@@ -382,6 +396,12 @@ impl Rooms {
     /// Counts and (at most every 10 s) logs a payload that did not open.
     pub fn dropped(&self, channel: &str, reason: &str) {
         self.metrics.decrypt_failures.inc();
+        self.warn_dropped(channel, reason);
+    }
+
+    /// Logs a dropped payload, at most every 10 s (a flood of forged payloads must not flood
+    /// the log).
+    fn warn_dropped(&self, channel: &str, reason: &str) {
         if let Some(suppressed) = self.decrypt_warnings.allow() {
             log::warn!(
                 "dropped a backplane payload on {channel}: {reason} ({suppressed} more dropped since the last warning)"
@@ -406,24 +426,21 @@ impl Rooms {
                     self.metrics.messages_out.inc_by(room.fan_out(id, &frame));
                 }
                 Order::Duplicate => {}
-                Order::Gap => {
-                    self.metrics.backplane_gaps.inc();
+                kind @ (Order::Gap | Order::Unconfirmed) => {
+                    if kind == Order::Gap {
+                        self.metrics.backplane_gaps.inc();
+                    }
                     let after = *last;
-                    room.sequence = Sequence::Recovering {
-                        last: after,
-                        held: vec![(id, frame)],
-                    };
+                    let mut held = ordering::Held::default();
+                    held.hold(self.held_budget, id, frame);
+                    room.sequence = Sequence::Recovering { last: after, held };
                     self.request_resync(channel, room.generation, after);
                 }
             },
             Sequence::Positioning { held } | Sequence::Recovering { held, .. } => {
-                held.push((id, frame));
-                if held.len() >= MAX_HELD {
-                    // Waiting longer would only grow memory: deliver what is here.
-                    log::warn!("{channel}: gave up waiting for missing messages");
-                    let (last, held) = room.take_held();
-                    room.resume(last, held, &self.metrics);
-                }
+                // Beyond the budget the message is dropped here and counted once the room
+                // resumes; history fills it in then.
+                held.hold(self.held_budget, id, frame);
             }
         }
     }
@@ -466,6 +483,10 @@ impl Inbound for Rooms {
         let Ok(channel) = std::str::from_utf8(channel) else {
             return;
         };
+        if payload.len() > self.max_payload {
+            self.drops.count(DropReason::Oversize, 1);
+            return self.warn_dropped(channel, "larger than any envelope a node builds");
+        }
         match relay::parse(&payload) {
             Some(Relayed::Message { id, offset }) => {
                 payload.drain(..offset);
@@ -484,50 +505,12 @@ impl Inbound for Rooms {
             if let Sequence::Live { last } = room.sequence {
                 room.sequence = Sequence::Recovering {
                     last,
-                    held: Vec::new(),
+                    held: Default::default(),
                 };
                 self.request_resync(room.key(), room.generation, last);
             }
         }
         let _ = self.recovery.send(Recovery::Presence);
-    }
-}
-
-/// Lets an event through at most once per interval and counts the ones held back, so a flood
-/// of forged payloads cannot flood the log.
-struct Throttle {
-    interval: Duration,
-    started: Instant,
-    next_allowed_ms: AtomicU64,
-    suppressed: AtomicU64,
-}
-
-impl Throttle {
-    fn new(interval: Duration) -> Self {
-        Throttle {
-            interval,
-            started: Instant::now(),
-            next_allowed_ms: AtomicU64::new(0),
-            suppressed: AtomicU64::new(0),
-        }
-    }
-
-    /// `Some(number held back since the last one let through)` when this event may be logged.
-    fn allow(&self) -> Option<u64> {
-        let now = self.started.elapsed().as_millis() as u64;
-        let next = self.next_allowed_ms.load(Ordering::Relaxed);
-        let until = now + self.interval.as_millis() as u64;
-        if now >= next
-            && self
-                .next_allowed_ms
-                .compare_exchange(next, until, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            Some(self.suppressed.swap(0, Ordering::Relaxed))
-        } else {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
-            None
-        }
     }
 }
 
@@ -546,11 +529,15 @@ mod tests {
     }
 
     fn fixture() -> Fixture {
+        fixture_with(|rooms| rooms)
+    }
+
+    fn fixture_with(configure: impl FnOnce(Rooms) -> Rooms) -> Fixture {
         let keyring = Arc::new(Keyring::new(&[[9; 32]]).unwrap());
         let metrics = Arc::new(Metrics::new());
         let (sender, recovery) = mpsc::unbounded_channel();
         Fixture {
-            rooms: Rooms::new(keyring.clone(), metrics.clone(), sender),
+            rooms: configure(Rooms::new(keyring.clone(), metrics.clone(), sender)),
             keyring,
             metrics,
             recovery,
@@ -604,6 +591,14 @@ mod tests {
 
         fn deliver(&self, seq: u64) {
             self.rooms.deliver(CHANNEL.as_bytes(), self.message(seq));
+        }
+
+        /// The resync the rooms asked for last; panics if there is none.
+        fn resync(&mut self) -> Resync {
+            match self.recovery.try_recv() {
+                Ok(Recovery::Room(resync)) => resync,
+                other => panic!("expected a resync, got {other:?}"),
+            }
         }
 
         fn frame(&self, seq: u64) -> (MessageId, Utf8Bytes) {
@@ -660,16 +655,16 @@ mod tests {
     #[test]
     fn fans_out_one_shared_frame_and_flags_slow_consumers() {
         let f = fixture();
-        let (mut fast, _) = f.join(1, None, None);
+        let (mut fast, _) = f.join(1, None, Some(id(0)));
         let (slow, slow_queue) = Outbox::new(1);
         let slow_flag = slow.overflowed().clone();
         let position = f
             .rooms
             .add(CHANNEL, "c", 2, member(slow, None), |_| never_ready());
-        assert!(matches!(position, Position::After(None)));
-        f.deliver(0);
+        assert!(matches!(position, Position::After(Some(last)) if last == id(0)));
         f.deliver(1);
-        assert_eq!(received(&mut fast), vec![0, 1]);
+        f.deliver(2);
+        assert_eq!(received(&mut fast), vec![1, 2]);
         assert!(slow_flag.is_cancelled());
         assert_eq!(f.metrics.messages_out.get(), 3);
         drop(slow_queue);
@@ -704,10 +699,7 @@ mod tests {
         f.deliver(5);
         assert_eq!(received(&mut queue), vec![1]);
         assert_eq!(f.metrics.backplane_gaps.get(), 1);
-        let resync = match f.recovery.try_recv() {
-            Ok(Recovery::Room(resync)) => resync,
-            other => panic!("expected a resync, got {other:?}"),
-        };
+        let resync = f.resync();
         assert_eq!(
             resync,
             Resync {
@@ -800,7 +792,7 @@ mod tests {
             generation = g;
             never_ready()
         });
-        f.rooms.positioned(CHANNEL, generation, None);
+        f.rooms.positioned(CHANNEL, generation, Some(id(0)));
         let name = f.keyring.seal(&name_aad(CHANNEL), b"Ada");
         for _ in 0..20 {
             let leave = relay::presence_payload(PresenceEvent::Leave, &name);
@@ -808,7 +800,7 @@ mod tests {
         }
         assert_eq!(f.metrics.presence_dropped.get(), 16);
         // Messages still have room, and nobody was flagged.
-        f.deliver(0);
+        f.deliver(1);
         assert!(!flag.is_cancelled());
         let mut frames = 0;
         while queue.try_recv().is_ok() {
@@ -818,24 +810,83 @@ mod tests {
     }
 
     #[test]
-    fn orders_ids_within_and_across_epochs() {
-        let next_epoch = |seq| MessageId { epoch: 8, seq };
-        assert_eq!(order(None, id(0)), Order::Next);
-        assert_eq!(order(None, id(1)), Order::Gap);
-        assert_eq!(order(Some(id(1)), id(2)), Order::Next);
-        assert_eq!(order(Some(id(1)), id(1)), Order::Duplicate);
-        assert_eq!(order(Some(id(5)), id(2)), Order::Duplicate);
-        assert_eq!(order(Some(id(1)), id(3)), Order::Gap);
-        assert_eq!(order(Some(id(9)), next_epoch(0)), Order::Next);
-        assert_eq!(order(Some(id(9)), next_epoch(2)), Order::Gap);
+    fn an_id_history_does_not_hold_cannot_silence_the_room() {
+        let forged_ids = [id(u64::MAX), MessageId::MAX, MessageId { epoch: 8, seq: 0 }];
+        for forged in forged_ids {
+            let mut f = fixture();
+            let (mut queue, _) = f.join(1, None, Some(id(0)));
+            // A genuine sealed body, replayed under an id no node assigned.
+            let payload = f.message(1);
+            let Some(Relayed::Message { offset, .. }) = relay::parse(&payload) else {
+                unreachable!()
+            };
+            let replay = relay::message_payload(forged, &payload[offset..]);
+            f.rooms.deliver(CHANNEL.as_bytes(), replay);
+            assert!(received(&mut queue).is_empty(), "{forged}");
+            let resync = f.resync();
+            assert_eq!(resync.after, Some(id(0)));
+            // History holds nothing after 0: the forged id is dropped, and history asked once
+            // more in case what was dropped was genuine.
+            f.rooms.recovered(&resync, Vec::new());
+            assert_eq!(f.rooms.drops().get(DropReason::Unconfirmed), 1);
+            let again = f.resync();
+            assert_eq!(again.after, Some(id(0)));
+            f.rooms.recovered(&again, Vec::new());
+            assert!(f.recovery.try_recv().is_err(), "no third resync");
+            f.deliver(1);
+            f.deliver(2);
+            assert_eq!(received(&mut queue), vec![1, 2], "{forged}");
+        }
     }
 
     #[test]
-    fn throttle_lets_one_through_per_interval() {
-        let throttle = Throttle::new(Duration::from_secs(60));
-        assert_eq!(throttle.allow(), Some(0));
-        assert_eq!(throttle.allow(), None);
-        assert_eq!(throttle.allow(), None);
-        assert_eq!(throttle.suppressed.load(Ordering::Relaxed), 2);
+    fn the_first_message_of_a_new_epoch_is_confirmed_by_history() {
+        let mut f = fixture();
+        let (mut queue, _) = f.join(1, None, None);
+        f.deliver(0);
+        assert!(received(&mut queue).is_empty());
+        let resync = f.resync();
+        assert_eq!(resync.after, None);
+        f.rooms.recovered(&resync, vec![f.frame(0)]);
+        f.deliver(1);
+        assert_eq!(received(&mut queue), vec![0, 1]);
+        assert_eq!(f.metrics.backplane_gaps.get(), 0);
+    }
+
+    #[test]
+    fn payloads_larger_than_any_envelope_are_dropped_unopened() {
+        let f = fixture_with(|rooms| rooms.with_max_text_bytes(16));
+        let (mut queue, _) = f.join(1, None, Some(id(0)));
+        let bound = relay::max_payload_len(16);
+        let mut oversize = f.message(1);
+        oversize.resize(bound + 1, b'x');
+        f.rooms.deliver(CHANNEL.as_bytes(), oversize);
+        assert_eq!(f.rooms.drops().get(DropReason::Oversize), 1);
+        assert_eq!(f.metrics.decrypt_failures.get(), 0, "never opened");
+        f.deliver(1);
+        assert_eq!(received(&mut queue), vec![1]);
+    }
+
+    #[test]
+    fn held_messages_beyond_the_byte_budget_are_dropped_then_fetched_from_history() {
+        let frame_bytes = fixture().frame(1).1.len();
+        let budget = HeldBudget {
+            messages: 100,
+            bytes: 2 * frame_bytes + frame_bytes / 2,
+        };
+        let mut f = fixture_with(|rooms| rooms.with_held_budget(budget));
+        let (mut queue, _) = f.join(1, None, Some(id(0)));
+        for seq in 2..=5 {
+            f.deliver(seq);
+        }
+        let resync = f.resync();
+        f.rooms.recovered(&resync, vec![f.frame(1), f.frame(2)]);
+        // 2 and 3 were held; 4 and 5 did not fit.
+        assert_eq!(received(&mut queue), vec![1, 2, 3]);
+        assert_eq!(f.rooms.drops().get(DropReason::HeldBudget), 2);
+        let again = f.resync();
+        assert_eq!(again.after, Some(id(3)));
+        f.rooms.recovered(&again, vec![f.frame(4), f.frame(5)]);
+        assert_eq!(received(&mut queue), vec![4, 5]);
     }
 }
