@@ -73,7 +73,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         None => {
             log::info!("node {node_id}: in-memory broker (single node, no Redis)");
             metrics.broker_ready.set(1);
-            let broker = Arc::new(MemoryBroker::new(rooms.clone(), config.history()));
+            let broker = Arc::new(
+                MemoryBroker::new(rooms.clone(), config.history())
+                    .with_max_rooms(config.history_max_rooms),
+            );
+            broker.register_metrics(&metrics);
+            broker.spawn_sweeper();
             (broker.clone(), broker)
         }
     };
