@@ -91,9 +91,11 @@ pub fn max_payload_len(max_text_bytes: usize) -> usize {
         .saturating_mul(JSON_ESCAPE_GROWTH);
     let body = message_body("", "", "", 0).len() - 1 + MAX_U64_DIGITS + strings;
     let id = 2 * MAX_U64_DIGITS + 1;
-    // Presence payloads (a sealed name behind one byte) are far smaller than this.
     (1 + id + 1 + envelope::OVERHEAD).saturating_add(body)
 }
+
+/// The largest presence payload a node can build: the longest name, sealed, behind one byte.
+pub const MAX_PRESENCE_PAYLOAD_LEN: usize = 1 + envelope::OVERHEAD + MAX_NAME_BYTES;
 
 #[derive(Serialize)]
 struct Body<'a> {
@@ -159,7 +161,7 @@ mod tests {
         // Tight enough to matter: within the escapes a room and a name cannot actually use.
         assert!(bound - payload.len() < 6 * (limits::MAX_ROOM_BYTES + 4 * 32));
         let presence = presence_payload(PresenceEvent::Join, &keyring.seal(b"n", from.as_bytes()));
-        assert!(presence.len() <= bound);
+        assert_eq!(presence.len(), MAX_PRESENCE_PAYLOAD_LEN);
     }
 
     #[test]

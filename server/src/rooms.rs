@@ -492,6 +492,10 @@ impl Inbound for Rooms {
                 payload.drain(..offset);
                 self.deliver_message(channel, id, payload);
             }
+            Some(Relayed::Presence(_)) if payload.len() > relay::MAX_PRESENCE_PAYLOAD_LEN => {
+                self.drops.count(DropReason::Oversize, 1);
+                self.warn_dropped(channel, "a presence payload longer than any name");
+            }
             Some(Relayed::Presence(event)) => {
                 payload.remove(0);
                 self.deliver_presence(channel, event, payload);
@@ -861,7 +865,10 @@ mod tests {
         let mut oversize = f.message(1);
         oversize.resize(bound + 1, b'x');
         f.rooms.deliver(CHANNEL.as_bytes(), oversize);
-        assert_eq!(f.rooms.drops().get(DropReason::Oversize), 1);
+        let long_name = vec![b'n'; relay::MAX_PRESENCE_PAYLOAD_LEN];
+        let presence = relay::presence_payload(PresenceEvent::Join, &long_name);
+        f.rooms.deliver(CHANNEL.as_bytes(), presence);
+        assert_eq!(f.rooms.drops().get(DropReason::Oversize), 2);
         assert_eq!(f.metrics.decrypt_failures.get(), 0, "never opened");
         f.deliver(1);
         assert_eq!(received(&mut queue), vec![1]);

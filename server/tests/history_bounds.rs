@@ -69,7 +69,7 @@ async fn idle_rooms_of_the_memory_broker_are_swept_without_being_touched() {
     .await;
 }
 
-/// Every key in `redis` with its TTL in ms (`-1`: none).
+/// Every key in `redis` with its TTL in ms (`-1`: none; `-2`: expired since it was listed).
 async fn keys_with_ttl(redis: &RedisServer) -> Vec<(String, i64)> {
     let mut connection = redis.connection().await;
     let keys: Vec<String> = connection.keys("*").await.expect("KEYS");
@@ -108,7 +108,7 @@ async fn every_key_a_node_writes_in_redis_expires_and_presence_keys_are_renewed(
             "no key {kind}* among {keys:?}"
         );
     }
-    let lasting: Vec<&(String, i64)> = keys.iter().filter(|(_, ttl)| *ttl <= 0).collect();
+    let lasting: Vec<&(String, i64)> = keys.iter().filter(|(_, ttl)| *ttl == -1).collect();
     assert!(lasting.is_empty(), "keys without a TTL: {lasting:?}");
 
     // A presence key about to expire is renewed by the next heartbeat of a node with a
