@@ -260,12 +260,29 @@ pub struct MessageId {
 }
 
 impl MessageId {
-    /// The id that directly follows this one in the same epoch.
-    pub fn next(self) -> MessageId {
-        MessageId {
+    /// The largest id there can be.
+    pub const MAX: MessageId = MessageId {
+        epoch: u64::MAX,
+        seq: u64::MAX,
+    };
+
+    /// The id that directly follows this one in the same epoch; `None` once the epoch has no
+    /// further id. Ids come from outside (Redis, clients), so this must never overflow.
+    pub fn next(self) -> Option<MessageId> {
+        Some(MessageId {
             epoch: self.epoch,
-            seq: self.seq + 1,
-        }
+            seq: self.seq.checked_add(1)?,
+        })
+    }
+
+    /// The smallest id greater than this one (the start of the next epoch once this epoch has
+    /// no further id), or this id itself if it is [`MessageId::MAX`]: the lower bound of a
+    /// range of what comes after it.
+    pub fn successor(self) -> MessageId {
+        self.next().unwrap_or(MessageId {
+            epoch: self.epoch.saturating_add(1),
+            seq: if self.epoch == u64::MAX { u64::MAX } else { 0 },
+        })
     }
 }
 
@@ -717,7 +734,8 @@ mod tests {
             }
         );
         assert_eq!(id.to_string(), "1732329000000-41");
-        assert_eq!(id.next().seq, 42);
+        assert_eq!(id.next().map(|next| next.seq), Some(42));
+        assert_eq!(id.successor().seq, 42);
         assert!(id < "1732329000000-100".parse().unwrap());
         assert!(id < "1732329000001-0".parse().unwrap());
         for bad in [
@@ -733,6 +751,16 @@ mod tests {
         ] {
             assert_eq!(bad.parse::<MessageId>(), Err(InvalidMessageId), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn id_arithmetic_never_overflows() {
+        let last_of_epoch: MessageId = "7-18446744073709551615".parse().unwrap();
+        assert_eq!(last_of_epoch.next(), None);
+        assert_eq!(last_of_epoch.successor(), MessageId { epoch: 8, seq: 0 });
+        assert!(last_of_epoch.successor() > last_of_epoch);
+        assert_eq!(MessageId::MAX.next(), None);
+        assert_eq!(MessageId::MAX.successor(), MessageId::MAX);
     }
 
     #[test]

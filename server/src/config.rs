@@ -87,6 +87,11 @@ pub struct Config {
     #[arg(long, env = "CHAT_HISTORY_MAX_AGE_SECS", default_value_t = 86_400)]
     pub history_max_age_secs: u64,
 
+    /// Rooms whose history the in-memory broker keeps at most: beyond it, the least recently
+    /// active rooms without members lose theirs (with Redis, `maxmemory` bounds history).
+    #[arg(long, env = "CHAT_HISTORY_MAX_ROOMS", default_value_t = crate::broker::memory::DEFAULT_MAX_ROOMS)]
+    pub history_max_rooms: usize,
+
     /// Seconds to wait for sessions to close when shutting down.
     #[arg(long, env = "CHAT_SHUTDOWN_TIMEOUT", default_value_t = 5)]
     pub shutdown_timeout_secs: u64,
@@ -220,6 +225,7 @@ impl Config {
             ("max-rooms-per-connection", self.max_rooms_per_connection),
             ("history-max-age-secs", self.history_max_age_secs as usize),
             ("write-timeout-secs", self.write_timeout_secs as usize),
+            ("history-max-rooms", self.history_max_rooms),
             ("api-max-batch", self.api_max_batch),
             ("api-max-body-bytes", self.api_max_body_bytes.unwrap_or(1)),
             (

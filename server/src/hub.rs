@@ -252,7 +252,7 @@ impl Hub {
         let range = HistoryRange::From {
             from: resync
                 .after
-                .map_or(MessageId { epoch: 0, seq: 0 }, MessageId::next),
+                .map_or(MessageId { epoch: 0, seq: 0 }, MessageId::successor),
             through: None,
             limit: self.history.size,
         };

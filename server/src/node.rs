@@ -47,7 +47,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let node_id = config.node_id()?;
     let metrics = Arc::new(Metrics::new());
     let (recovery, recovery_requests) = tokio::sync::mpsc::unbounded_channel();
-    let rooms = Arc::new(Rooms::new(keyring.clone(), metrics.clone(), recovery));
+    let rooms = Arc::new(
+        Rooms::new(keyring.clone(), metrics.clone(), recovery)
+            .with_max_text_bytes(config.max_text_bytes),
+    );
 
     let (broker, presence): (SharedBroker, SharedPresence) = match &config.redis_url {
         Some(url) => {
@@ -74,7 +77,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         None => {
             log::info!("node {node_id}: in-memory broker (single node, no Redis)");
             metrics.broker_ready.set(1);
-            let broker = Arc::new(MemoryBroker::new(rooms.clone(), config.history()));
+            let broker = Arc::new(
+                MemoryBroker::new(rooms.clone(), config.history())
+                    .with_max_rooms(config.history_max_rooms),
+            );
+            broker.register_metrics(&metrics);
+            broker.spawn_sweeper();
             (broker.clone(), broker)
         }
     };

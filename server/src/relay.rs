@@ -15,8 +15,10 @@
 //! Ids travel outside the seal: Redis assigns them. The seal still binds every body and name
 //! to its room's channel, so Redis can neither read nor forge nor move them.
 
-use chat_protocol::{MessageId, PresenceEvent};
+use chat_protocol::{MessageId, PresenceEvent, limits};
 use serde::Serialize;
+
+use crate::envelope;
 
 /// What a payload on a room's channel carries.
 #[derive(Debug, PartialEq, Eq)]
@@ -70,6 +72,31 @@ pub fn presence_payload(event: PresenceEvent, sealed_name: &[u8]) -> Vec<u8> {
     payload
 }
 
+/// The most bytes JSON can turn one byte of a string into (`\u001f`).
+const JSON_ESCAPE_GROWTH: usize = 6;
+/// The longest a name can be in bytes: every character up to 4 bytes of UTF-8.
+const MAX_NAME_BYTES: usize = limits::MAX_NAME_CHARS * 4;
+/// The longest decimal `u64`.
+const MAX_U64_DIGITS: usize = 20;
+
+/// The largest payload a node can put on a room's channel when texts are at most
+/// `max_text_bytes`: a message with the longest room, name and text, every byte of them
+/// escaped, and the longest id and timestamp. Anything larger did not come from a node, so it
+/// is dropped before it is opened (which would cost a copy and a decryption of every byte).
+/// Nodes of one cluster must share `--max-text-bytes` for this to hold.
+pub fn max_payload_len(max_text_bytes: usize) -> usize {
+    let strings = limits::MAX_ROOM_BYTES
+        .saturating_add(MAX_NAME_BYTES)
+        .saturating_add(max_text_bytes)
+        .saturating_mul(JSON_ESCAPE_GROWTH);
+    let body = message_body("", "", "", 0).len() - 1 + MAX_U64_DIGITS + strings;
+    let id = 2 * MAX_U64_DIGITS + 1;
+    (1 + id + 1 + envelope::OVERHEAD).saturating_add(body)
+}
+
+/// The largest presence payload a node can build: the longest name, sealed, behind one byte.
+pub const MAX_PRESENCE_PAYLOAD_LEN: usize = 1 + envelope::OVERHEAD + MAX_NAME_BYTES;
+
 #[derive(Serialize)]
 struct Body<'a> {
     room: &'a str,
@@ -116,6 +143,25 @@ mod tests {
         .to_json();
         assert_eq!(message_frame(id, &body).as_deref(), Some(expected.as_str()));
         assert_eq!(message_frame(id, "[1]"), None);
+    }
+
+    #[test]
+    fn the_largest_possible_payload_fits_the_bound() {
+        let keyring = envelope::Keyring::new(&[[3; 32]]).unwrap();
+        let max_text_bytes = 100;
+        let room = "r".repeat(limits::MAX_ROOM_BYTES);
+        // Four bytes and as many escapes as a name may carry; control characters in the text.
+        let from = "\u{1F600}".repeat(limits::MAX_NAME_CHARS);
+        let text = "\u{1}".repeat(max_text_bytes);
+        let body = message_body(&room, &from, &text, u64::MAX);
+        let sealed = keyring.seal(b"chat:room:r", body.as_bytes());
+        let payload = message_payload(MessageId::MAX, &sealed);
+        let bound = max_payload_len(max_text_bytes);
+        assert!(payload.len() <= bound, "{} > {bound}", payload.len());
+        // Tight enough to matter: within the escapes a room and a name cannot actually use.
+        assert!(bound - payload.len() < 6 * (limits::MAX_ROOM_BYTES + 4 * 32));
+        let presence = presence_payload(PresenceEvent::Join, &keyring.seal(b"n", from.as_bytes()));
+        assert_eq!(presence.len(), MAX_PRESENCE_PAYLOAD_LEN);
     }
 
     #[test]

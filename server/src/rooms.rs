@@ -16,16 +16,23 @@
 //!
 //! Gap-free delivery: message ids count up by one per room (see [`MessageId`]), so each room
 //! knows the last id it delivered and can tell a duplicate (dropped), the next message
-//! (delivered) and a gap. On a gap, or after the broker reconnected, the room holds back new
-//! messages, asks for the missing ones from history (a [`Resync`]), and delivers them and then
-//! the held ones in order. A new room first learns where history stands, so that a joiner's
+//! (delivered) and a gap. On a gap, a new epoch, or after the broker reconnected, the room
+//! holds back new messages, asks for the missing ones from history (a [`Resync`]), and delivers
+//! them and then the held ones in order (see [`ordering`]: an id history does not vouch for
+//! never moves a room). A new room first learns where history stands, so that a joiner's
 //! history (read up to that point) and its live messages (after it) meet without a gap or an
 //! overlap.
+//!
+//! Payloads larger than any a node can build are dropped before they are opened.
+
+mod drops;
+pub mod ordering;
+mod throttle;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use chat_protocol::{MessageId, PresenceEvent, ServerFrame};
@@ -42,6 +49,9 @@ use crate::envelope::Keyring;
 use crate::metrics::Metrics;
 use crate::presence::name_aad;
 use crate::relay::{self, Relayed};
+pub use drops::{DropReason, Drops};
+use ordering::{HeldBudget, Order, Sequence, Settled, order, settle};
+use throttle::Throttle;
 
 pub type MemberId = u64;
 
@@ -75,10 +85,6 @@ pub struct Resync {
     /// The last message delivered; what follows it is wanted.
     pub after: Option<MessageId>,
 }
-
-/// Messages held back while a room waits for its position or its missing messages. Beyond
-/// this many the room gives up waiting (the gap stays, and is counted) rather than grow.
-const MAX_HELD: usize = 10_000;
 
 /// The sending end of one connection's bounded outbound queue.
 #[derive(Clone)]
@@ -135,18 +141,6 @@ pub struct Member {
     pub sealed_name: Bytes,
 }
 
-enum Sequence {
-    /// New on this node: messages wait until `ready` tells where history stands.
-    Positioning { held: Vec<(MessageId, Utf8Bytes)> },
-    /// Delivering as messages arrive; `last` is the newest delivered.
-    Live { last: Option<MessageId> },
-    /// Missing messages after `last` are being fetched; new ones wait.
-    Recovering {
-        last: Option<MessageId>,
-        held: Vec<(MessageId, Utf8Bytes)>,
-    },
-}
-
 struct Room {
     /// Tells this room apart from an earlier one on the same channel whose member left.
     generation: u64,
@@ -168,50 +162,34 @@ impl Room {
             .count() as u64
     }
 
-    /// Stops holding messages back: returns the last delivered id (as far as the room knows)
-    /// and what it held.
-    fn take_held(&mut self) -> (Option<MessageId>, Vec<(MessageId, Utf8Bytes)>) {
-        match std::mem::replace(&mut self.sequence, Sequence::Live { last: None }) {
-            Sequence::Positioning { held } => (None, held),
-            Sequence::Recovering { last, held } => (last, held),
-            Sequence::Live { last } => (last, Vec::new()),
-        }
-    }
-
-    /// Delivers `messages` newer than `last` in id order, then goes live.
+    /// Delivers what history `found` after `last` (the room's position when `last` is
+    /// `None` and it was positioning) and then what it held, as [`settle`] allows. Returns
+    /// what it settled; when that is incomplete the room stays recovering, and the caller
+    /// must ask history again.
     fn resume(
         &mut self,
-        mut last: Option<MessageId>,
-        mut messages: Vec<(MessageId, Utf8Bytes)>,
+        last: Option<MessageId>,
+        found: Vec<(MessageId, Utf8Bytes)>,
         metrics: &Metrics,
-    ) {
-        messages.sort_unstable_by_key(|(id, _)| *id);
-        for (id, frame) in messages {
-            if last.is_none_or(|last| id > last) {
-                metrics.messages_out.inc_by(self.fan_out(id, &frame));
-                last = Some(id);
-            }
+    ) -> Settled {
+        let (last, held) = match std::mem::replace(&mut self.sequence, Sequence::Live { last }) {
+            Sequence::Positioning { held } => (last, held),
+            Sequence::Recovering { last, held } => (last, held),
+            Sequence::Live { last } => (last, Default::default()),
+        };
+        let mut settled = settle(last, found, held);
+        for (id, frame) in settled.deliver.drain(..) {
+            metrics.messages_out.inc_by(self.fan_out(id, &frame));
         }
-        self.sequence = Sequence::Live { last };
-    }
-}
-
-/// How a message's id relates to the last one a room delivered.
-#[derive(Debug, PartialEq, Eq)]
-enum Order {
-    Next,
-    Duplicate,
-    Gap,
-}
-
-fn order(last: Option<MessageId>, id: MessageId) -> Order {
-    match last {
-        Some(last) if id <= last => Order::Duplicate,
-        Some(last) if id == last.next() => Order::Next,
-        // A new epoch starts at 0: what the old one lost cannot be fetched anyway.
-        Some(last) if id.epoch > last.epoch && id.seq == 0 => Order::Next,
-        None if id.seq == 0 => Order::Next,
-        _ => Order::Gap,
+        self.sequence = if settled.incomplete() {
+            Sequence::Recovering {
+                last: settled.last,
+                held: Default::default(),
+            }
+        } else {
+            Sequence::Live { last: settled.last }
+        };
+        settled
     }
 }
 
@@ -219,6 +197,10 @@ pub struct Rooms {
     rooms: DashMap<String, Room>,
     keyring: Arc<Keyring>,
     metrics: Arc<Metrics>,
+    drops: Drops,
+    /// Payloads larger than this did not come from a node.
+    max_payload: usize,
+    held_budget: HeldBudget,
     decrypt_warnings: Throttle,
     generations: AtomicU64,
     recovery: mpsc::UnboundedSender<Recovery>,
@@ -234,11 +216,31 @@ impl Rooms {
         Rooms {
             rooms: DashMap::new(),
             keyring,
+            drops: Drops::new(&metrics),
             metrics,
+            max_payload: relay::max_payload_len(chat_protocol::limits::DEFAULT_MAX_TEXT_BYTES),
+            held_budget: HeldBudget::default(),
             decrypt_warnings: Throttle::new(Duration::from_secs(10)),
             generations: AtomicU64::new(1),
             recovery,
         }
+    }
+
+    /// Drops payloads larger than any message of up to `max_text_bytes` (`--max-text-bytes`).
+    pub fn with_max_text_bytes(mut self, max_text_bytes: usize) -> Self {
+        self.max_payload = relay::max_payload_len(max_text_bytes);
+        self
+    }
+
+    /// Holds at most this much per room while it waits for history.
+    pub fn with_held_budget(mut self, budget: HeldBudget) -> Self {
+        self.held_budget = budget;
+        self
+    }
+
+    /// Counts of payloads dropped for their size or their id.
+    pub fn drops(&self) -> &Drops {
+        &self.drops
     }
 
     /// Adds `member` to `room` (behind `channel`). When the room is new on this node,
@@ -260,7 +262,9 @@ impl Rooms {
                 name: room.to_owned(),
                 members: HashMap::new(),
                 ready: prepare(generation),
-                sequence: Sequence::Positioning { held: Vec::new() },
+                sequence: Sequence::Positioning {
+                    held: Default::default(),
+                },
             }
         });
         entry.members.insert(member, joining);
@@ -295,8 +299,8 @@ impl Rooms {
             && room.generation == generation
             && matches!(room.sequence, Sequence::Positioning { .. })
         {
-            let (_, held) = room.take_held();
-            room.resume(last, held, &self.metrics);
+            let settled = room.resume(last, Vec::new(), &self.metrics);
+            self.settled(channel, room.generation, &settled);
         }
     }
 
@@ -307,9 +311,19 @@ impl Rooms {
             && room.generation == resync.generation
             && matches!(room.sequence, Sequence::Recovering { .. })
         {
-            let (last, mut messages) = room.take_held();
-            messages.extend(found);
-            room.resume(last, messages, &self.metrics);
+            let settled = room.resume(None, found, &self.metrics);
+            self.settled(&resync.channel, room.generation, &settled);
+        }
+    }
+
+    /// Counts what resuming a room dropped, and asks history again if that may have been
+    /// genuine (a forged id is not in history, so it is not asked about twice).
+    fn settled(&self, channel: &str, generation: u64, settled: &Settled) {
+        self.drops
+            .count(DropReason::Unconfirmed, settled.unconfirmed);
+        self.drops.count(DropReason::HeldBudget, settled.overflowed);
+        if settled.incomplete() {
+            self.request_resync(channel, generation, settled.last);
         }
     }
 
@@ -382,6 +396,12 @@ impl Rooms {
     /// Counts and (at most every 10 s) logs a payload that did not open.
     pub fn dropped(&self, channel: &str, reason: &str) {
         self.metrics.decrypt_failures.inc();
+        self.warn_dropped(channel, reason);
+    }
+
+    /// Logs a dropped payload, at most every 10 s (a flood of forged payloads must not flood
+    /// the log).
+    fn warn_dropped(&self, channel: &str, reason: &str) {
         if let Some(suppressed) = self.decrypt_warnings.allow() {
             log::warn!(
                 "dropped a backplane payload on {channel}: {reason} ({suppressed} more dropped since the last warning)"
@@ -406,24 +426,21 @@ impl Rooms {
                     self.metrics.messages_out.inc_by(room.fan_out(id, &frame));
                 }
                 Order::Duplicate => {}
-                Order::Gap => {
-                    self.metrics.backplane_gaps.inc();
+                kind @ (Order::Gap | Order::Unconfirmed) => {
+                    if kind == Order::Gap {
+                        self.metrics.backplane_gaps.inc();
+                    }
                     let after = *last;
-                    room.sequence = Sequence::Recovering {
-                        last: after,
-                        held: vec![(id, frame)],
-                    };
+                    let mut held = ordering::Held::default();
+                    held.hold(self.held_budget, id, frame);
+                    room.sequence = Sequence::Recovering { last: after, held };
                     self.request_resync(channel, room.generation, after);
                 }
             },
             Sequence::Positioning { held } | Sequence::Recovering { held, .. } => {
-                held.push((id, frame));
-                if held.len() >= MAX_HELD {
-                    // Waiting longer would only grow memory: deliver what is here.
-                    log::warn!("{channel}: gave up waiting for missing messages");
-                    let (last, held) = room.take_held();
-                    room.resume(last, held, &self.metrics);
-                }
+                // Beyond the budget the message is dropped here and counted once the room
+                // resumes; history fills it in then.
+                held.hold(self.held_budget, id, frame);
             }
         }
     }
@@ -466,10 +483,18 @@ impl Inbound for Rooms {
         let Ok(channel) = std::str::from_utf8(channel) else {
             return;
         };
+        if payload.len() > self.max_payload {
+            self.drops.count(DropReason::Oversize, 1);
+            return self.warn_dropped(channel, "larger than any envelope a node builds");
+        }
         match relay::parse(&payload) {
             Some(Relayed::Message { id, offset }) => {
                 payload.drain(..offset);
                 self.deliver_message(channel, id, payload);
+            }
+            Some(Relayed::Presence(_)) if payload.len() > relay::MAX_PRESENCE_PAYLOAD_LEN => {
+                self.drops.count(DropReason::Oversize, 1);
+                self.warn_dropped(channel, "a presence payload longer than any name");
             }
             Some(Relayed::Presence(event)) => {
                 payload.remove(0);
@@ -484,7 +509,7 @@ impl Inbound for Rooms {
             if let Sequence::Live { last } = room.sequence {
                 room.sequence = Sequence::Recovering {
                     last,
-                    held: Vec::new(),
+                    held: Default::default(),
                 };
                 self.request_resync(room.key(), room.generation, last);
             }
@@ -493,349 +518,5 @@ impl Inbound for Rooms {
     }
 }
 
-/// Lets an event through at most once per interval and counts the ones held back, so a flood
-/// of forged payloads cannot flood the log.
-struct Throttle {
-    interval: Duration,
-    started: Instant,
-    next_allowed_ms: AtomicU64,
-    suppressed: AtomicU64,
-}
-
-impl Throttle {
-    fn new(interval: Duration) -> Self {
-        Throttle {
-            interval,
-            started: Instant::now(),
-            next_allowed_ms: AtomicU64::new(0),
-            suppressed: AtomicU64::new(0),
-        }
-    }
-
-    /// `Some(number held back since the last one let through)` when this event may be logged.
-    fn allow(&self) -> Option<u64> {
-        let now = self.started.elapsed().as_millis() as u64;
-        let next = self.next_allowed_ms.load(Ordering::Relaxed);
-        let until = now + self.interval.as_millis() as u64;
-        if now >= next
-            && self
-                .next_allowed_ms
-                .compare_exchange(next, until, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            Some(self.suppressed.swap(0, Ordering::Relaxed))
-        } else {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
-            None
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use futures::FutureExt;
-
-    const CHANNEL: &str = "chat:room:c";
-
-    struct Fixture {
-        rooms: Rooms,
-        keyring: Arc<Keyring>,
-        metrics: Arc<Metrics>,
-        recovery: mpsc::UnboundedReceiver<Recovery>,
-    }
-
-    fn fixture() -> Fixture {
-        let keyring = Arc::new(Keyring::new(&[[9; 32]]).unwrap());
-        let metrics = Arc::new(Metrics::new());
-        let (sender, recovery) = mpsc::unbounded_channel();
-        Fixture {
-            rooms: Rooms::new(keyring.clone(), metrics.clone(), sender),
-            keyring,
-            metrics,
-            recovery,
-        }
-    }
-
-    fn id(seq: u64) -> MessageId {
-        MessageId { epoch: 7, seq }
-    }
-
-    fn member(outbox: Outbox, after: Option<MessageId>) -> Member {
-        Member {
-            outbox,
-            after,
-            sealed_name: Bytes::new(),
-        }
-    }
-
-    fn never_ready() -> Ready {
-        futures::future::pending().boxed().shared()
-    }
-
-    impl Fixture {
-        /// Adds a member; a new room is positioned at `last` right away. Returns the
-        /// member's queue and the room's generation.
-        fn join(
-            &self,
-            member_id: MemberId,
-            after: Option<MessageId>,
-            last: Option<MessageId>,
-        ) -> (mpsc::Receiver<Utf8Bytes>, u64) {
-            let (outbox, queue) = Outbox::new(64);
-            let mut generation = None;
-            self.rooms
-                .add(CHANNEL, "c", member_id, member(outbox, after), |g| {
-                    generation = Some(g);
-                    never_ready()
-                });
-            if let Some(generation) = generation {
-                self.rooms.positioned(CHANNEL, generation, last);
-            }
-            let generation = self.rooms.rooms.get(CHANNEL).unwrap().generation;
-            (queue, generation)
-        }
-
-        fn message(&self, seq: u64) -> Vec<u8> {
-            let body = relay::message_body("c", "a", &format!("m{seq}"), 1);
-            let sealed = self.keyring.seal(CHANNEL.as_bytes(), body.as_bytes());
-            relay::message_payload(id(seq), &sealed)
-        }
-
-        fn deliver(&self, seq: u64) {
-            self.rooms.deliver(CHANNEL.as_bytes(), self.message(seq));
-        }
-
-        fn frame(&self, seq: u64) -> (MessageId, Utf8Bytes) {
-            let payload = self.message(seq);
-            let Some(Relayed::Message { offset, .. }) = relay::parse(&payload) else {
-                unreachable!()
-            };
-            let frame = self
-                .rooms
-                .open_message(CHANNEL, id(seq), payload[offset..].to_vec())
-                .unwrap();
-            (id(seq), frame)
-        }
-    }
-
-    /// The sequence numbers of the message frames waiting in `queue`.
-    fn received(queue: &mut mpsc::Receiver<Utf8Bytes>) -> Vec<u64> {
-        let mut seqs = Vec::new();
-        while let Ok(frame) = queue.try_recv() {
-            let frame: chat_protocol::ServerFrame<'_> = serde_json::from_str(&frame).unwrap();
-            if let chat_protocol::ServerFrame::Message { id, .. } = frame {
-                seqs.push(id.parse::<MessageId>().unwrap().seq);
-            }
-        }
-        seqs
-    }
-
-    #[test]
-    fn prepares_on_first_member_and_unsubscribes_after_last() {
-        let f = fixture();
-        let prepared = std::cell::Cell::new(0);
-        let unsubscribes = std::cell::Cell::new(0);
-        for member_id in [1, 2] {
-            let (outbox, _queue) = Outbox::new(4);
-            let position = f
-                .rooms
-                .add(CHANNEL, "c", member_id, member(outbox, None), |_| {
-                    prepared.set(prepared.get() + 1);
-                    never_ready()
-                });
-            assert!(matches!(position, Position::Pending(_)));
-        }
-        assert_eq!(prepared.get(), 1);
-        assert_eq!(f.metrics.rooms.get(), 1);
-        f.rooms
-            .remove(CHANNEL, 1, || unsubscribes.set(unsubscribes.get() + 1));
-        assert_eq!(unsubscribes.get(), 0);
-        f.rooms
-            .remove(CHANNEL, 2, || unsubscribes.set(unsubscribes.get() + 1));
-        assert_eq!(unsubscribes.get(), 1);
-        assert_eq!(f.metrics.rooms.get(), 0);
-    }
-
-    #[test]
-    fn fans_out_one_shared_frame_and_flags_slow_consumers() {
-        let f = fixture();
-        let (mut fast, _) = f.join(1, None, None);
-        let (slow, slow_queue) = Outbox::new(1);
-        let slow_flag = slow.overflowed().clone();
-        let position = f
-            .rooms
-            .add(CHANNEL, "c", 2, member(slow, None), |_| never_ready());
-        assert!(matches!(position, Position::After(None)));
-        f.deliver(0);
-        f.deliver(1);
-        assert_eq!(received(&mut fast), vec![0, 1]);
-        assert!(slow_flag.is_cancelled());
-        assert_eq!(f.metrics.messages_out.get(), 3);
-        drop(slow_queue);
-    }
-
-    #[test]
-    fn holds_messages_until_positioned_then_delivers_only_newer_ones() {
-        let f = fixture();
-        let (outbox, mut queue) = Outbox::new(64);
-        let mut generation = 0;
-        f.rooms.add(CHANNEL, "c", 1, member(outbox, None), |g| {
-            generation = g;
-            never_ready()
-        });
-        f.deliver(4);
-        f.deliver(5);
-        assert!(received(&mut queue).is_empty());
-        // History ended at 4 when the room looked: 4 belongs to the joiner's history.
-        f.rooms.positioned(CHANNEL, generation, Some(id(4)));
-        assert_eq!(received(&mut queue), vec![5]);
-        f.deliver(6);
-        assert_eq!(received(&mut queue), vec![6]);
-    }
-
-    #[test]
-    fn drops_duplicates_and_fills_gaps_from_history_in_order() {
-        let mut f = fixture();
-        let (mut queue, generation) = f.join(1, None, Some(id(0)));
-        f.deliver(1);
-        f.deliver(1);
-        f.deliver(4);
-        f.deliver(5);
-        assert_eq!(received(&mut queue), vec![1]);
-        assert_eq!(f.metrics.backplane_gaps.get(), 1);
-        let resync = match f.recovery.try_recv() {
-            Ok(Recovery::Room(resync)) => resync,
-            other => panic!("expected a resync, got {other:?}"),
-        };
-        assert_eq!(
-            resync,
-            Resync {
-                channel: CHANNEL.into(),
-                generation,
-                after: Some(id(1)),
-            }
-        );
-        assert!(f.rooms.wants(&resync));
-        let found = (2..=4).map(|seq| f.frame(seq)).collect();
-        f.rooms.recovered(&resync, found);
-        assert!(!f.rooms.wants(&resync));
-        assert_eq!(received(&mut queue), vec![2, 3, 4, 5]);
-        f.deliver(6);
-        assert_eq!(received(&mut queue), vec![6]);
-    }
-
-    #[test]
-    fn a_reconnect_resyncs_every_live_room_and_announces_members_again() {
-        let mut f = fixture();
-        let (mut queue, _) = f.join(1, None, Some(id(3)));
-        f.rooms.reconnected();
-        assert!(matches!(f.recovery.try_recv(), Ok(Recovery::Room(r)) if r.after == Some(id(3))));
-        assert_eq!(f.recovery.try_recv(), Ok(Recovery::Presence));
-        f.deliver(5);
-        assert!(received(&mut queue).is_empty());
-    }
-
-    #[test]
-    fn a_member_does_not_get_what_it_had_before_joining() {
-        let f = fixture();
-        let (mut early, _) = f.join(1, None, Some(id(2)));
-        let (mut late, _) = f.join(2, Some(id(4)), None);
-        for seq in 3..=5 {
-            f.deliver(seq);
-        }
-        assert_eq!(received(&mut early), vec![3, 4, 5]);
-        assert_eq!(received(&mut late), vec![5]);
-    }
-
-    #[test]
-    fn drops_what_does_not_open() {
-        let f = fixture();
-        let (mut queue, _) = f.join(1, None, None);
-        let channel = CHANNEL.as_bytes();
-        f.rooms.deliver(channel, b"garbage".to_vec());
-        let body = relay::message_body("c", "a", "t", 1);
-        let moved = f.keyring.seal(b"chat:room:other", body.as_bytes());
-        f.rooms
-            .deliver(channel, relay::message_payload(id(0), &moved));
-        let foreign = Keyring::new(&[[1; 32]])
-            .unwrap()
-            .seal(channel, body.as_bytes());
-        f.rooms
-            .deliver(channel, relay::message_payload(id(0), &foreign));
-        let name_as_body = f.keyring.seal(&name_aad(CHANNEL), b"Ada");
-        f.rooms
-            .deliver(channel, relay::message_payload(id(0), &name_as_body));
-        let body_as_name = f.keyring.seal(channel, b"Ada");
-        f.rooms.deliver(
-            channel,
-            relay::presence_payload(PresenceEvent::Join, &body_as_name),
-        );
-        assert!(queue.try_recv().is_err());
-        assert_eq!(f.metrics.decrypt_failures.get(), 5);
-    }
-
-    #[test]
-    fn presence_events_reach_every_member() {
-        let f = fixture();
-        let (mut queue, _) = f.join(1, None, None);
-        let name = f.keyring.seal(&name_aad(CHANNEL), "Ada".as_bytes());
-        f.rooms.deliver(
-            CHANNEL.as_bytes(),
-            relay::presence_payload(PresenceEvent::Leave, &name),
-        );
-        assert_eq!(
-            queue.try_recv().unwrap().as_str(),
-            r#"{"type":"presence","room":"c","event":"leave","name":"Ada"}"#
-        );
-    }
-
-    #[test]
-    fn presence_bursts_take_at_most_half_a_queue_and_close_nobody() {
-        let f = fixture();
-        let (outbox, mut queue) = Outbox::new(8);
-        let flag = outbox.overflowed().clone();
-        let mut generation = 0;
-        f.rooms.add(CHANNEL, "c", 1, member(outbox, None), |g| {
-            generation = g;
-            never_ready()
-        });
-        f.rooms.positioned(CHANNEL, generation, None);
-        let name = f.keyring.seal(&name_aad(CHANNEL), b"Ada");
-        for _ in 0..20 {
-            let leave = relay::presence_payload(PresenceEvent::Leave, &name);
-            f.rooms.deliver(CHANNEL.as_bytes(), leave);
-        }
-        assert_eq!(f.metrics.presence_dropped.get(), 16);
-        // Messages still have room, and nobody was flagged.
-        f.deliver(0);
-        assert!(!flag.is_cancelled());
-        let mut frames = 0;
-        while queue.try_recv().is_ok() {
-            frames += 1;
-        }
-        assert_eq!(frames, 5);
-    }
-
-    #[test]
-    fn orders_ids_within_and_across_epochs() {
-        let next_epoch = |seq| MessageId { epoch: 8, seq };
-        assert_eq!(order(None, id(0)), Order::Next);
-        assert_eq!(order(None, id(1)), Order::Gap);
-        assert_eq!(order(Some(id(1)), id(2)), Order::Next);
-        assert_eq!(order(Some(id(1)), id(1)), Order::Duplicate);
-        assert_eq!(order(Some(id(5)), id(2)), Order::Duplicate);
-        assert_eq!(order(Some(id(1)), id(3)), Order::Gap);
-        assert_eq!(order(Some(id(9)), next_epoch(0)), Order::Next);
-        assert_eq!(order(Some(id(9)), next_epoch(2)), Order::Gap);
-    }
-
-    #[test]
-    fn throttle_lets_one_through_per_interval() {
-        let throttle = Throttle::new(Duration::from_secs(60));
-        assert_eq!(throttle.allow(), Some(0));
-        assert_eq!(throttle.allow(), None);
-        assert_eq!(throttle.allow(), None);
-        assert_eq!(throttle.suppressed.load(Ordering::Relaxed), 2);
-    }
-}
+mod tests;

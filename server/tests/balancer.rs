@@ -393,6 +393,17 @@ fn compose_runs_redis_scalable_nodes_and_the_tested_balancer() {
         strings(&redis["healthcheck"]["test"]),
         ["CMD", "redis-cli", "ping"]
     );
+    // Memory is bounded, and only keys with a TTL (all of a node's) may be evicted.
+    let command = strings(&redis["command"]);
+    let after = |flag: &str| {
+        let at = command.iter().position(|arg| *arg == flag);
+        at.and_then(|at| command.get(at + 1)).copied()
+    };
+    assert!(after("--maxmemory").is_some(), "redis sets maxmemory");
+    assert!(
+        after("--maxmemory-policy").is_some_and(|policy| policy.starts_with("volatile-")),
+        "redis evicts only keys with a TTL: {command:?}"
+    );
 
     // Nodes: built here, no fixed host port and no fixed name (so `--scale` works), the node
     // id left to the container's host name, the key from .env, a health check on /readyz.

@@ -1,7 +1,7 @@
 //! Faults with real processes: a node killed with SIGKILL under load, clients that stop
-//! reading during a flood, and tampered payloads injected into Redis. In each, the clients that
-//! are not at fault keep every acknowledged message and their connections, and the node's
-//! metrics say what happened.
+//! reading during a flood, and tampered, oversize or replayed payloads injected into Redis. In
+//! each, the clients that are not at fault keep every acknowledged message and their
+//! connections, and the node's metrics say what happened.
 
 mod support;
 
@@ -13,8 +13,8 @@ use std::time::Duration;
 use chat_protocol::{ServerFrame, close};
 use support::raw::{self, Incoming, RawSocket};
 use support::{
-    Client, KEY_A, Node, QUIET, RedisServer, STEP, cluster, exchange, expect_silence_all, key,
-    member, unique, wait_until,
+    Client, KEY_A, Node, QUIET, RawSubscriber, RedisServer, STEP, cluster, exchange,
+    expect_silence_all, key, member, unique, wait_until,
 };
 
 const ROOM: &str = "storm";
@@ -310,6 +310,42 @@ async fn readers_that_stall_during_a_flood_are_closed_while_memory_stays_bounded
     exchange(&mut bob, ROOM, "the room goes on", &mut [&mut alice]).await;
 }
 
+/// `sender` says something in `room` to `receiver`; returns the payload that crossed Redis
+/// for it (`m<id>\n<sealed body>`), as someone who can read Redis would see it.
+async fn genuine_payload(
+    redis: &RedisServer,
+    sender: &mut Client,
+    receiver: &mut Client,
+    room: &str,
+) -> Vec<u8> {
+    let mut raw_subscriber = redis.psubscribe("chat:room:*").await;
+    exchange(sender, room, "genuine", &mut [receiver]).await;
+    let channel = format!("chat:room:{room}");
+    let is_message = |payload: &[u8]| payload.first() == Some(&b'm');
+    first_payload(&mut raw_subscriber, &channel, is_message).await
+}
+
+/// The first payload `subscriber` saw on `channel` that is `wanted`.
+async fn first_payload(
+    subscriber: &mut RawSubscriber,
+    channel: &str,
+    wanted: impl Fn(&[u8]) -> bool,
+) -> Vec<u8> {
+    subscriber
+        .collect_for(Duration::from_millis(500))
+        .await
+        .into_iter()
+        .find(|(c, payload)| c == channel && wanted(payload))
+        .map(|(_, payload)| payload)
+        .expect("the genuine payload crossed Redis")
+}
+
+/// The value of `chat_backplane_dropped_total` for `reason` on `node`.
+async fn backplane_dropped(node: &Node, reason: &str) -> f64 {
+    let series = format!("chat_backplane_dropped_total{{reason=\"{reason}\"}}");
+    node.metric(&series).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_payloads_in_redis_are_dropped_and_counted() {
     let cluster = cluster(2).await;
@@ -319,13 +355,8 @@ async fn tampered_payloads_in_redis_are_dropped_and_counted() {
     let mut b = member(n1, "node-1", "b", "vault").await;
     let mut c = member(n1, "node-1", "c", "other").await;
     exchange(&mut a, "vault", "genuine", &mut [&mut b]).await;
-    let sealed = raw_subscriber
-        .collect_for(Duration::from_millis(500))
-        .await
-        .into_iter()
-        .find(|(channel, _)| channel == "chat:room:vault")
-        .map(|(_, payload)| payload)
-        .expect("the genuine message crossed Redis");
+    // The first payload on the channel: a's sealed name, announcing the join.
+    let sealed = first_payload(&mut raw_subscriber, "chat:room:vault", |_| true).await;
 
     let failures = async |node: &Node| node.metric("chat_decrypt_failures_total").await;
     let before = [failures(n0).await, failures(n1).await];
@@ -359,4 +390,79 @@ async fn tampered_payloads_in_redis_are_dropped_and_counted() {
     .await;
     expect_silence_all(&mut [&mut a, &mut b, &mut c], QUIET).await;
     exchange(&mut b, "vault", "still genuine", &mut [&mut a]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_payloads_in_redis_are_dropped_unopened_and_the_room_goes_on() {
+    let cluster = cluster(2).await;
+    let [n0, n1] = [&cluster.nodes[0], &cluster.nodes[1]];
+    let mut a = member(n0, "node-0", "a", "vault").await;
+    let mut b = member(n1, "node-1", "b", "vault").await;
+    let genuine = genuine_payload(&cluster.redis, &mut a, &mut b, "vault").await;
+    let failures = async |node: &Node| node.metric("chat_decrypt_failures_total").await;
+    let before = [failures(n0).await, failures(n1).await];
+
+    // A genuine message padded far beyond what a 4096-byte text can seal to (about 26 KB),
+    // and plain junk of 1 MiB: neither is opened, both are counted.
+    let mut padded = genuine.clone();
+    padded.resize(64 * 1024, b'x');
+    let mut junk = b"m1-1\n".to_vec();
+    junk.resize(1024 * 1024, 0xff);
+    for payload in [&padded, &junk] {
+        assert_eq!(cluster.redis.publish("chat:room:vault", payload).await, 2);
+    }
+    wait_until("each node counts both as oversize", STEP, async || {
+        backplane_dropped(n0, "oversize").await == 2.0
+            && backplane_dropped(n1, "oversize").await == 2.0
+    })
+    .await;
+    assert_eq!(
+        [failures(n0).await, failures(n1).await],
+        before,
+        "oversize payloads are dropped before they are opened"
+    );
+    expect_silence_all(&mut [&mut a, &mut b], QUIET).await;
+    exchange(&mut b, "vault", "still here", &mut [&mut a]).await;
+    exchange(&mut a, "vault", "and here", &mut [&mut b]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_body_under_an_id_beyond_history_cannot_silence_a_room() {
+    let cluster = cluster(2).await;
+    let [n0, n1] = [&cluster.nodes[0], &cluster.nodes[1]];
+    let mut a = member(n0, "node-0", "a", "vault").await;
+    let mut a2 = member(n0, "node-0", "a2", "vault").await;
+    let mut b = member(n1, "node-1", "b", "vault").await;
+    let genuine = genuine_payload(&cluster.redis, &mut a, &mut b, "vault").await;
+    a2.drain(QUIET).await;
+    let newline = genuine
+        .iter()
+        .position(|&byte| byte == b'\n')
+        .expect("a newline after the id");
+    let id = std::str::from_utf8(&genuine[1..newline]).expect("an ASCII id");
+    let (epoch, _) = id.split_once('-').expect("<epoch>-<seq>");
+    let max = u64::MAX;
+    let forged_ids = [
+        format!("{epoch}-{max}"),
+        format!("{max}-0"),
+        format!("{max}-{max}"),
+    ];
+
+    for (round, forged) in forged_ids.iter().enumerate() {
+        // The genuine sealed body, replayed under an id no node assigned.
+        let mut replay = format!("m{forged}\n").into_bytes();
+        replay.extend_from_slice(&genuine[newline + 1..]);
+        assert_eq!(cluster.redis.publish("chat:room:vault", &replay).await, 2);
+        let dropped = (round + 1) as f64;
+        wait_until("both nodes drop the replay", STEP, async || {
+            backplane_dropped(n0, "unconfirmed_id").await == dropped
+                && backplane_dropped(n1, "unconfirmed_id").await == dropped
+        })
+        .await;
+        // Nobody got the replay, and chat goes on for every member, across both nodes.
+        expect_silence_all(&mut [&mut a, &mut a2, &mut b], QUIET).await;
+        let text = format!("after {forged}");
+        exchange(&mut a, "vault", &text, &mut [&mut a2, &mut b]).await;
+        exchange(&mut b, "vault", &text, &mut [&mut a, &mut a2]).await;
+    }
 }

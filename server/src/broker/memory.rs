@@ -8,26 +8,46 @@
 //!
 //! Lock order: a channel's lock may be held while delivering (which locks a room), and rooms
 //! call `subscribe`/`unsubscribe` while they hold a room's entry; so those two touch only the
-//! set of subscribed channels, never a channel's lock, and no cycle can form.
+//! set of subscribed channels, never a channel's lock, and no cycle can form. The sweeps below
+//! only ever `try_lock` a channel: one in use is not idle anyway.
+//!
+//! Memory is bounded overall, not just per room: a timer sweeps rooms without members whose
+//! history is older than its maximum age (they would otherwise stay until touched again), and
+//! at most `--history-max-rooms` rooms keep history: a new one evicts the least recently
+//! active rooms without members. Cycling through fresh room names cannot grow the node.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 use chat_protocol::{MessageId, PresenceEvent};
 use dashmap::{DashMap, DashSet};
 use futures::FutureExt;
+use prometheus::IntGauge;
 
 use super::{Broker, BrokerFuture, HistoryEntry, HistoryLimits, HistoryRange, Inbound};
 use crate::ids::now_ms;
+use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::relay;
+
+/// Rooms that may keep history unless configured otherwise (`--history-max-rooms`).
+pub const DEFAULT_MAX_ROOMS: usize = 10_000;
 
 pub struct MemoryBroker {
     inbound: Arc<dyn Inbound>,
     limits: HistoryLimits,
     channels: DashMap<String, Arc<Mutex<Channel>>>,
     subscribed: DashSet<String>,
+    max_rooms: usize,
+    /// Channels whose history is not empty.
+    with_history: AtomicUsize,
+    /// The same, as a metric.
+    history_rooms: IntGauge,
+    /// Counts messages, to tell which room had one last.
+    clock: AtomicU64,
 }
 
 #[derive(Default)]
@@ -36,16 +56,32 @@ struct Channel {
     epoch: Option<u64>,
     next_seq: u64,
     last_ts: u64,
+    /// When the room last had a message, in [`MemoryBroker::clock`] ticks: orders rooms for
+    /// eviction exactly, where milliseconds would tie.
+    last_active: u64,
     history: VecDeque<HistoryEntry>,
     members: HashMap<String, Bytes>,
 }
 
 impl Channel {
-    fn expire(&mut self, now: u64, limits: HistoryLimits) {
-        if now.saturating_sub(self.last_ts) > limits.max_age.as_millis() as u64 {
-            self.epoch = None;
-            self.history.clear();
+    fn expired(&self, now: u64, limits: HistoryLimits) -> bool {
+        now.saturating_sub(self.last_ts) > limits.max_age.as_millis() as u64
+    }
+
+    /// Drops the history once it is too old; returns whether there was history to drop.
+    fn expire(&mut self, now: u64, limits: HistoryLimits) -> bool {
+        if !self.expired(now, limits) {
+            return false;
         }
+        self.epoch = None;
+        let had_history = !self.history.is_empty();
+        self.history.clear();
+        had_history
+    }
+
+    /// Idle: nobody is in the room, so nobody notices it go.
+    fn idle(&self) -> bool {
+        self.members.is_empty()
     }
 }
 
@@ -56,7 +92,130 @@ impl MemoryBroker {
             limits,
             channels: DashMap::new(),
             subscribed: DashSet::new(),
+            max_rooms: DEFAULT_MAX_ROOMS,
+            with_history: AtomicUsize::new(0),
+            history_rooms: IntGauge::new(
+                "chat_history_rooms",
+                "Rooms whose history the in-memory broker keeps",
+            )
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}")),
+            clock: AtomicU64::new(0),
         }
+    }
+
+    /// Keeps history for at most `max_rooms` rooms (at least 1).
+    pub fn with_max_rooms(mut self, max_rooms: usize) -> Self {
+        self.max_rooms = max_rooms.max(1);
+        self
+    }
+
+    /// Serves `chat_history_rooms` with `metrics`.
+    pub fn register_metrics(&self, metrics: &Metrics) {
+        metrics.register(self.history_rooms.clone());
+    }
+
+    /// How many rooms keep history now.
+    pub fn history_rooms(&self) -> usize {
+        self.with_history.load(Ordering::Relaxed)
+    }
+
+    /// How often idle rooms are swept: often enough that an expired room does not linger
+    /// for much longer than its maximum age, rarely enough to cost nothing.
+    pub fn sweep_interval(&self) -> Duration {
+        (self.limits.max_age / 2).clamp(Duration::from_secs(1), Duration::from_secs(60))
+    }
+
+    /// Sweeps idle rooms every [`MemoryBroker::sweep_interval`] until the broker is dropped.
+    pub fn spawn_sweeper(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let broker: Weak<Self> = Arc::downgrade(self);
+        let interval = self.sweep_interval();
+        tokio::spawn(async move {
+            let mut timer = tokio::time::interval(interval);
+            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            timer.tick().await;
+            loop {
+                timer.tick().await;
+                let Some(broker) = broker.upgrade() else {
+                    return;
+                };
+                broker.sweep(now_ms());
+            }
+        })
+    }
+
+    /// Drops every idle room whose history is older than its maximum age; returns how many.
+    pub fn sweep(&self, now: u64) -> usize {
+        let limits = self.limits;
+        let stale: Vec<String> = self
+            .channels
+            .iter()
+            .filter(|entry| {
+                entry
+                    .value()
+                    .try_lock()
+                    .is_ok_and(|state| state.idle() && state.expired(now, limits))
+            })
+            .map(|entry| entry.key().clone())
+            .collect();
+        stale
+            .iter()
+            .filter(|name| self.forget_if(name, |state| state.expired(now, limits)))
+            .count()
+    }
+
+    /// Evicts the least recently active idle rooms with history until at most `max_rooms`
+    /// keep history. A tenth of the cap goes at once, so that a stream of new rooms pays for
+    /// one scan per many rooms rather than one per room.
+    fn evict(&self) {
+        let excess = self.history_rooms().saturating_sub(self.max_rooms);
+        if excess == 0 {
+            return;
+        }
+        let wanted = excess + self.max_rooms / 10;
+        let mut idle: Vec<(u64, String)> = self
+            .channels
+            .iter()
+            .filter_map(|entry| {
+                let state = entry.value().try_lock().ok()?;
+                (state.idle() && !state.history.is_empty())
+                    .then(|| (state.last_active, entry.key().clone()))
+            })
+            .collect();
+        if idle.len() > wanted {
+            idle.select_nth_unstable(wanted);
+            idle.truncate(wanted);
+        }
+        for (_, name) in idle {
+            self.forget_if(&name, |_| true);
+        }
+    }
+
+    /// Forgets the channel `name` if it is idle and `also` holds; returns whether it did.
+    fn forget_if(&self, name: &str, also: impl Fn(&Channel) -> bool) -> bool {
+        let mut had_history = false;
+        let removed = self
+            .channels
+            .remove_if(name, |_, channel| {
+                channel.try_lock().is_ok_and(|state| {
+                    had_history = !state.history.is_empty();
+                    state.idle() && also(&state)
+                })
+            })
+            .is_some();
+        if removed && had_history {
+            self.history_dropped();
+        }
+        removed
+    }
+
+    fn history_started(&self) {
+        self.with_history.fetch_add(1, Ordering::Relaxed);
+        self.history_rooms.inc();
+    }
+
+    fn history_dropped(&self) {
+        self.with_history.fetch_sub(1, Ordering::Relaxed);
+        self.history_rooms.dec();
     }
 
     fn channel(&self, name: &str) -> Arc<Mutex<Channel>> {
@@ -65,16 +224,30 @@ impl MemoryBroker {
 
     /// Runs `f` on the channel under its lock; forgets the channel once it holds nothing.
     fn with_channel<T>(&self, name: &str, f: impl FnOnce(&mut Channel) -> T) -> T {
-        let channel = self.channel(name);
-        let mut state = lock(&channel);
-        let result = f(&mut state);
-        let empty = state.history.is_empty() && state.members.is_empty();
-        drop(state);
-        if empty {
-            self.channels
-                .remove_if(name, |_, c| Arc::ptr_eq(c, &channel));
+        loop {
+            let channel = self.channel(name);
+            let mut state = lock(&channel);
+            // Forgotten (swept, evicted or emptied) between finding and locking it: whatever
+            // `f` did to it now would be lost, so start again with the current channel.
+            let current = self
+                .channels
+                .get(name)
+                .is_some_and(|c| Arc::ptr_eq(c.value(), &channel));
+            if !current {
+                continue;
+            }
+            let result = f(&mut state);
+            let empty = state.history.is_empty() && state.members.is_empty();
+            drop(state);
+            if empty {
+                self.channels.remove_if(name, |_, c| {
+                    Arc::ptr_eq(c, &channel)
+                        && c.try_lock()
+                            .is_ok_and(|s| s.history.is_empty() && s.members.is_empty())
+                });
+            }
+            return result;
         }
-        result
     }
 
     fn announce(&self, channel: &str, event: PresenceEvent, sealed: &[u8]) {
@@ -97,9 +270,12 @@ fn ready<T: Send + 'static>(value: T) -> BrokerFuture<T> {
 impl Broker for MemoryBroker {
     fn publish(&self, channel: &str, sealed_body: Bytes, ts: u64) -> BrokerFuture<MessageId> {
         let limits = self.limits;
-        let id = self.with_channel(channel, |state| {
+        let (id, started) = self.with_channel(channel, |state| {
             let now = now_ms();
-            state.expire(now, limits);
+            if state.expire(now, limits) {
+                self.history_dropped();
+            }
+            let started = state.history.is_empty();
             let epoch = *state.epoch.get_or_insert_with(|| {
                 state.next_seq = 0;
                 now
@@ -108,8 +284,9 @@ impl Broker for MemoryBroker {
                 epoch,
                 seq: state.next_seq,
             };
-            state.next_seq += 1;
+            state.next_seq = state.next_seq.saturating_add(1);
             state.last_ts = now;
+            state.last_active = self.clock.fetch_add(1, Ordering::Relaxed);
             state.history.push_back(HistoryEntry {
                 id,
                 sealed_body: sealed_body.to_vec(),
@@ -122,15 +299,21 @@ impl Broker for MemoryBroker {
                 let payload = relay::message_payload(id, &sealed_body);
                 self.inbound.deliver(channel.as_bytes(), payload);
             }
-            id
+            (id, started)
         });
+        if started {
+            self.history_started();
+            self.evict();
+        }
         ready(id)
     }
 
     fn history(&self, channel: &str, range: HistoryRange) -> BrokerFuture<Vec<HistoryEntry>> {
         let limits = self.limits;
         let entries = self.with_channel(channel, |state| {
-            state.expire(now_ms(), limits);
+            if state.expire(now_ms(), limits) {
+                self.history_dropped();
+            }
             let history = &state.history;
             match range {
                 HistoryRange::Newest { through, limit } => {
@@ -203,119 +386,4 @@ impl Presence for MemoryBroker {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-
-    #[derive(Default)]
-    struct Recorder(Mutex<Vec<(String, Vec<u8>)>>);
-
-    impl Inbound for Recorder {
-        fn deliver(&self, channel: &[u8], payload: Vec<u8>) {
-            let channel = String::from_utf8(channel.to_vec()).unwrap();
-            self.0.lock().unwrap().push((channel, payload));
-        }
-
-        fn reconnected(&self) {}
-    }
-
-    fn broker(size: usize) -> (MemoryBroker, Arc<Recorder>) {
-        let recorder = Arc::new(Recorder::default());
-        let limits = HistoryLimits {
-            size,
-            max_age: Duration::from_secs(60),
-        };
-        (MemoryBroker::new(recorder.clone(), limits), recorder)
-    }
-
-    async fn publish(broker: &MemoryBroker, channel: &str, body: &'static [u8]) -> MessageId {
-        broker
-            .publish(channel, Bytes::from_static(body), 1)
-            .await
-            .unwrap()
-    }
-
-    #[tokio::test]
-    async fn delivers_only_subscribed_channels_with_counting_ids() {
-        let (broker, recorder) = broker(10);
-        broker.subscribe("a").await.unwrap();
-        let first = publish(&broker, "a", b"1").await;
-        let other = publish(&broker, "b", b"2").await;
-        broker.unsubscribe("a");
-        let second = publish(&broker, "a", b"3").await;
-        assert_eq!((first.seq, second.seq, other.seq), (0, 1, 0));
-        assert_eq!(first.epoch, second.epoch);
-        assert_eq!(
-            *recorder.0.lock().unwrap(),
-            vec![("a".to_owned(), relay::message_payload(first, b"1"))]
-        );
-    }
-
-    #[tokio::test]
-    async fn keeps_the_newest_entries_and_reads_ranges() {
-        let (broker, _) = broker(3);
-        let mut ids = Vec::new();
-        for body in [&b"1"[..], b"2", b"3", b"4", b"5"] {
-            ids.push(
-                broker
-                    .publish("a", Bytes::from_static(body), 1)
-                    .await
-                    .unwrap(),
-            );
-        }
-        let seqs =
-            |entries: Vec<HistoryEntry>| entries.iter().map(|e| e.id.seq).collect::<Vec<_>>();
-        let newest = HistoryRange::Newest {
-            through: None,
-            limit: 10,
-        };
-        assert_eq!(
-            seqs(broker.history("a", newest).await.unwrap()),
-            vec![2, 3, 4]
-        );
-        let newest_through = HistoryRange::Newest {
-            through: Some(ids[3]),
-            limit: 1,
-        };
-        assert_eq!(
-            seqs(broker.history("a", newest_through).await.unwrap()),
-            vec![3]
-        );
-        let from = HistoryRange::From {
-            from: ids[3],
-            through: None,
-            limit: 10,
-        };
-        let entries = broker.history("a", from).await.unwrap();
-        assert_eq!(entries[0].sealed_body, b"4");
-        assert_eq!(seqs(entries), vec![3, 4]);
-    }
-
-    #[tokio::test]
-    async fn announces_presence_to_subscribers() {
-        let (broker, recorder) = broker(10);
-        broker.subscribe("a").await.unwrap();
-        Presence::add(&broker, "a", "n|1", Bytes::from_static(b"sealed"))
-            .await
-            .unwrap();
-        assert_eq!(broker.members("a").await.unwrap(), vec![b"sealed".to_vec()]);
-        Presence::remove(&broker, "a", "n|1");
-        Presence::remove(&broker, "a", "n|1");
-        assert!(broker.members("a").await.unwrap().is_empty());
-        let payloads: Vec<Vec<u8>> = recorder
-            .0
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, p)| p.clone())
-            .collect();
-        assert_eq!(
-            payloads,
-            vec![
-                relay::presence_payload(PresenceEvent::Join, b"sealed"),
-                relay::presence_payload(PresenceEvent::Leave, b"sealed"),
-            ]
-        );
-    }
-}
+mod tests;

@@ -22,6 +22,7 @@ use bytes::Bytes;
 use chat_protocol::MessageId;
 use futures::future::BoxFuture;
 
+mod heartbeat;
 pub mod memory;
 pub mod redis;
 mod scripts;

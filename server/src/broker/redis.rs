@@ -22,7 +22,8 @@
 //! Keys, under the node's prefix (`chat` by default): `<prefix>:room:<room>` is a room's
 //! channel, `<channel>:history` its history stream, `<channel>:presence` its presence hash;
 //! `<prefix>:nodes` holds node heartbeats and `<prefix>:node:<node>:rooms` a node's presence
-//! hashes. Message and presence operations are Lua scripts (see [`super::scripts`]).
+//! hashes. Message and presence operations are Lua scripts (see [`super::scripts`]). Every
+//! one of these keys expires unless renewed (see [`super::heartbeat`]).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,6 +41,7 @@ use redis::{
 };
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use super::heartbeat::{Heartbeat, key_ttl_ms};
 use super::scripts::SCRIPTS;
 use super::{
     Broker, BrokerError, BrokerFuture, HistoryEntry, HistoryLimits, HistoryRange, Inbound,
@@ -94,10 +96,8 @@ pub struct RedisBroker {
     requests: mpsc::UnboundedSender<Request>,
     address: String,
     history: HistoryLimits,
-    nodes_key: String,
+    heartbeat: Heartbeat,
     node_rooms_key: String,
-    prefix: String,
-    node_id: String,
 }
 
 /// A command for the publisher connection.
@@ -165,7 +165,7 @@ impl RedisBroker {
             request_rx,
             timing.command_timeout,
         ));
-        let nodes_key = format!("{prefix}:nodes");
+        let heartbeat = Heartbeat::new(&prefix, &node_id);
         let supervisor = Supervisor {
             client,
             timing,
@@ -174,8 +174,7 @@ impl RedisBroker {
             commands: command_rx,
             wanted: HashSet::new(),
             address: address.clone(),
-            heartbeat: heartbeat(&nodes_key, &prefix, &node_id, NODE_TIMEOUT, false),
-            first_heartbeat: heartbeat(&nodes_key, &prefix, &node_id, NODE_TIMEOUT, true),
+            heartbeat: heartbeat.clone(),
         };
         tokio::spawn(supervisor.run());
         Ok(RedisBroker {
@@ -185,9 +184,7 @@ impl RedisBroker {
             address,
             history,
             node_rooms_key: format!("{prefix}:node:{node_id}:rooms"),
-            nodes_key,
-            prefix,
-            node_id,
+            heartbeat,
         })
     }
 
@@ -327,7 +324,10 @@ impl Presence for RedisBroker {
         let mut cmd = SCRIPTS
             .presence_add
             .invoke(&[&presence_key(channel), &self.node_rooms_key]);
-        cmd.arg(channel).arg(member).arg(sealed_name.as_ref());
+        cmd.arg(channel)
+            .arg(member)
+            .arg(sealed_name.as_ref())
+            .arg(key_ttl_ms());
         let added = self.send(cmd, false);
         async move { added.await.map(drop) }.boxed()
     }
@@ -341,7 +341,7 @@ impl Presence for RedisBroker {
     fn members(&self, channel: &str) -> BrokerFuture<Vec<Vec<u8>>> {
         let cmd = SCRIPTS
             .presence_members
-            .invoke(&[&presence_key(channel), &self.nodes_key]);
+            .invoke(&[&presence_key(channel), self.heartbeat.nodes_key()]);
         let members = self.send(cmd, false);
         async move {
             redis::from_redis_value(members.await?)
@@ -351,13 +351,7 @@ impl Presence for RedisBroker {
     }
 
     fn retire(&self) -> BrokerFuture {
-        let cmd = heartbeat(
-            &self.nodes_key,
-            &self.prefix,
-            &self.node_id,
-            Duration::ZERO,
-            false,
-        );
+        let cmd = self.heartbeat.cmd(Duration::ZERO, false);
         let retired = self.send(cmd, false);
         async move { retired.await.map(drop) }.boxed()
     }
@@ -369,23 +363,6 @@ fn history_key(channel: &str) -> String {
 
 fn presence_key(channel: &str) -> String {
     format!("{channel}:presence")
-}
-
-/// The heartbeat script's call for `node`: a zero `timeout` retires it; `fresh` first sweeps
-/// what an earlier run of the same node id left behind.
-fn heartbeat(
-    nodes_key: &str,
-    prefix: &str,
-    node_id: &str,
-    timeout: Duration,
-    fresh: bool,
-) -> redis::Cmd {
-    let mut cmd = SCRIPTS.heartbeat.invoke(&[nodes_key]);
-    cmd.arg(prefix)
-        .arg(node_id)
-        .arg(timeout.as_millis() as u64)
-        .arg(if fresh { "1" } else { "0" });
-    cmd
 }
 
 /// Reads an `XRANGE` reply: `[[id, [field, value, ...]], ...]` with fields `b` (the sealed
@@ -549,11 +526,9 @@ struct Supervisor {
     /// Every channel some room on this node needs, whether or not Redis is reachable now.
     wanted: HashSet<String>,
     address: String,
-    /// This node's heartbeat call.
-    heartbeat: redis::Cmd,
-    /// The first one of this process: a node restarted under the same id (say, after a crash)
-    /// sweeps the members its earlier run left behind.
-    first_heartbeat: redis::Cmd,
+    /// This node's heartbeat. The first one of this process is `fresh`: a node restarted
+    /// under the same id (say, after a crash) sweeps the members its earlier run left behind.
+    heartbeat: Heartbeat,
 }
 
 enum Outcome {
@@ -646,12 +621,10 @@ impl Supervisor {
             .get_multiplexed_async_connection_with_config(&base)
             .await?;
         SCRIPTS.load(&mut publisher).await?;
-        let beat = if first {
-            &self.first_heartbeat
-        } else {
-            &self.heartbeat
-        };
-        beat.query_async::<Value>(&mut publisher).await?;
+        self.heartbeat
+            .cmd(NODE_TIMEOUT, first)
+            .query_async::<Value>(&mut publisher)
+            .await?;
         let wanted: Vec<&String> = self.wanted.iter().collect();
         for batch in wanted.chunks(RESUBSCRIBE_BATCH) {
             subscriber.subscribe(batch).await?;
@@ -741,17 +714,23 @@ impl Supervisor {
 
     /// Refreshes this node's heartbeat and sweeps dead nodes. If this node had been swept
     /// itself (cut off for longer than the timeout), its members are announced again.
-    async fn beat(&self, publisher: &mut MultiplexedConnection) -> Result<(), String> {
-        let (was_missing, swept): (i64, i64) = within(
+    async fn beat(&mut self, publisher: &mut MultiplexedConnection) -> Result<(), String> {
+        let reply: Value = within(
             self.timing.command_timeout,
-            self.heartbeat.query_async(publisher),
+            self.heartbeat
+                .cmd(NODE_TIMEOUT, false)
+                .query_async(publisher),
         )
         .await
         .map_err(|error| format!("heartbeat failed: {error}"))?;
+        let (was_missing, swept) = self
+            .heartbeat
+            .read(reply)
+            .map_err(|error| format!("heartbeat failed: {error}"))?;
         if swept > 0 {
             log::info!("removed {swept} member(s) of nodes that stopped responding");
         }
-        if was_missing == 1 {
+        if was_missing {
             log::warn!("this node's presence had expired; announcing its members again");
             self.inbound.reconnected();
         }

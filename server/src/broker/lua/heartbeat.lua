@@ -1,10 +1,15 @@
 -- Refreshes this node's heartbeat, then sweeps nodes whose heartbeat expired: their members
 -- are removed from every room's presence and their departure announced (the stored sealed
 -- names are replayed, so nothing here is ever readable). ZREM decides which node sweeps.
+-- Every key a node writes expires unless refreshed (so that a `volatile-*` maxmemory policy
+-- may evict any of them, and nothing outlives the nodes that use it): each beat renews the
+-- heartbeats, this node's set of presence hashes, and the next batch of those hashes (an SSCAN
+-- cursor carried from beat to beat), so all of them are renewed well within the TTL.
 -- KEYS[1] node heartbeats (sorted set: node -> expiry in ms)
 -- ARGV: key prefix, this node, timeout (ms; 0 retires the node), fresh ("1" when the node has
--- just started: members an earlier run of the same node id left behind are swept first)
--- Returns {1 if this node was missing (it had been swept), members swept}
+-- just started: members an earlier run of the same node id left behind are swept first),
+-- key TTL (ms), refresh cursor, refresh batch
+-- Returns {1 if this node was missing (it had been swept), members swept, next cursor}
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 
@@ -36,9 +41,20 @@ if tonumber(ARGV[3]) == 0 then
   expiry = 0
 end
 local added = redis.call('ZADD', KEYS[1], expiry, ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+local cursor = '0'
+if expiry ~= 0 then
+  local own = ARGV[1] .. ':node:' .. ARGV[2] .. ':rooms'
+  local scan = redis.call('SSCAN', own, ARGV[6], 'COUNT', ARGV[7])
+  cursor = scan[1]
+  for _, key in ipairs(scan[2]) do
+    redis.call('PEXPIRE', key, ARGV[5])
+  end
+  redis.call('PEXPIRE', own, ARGV[5])
+end
 for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ms, 'LIMIT', 0, 16)) do
   if node ~= ARGV[2] and redis.call('ZREM', KEYS[1], node) == 1 then
     swept = swept + sweep(node)
   end
 end
-return {added, swept}
+return {added, swept, cursor}

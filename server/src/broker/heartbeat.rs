@@ -1,0 +1,78 @@
+//! A node's heartbeat call to Redis, and the expiry of every key the node writes.
+//!
+//! Every key a node writes in Redis has a TTL, so that a `maxmemory` policy of `volatile-lru`
+//! or `volatile-ttl` may evict any of them under memory pressure and nothing is left behind by
+//! nodes that are gone: history streams expire `--history-max-age-secs` after their last
+//! message, flood keys after their window, and presence keys (a room's presence hash, a node's
+//! set of them, the heartbeats) after [`KEY_TTL`] unless renewed. Each heartbeat renews the
+//! heartbeats, the node's set, and the next [`REFRESH_BATCH`] of the node's presence hashes,
+//! walking the set with a cursor from beat to beat.
+
+use std::time::Duration;
+
+use redis::Value;
+
+use super::scripts::SCRIPTS;
+use crate::presence::HEARTBEAT_INTERVAL;
+
+/// How long a presence key lives unless renewed.
+pub const KEY_TTL: Duration = Duration::from_secs(3600);
+/// Presence hashes renewed per heartbeat: a node renews all of its rooms within
+/// `KEY_TTL` as long as it has fewer than `KEY_TTL / HEARTBEAT_INTERVAL * REFRESH_BATCH`
+/// (1.2 million) of them.
+pub const REFRESH_BATCH: usize = 1000;
+
+const _: () = assert!(KEY_TTL.as_secs() > 10 * HEARTBEAT_INTERVAL.as_secs());
+
+/// The key TTL as the scripts take it.
+pub fn key_ttl_ms() -> u64 {
+    KEY_TTL.as_millis() as u64
+}
+
+/// Who beats: the heartbeat key, the key prefix and the node's id.
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    nodes_key: String,
+    prefix: String,
+    node_id: String,
+    /// Where the renewal of this node's presence hashes goes on (`0`: from the start).
+    cursor: String,
+}
+
+impl Heartbeat {
+    pub fn new(prefix: &str, node_id: &str) -> Self {
+        Heartbeat {
+            nodes_key: format!("{prefix}:nodes"),
+            prefix: prefix.to_owned(),
+            node_id: node_id.to_owned(),
+            cursor: "0".to_owned(),
+        }
+    }
+
+    pub fn nodes_key(&self) -> &str {
+        &self.nodes_key
+    }
+
+    /// The heartbeat script's call: a zero `timeout` retires the node; `fresh` first sweeps
+    /// what an earlier run of the same node id left behind.
+    pub fn cmd(&self, timeout: Duration, fresh: bool) -> redis::Cmd {
+        let mut cmd = SCRIPTS.heartbeat.invoke(&[&self.nodes_key]);
+        cmd.arg(&self.prefix)
+            .arg(&self.node_id)
+            .arg(timeout.as_millis() as u64)
+            .arg(if fresh { "1" } else { "0" })
+            .arg(key_ttl_ms())
+            .arg(&self.cursor)
+            .arg(REFRESH_BATCH);
+        cmd
+    }
+
+    /// Reads a beat's reply: whether this node was missing (it had been swept) and how many
+    /// members of dead nodes it swept. Remembers where the renewal goes on.
+    pub fn read(&mut self, reply: Value) -> Result<(bool, i64), String> {
+        let (was_missing, swept, cursor): (i64, i64, String) =
+            redis::from_redis_value(reply).map_err(|error| error.to_string())?;
+        self.cursor = cursor;
+        Ok((was_missing == 1, swept))
+    }
+}

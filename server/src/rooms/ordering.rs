@@ -1,0 +1,277 @@
+//! A room's delivery order, and why it never trusts an id it has not seen in history.
+//!
+//! Ids travel outside the seal (Redis assigns them), so anyone who can publish to Redis can
+//! replay a genuine sealed body under any id. If a room simply moved on to the highest id it
+//! saw, one replay under `<epoch>-18446744073709551615` (or under a far-future epoch) would
+//! make every genuine message after it look like a duplicate: the room would fall silent on
+//! every node. So a room moves its position only in two ways:
+//!
+//! - live, to the id that directly follows the last one it delivered (same epoch, seq + 1);
+//! - through history: anything else (a jump, a new epoch, the first id of a room) holds the
+//!   room back until a resync read history, and what history holds is trusted. Held messages
+//!   are then delivered only while they continue from the newest one delivered; any that do
+//!   not are dropped and counted, and the room asks history once more, so a genuine message
+//!   that was dropped comes back from history while a forged id never does.
+//!
+//! Held messages have a budget in count and bytes: beyond it they are dropped (counted) rather
+//! than kept, and history fills them in after the resync.
+
+use chat_protocol::MessageId;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// How many messages, and how many bytes of them, one room may hold back while it waits for
+/// history. A resync takes one round trip to Redis, so genuine traffic rarely comes near.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldBudget {
+    pub messages: usize,
+    pub bytes: usize,
+}
+
+impl Default for HeldBudget {
+    fn default() -> Self {
+        HeldBudget {
+            messages: 10_000,
+            bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// Messages held back while a room waits for its position or for missing messages.
+#[derive(Debug, Default)]
+pub struct Held {
+    messages: Vec<(MessageId, Utf8Bytes)>,
+    bytes: usize,
+    /// Messages dropped because the budget was spent.
+    pub overflowed: u64,
+}
+
+impl Held {
+    /// Holds a message unless that would exceed `budget`; returns whether it was held.
+    pub fn hold(&mut self, budget: HeldBudget, id: MessageId, frame: Utf8Bytes) -> bool {
+        let bytes = self.bytes.saturating_add(frame.len());
+        if self.messages.len() >= budget.messages || bytes > budget.bytes {
+            self.overflowed += 1;
+            return false;
+        }
+        self.bytes = bytes;
+        self.messages.push((id, frame));
+        true
+    }
+
+    /// Bytes of frames held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+}
+
+/// Where a room stands in its message sequence.
+pub enum Sequence {
+    /// New on this node: messages wait until the room learns where history stands.
+    Positioning { held: Held },
+    /// Delivering as messages arrive; `last` is the newest delivered.
+    Live { last: Option<MessageId> },
+    /// Missing messages after `last` are being fetched; new ones wait.
+    Recovering { last: Option<MessageId>, held: Held },
+}
+
+/// How a live message's id relates to the last one a room delivered.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Order {
+    /// Directly follows: delivered.
+    Next,
+    /// Delivered already (or older): dropped.
+    Duplicate,
+    /// Skips ids of the same epoch: messages were missed.
+    Gap,
+    /// A new epoch, or the room has delivered nothing yet: only history can confirm it.
+    Unconfirmed,
+}
+
+pub fn order(last: Option<MessageId>, id: MessageId) -> Order {
+    match last {
+        Some(last) if id <= last => Order::Duplicate,
+        Some(last) if last.next() == Some(id) => Order::Next,
+        Some(last) if id.epoch == last.epoch => Order::Gap,
+        _ => Order::Unconfirmed,
+    }
+}
+
+/// What a room delivers when it resumes, and what it could not.
+#[derive(Debug, Default)]
+pub struct Settled {
+    /// In id order.
+    pub deliver: Vec<(MessageId, Utf8Bytes)>,
+    /// The newest id delivered (or the room's earlier position).
+    pub last: Option<MessageId>,
+    /// Held messages dropped because they did not continue from what history confirmed.
+    pub unconfirmed: u64,
+    /// Held messages dropped earlier because the budget was spent.
+    pub overflowed: u64,
+}
+
+impl Settled {
+    /// Whether history may hold messages that were dropped: the room must ask it again.
+    pub fn incomplete(&self) -> bool {
+        self.unconfirmed > 0 || self.overflowed > 0
+    }
+}
+
+/// Resumes after `last`: first `found` (read from history, which vouches for its ids, gaps
+/// and new epochs included), then the `held` messages in id order as long as each directly
+/// follows the one before.
+pub fn settle(
+    mut last: Option<MessageId>,
+    mut found: Vec<(MessageId, Utf8Bytes)>,
+    held: Held,
+) -> Settled {
+    let mut deliver = Vec::with_capacity(found.len() + held.len());
+    found.sort_unstable_by_key(|(id, _)| *id);
+    for (id, frame) in found {
+        if last.is_none_or(|last| id > last) {
+            last = Some(id);
+            deliver.push((id, frame));
+        }
+    }
+    let mut unconfirmed = 0;
+    let Held {
+        mut messages,
+        overflowed,
+        ..
+    } = held;
+    messages.sort_unstable_by_key(|(id, _)| *id);
+    for (id, frame) in messages {
+        match order(last, id) {
+            Order::Next => {
+                last = Some(id);
+                deliver.push((id, frame));
+            }
+            Order::Duplicate => {}
+            Order::Gap | Order::Unconfirmed => unconfirmed += 1,
+        }
+    }
+    Settled {
+        deliver,
+        last,
+        unconfirmed,
+        overflowed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(seq: u64) -> MessageId {
+        MessageId { epoch: 7, seq }
+    }
+
+    fn frame(seq: u64) -> (MessageId, Utf8Bytes) {
+        (id(seq), Utf8Bytes::from(format!("m{seq}")))
+    }
+
+    fn held(seqs: &[u64]) -> Held {
+        let mut held = Held::default();
+        for &seq in seqs {
+            let (id, frame) = frame(seq);
+            assert!(held.hold(HeldBudget::default(), id, frame));
+        }
+        held
+    }
+
+    fn seqs(settled: &Settled) -> Vec<u64> {
+        settled.deliver.iter().map(|(id, _)| id.seq).collect()
+    }
+
+    #[test]
+    fn orders_ids_within_and_across_epochs() {
+        let next_epoch = |seq| MessageId { epoch: 8, seq };
+        assert_eq!(order(None, id(0)), Order::Unconfirmed);
+        assert_eq!(order(None, id(1)), Order::Unconfirmed);
+        assert_eq!(order(Some(id(1)), id(2)), Order::Next);
+        assert_eq!(order(Some(id(1)), id(1)), Order::Duplicate);
+        assert_eq!(order(Some(id(5)), id(2)), Order::Duplicate);
+        assert_eq!(order(Some(id(1)), id(3)), Order::Gap);
+        assert_eq!(order(Some(id(9)), next_epoch(0)), Order::Unconfirmed);
+        assert_eq!(order(Some(id(9)), next_epoch(2)), Order::Unconfirmed);
+    }
+
+    #[test]
+    fn ids_at_the_end_of_the_range_neither_overflow_nor_pass_as_next() {
+        let top = id(u64::MAX);
+        assert_eq!(order(Some(top), top), Order::Duplicate);
+        assert_eq!(order(Some(top), MessageId::MAX), Order::Unconfirmed);
+        assert_eq!(
+            order(Some(MessageId::MAX), MessageId::MAX),
+            Order::Duplicate
+        );
+        assert_eq!(order(Some(id(3)), top), Order::Gap);
+        assert_eq!(order(Some(id(u64::MAX - 1)), top), Order::Next);
+    }
+
+    #[test]
+    fn held_messages_have_a_byte_budget_as_well_as_a_count() {
+        let budget = HeldBudget {
+            messages: 100,
+            bytes: 10,
+        };
+        let mut held = Held::default();
+        assert!(held.hold(budget, id(1), Utf8Bytes::from("12345678")));
+        assert!(!held.hold(budget, id(2), Utf8Bytes::from("123")));
+        assert!(held.hold(budget, id(3), Utf8Bytes::from("12")));
+        assert!(!held.hold(budget, id(4), Utf8Bytes::from("1")));
+        assert_eq!((held.len(), held.bytes(), held.overflowed), (2, 10, 2));
+        let counted = HeldBudget {
+            messages: 1,
+            bytes: usize::MAX,
+        };
+        let mut held = Held::default();
+        assert!(held.hold(counted, id(1), Utf8Bytes::from("")));
+        assert!(!held.hold(counted, id(2), Utf8Bytes::from("")));
+        // What was dropped makes the room ask history again.
+        let settled = settle(Some(id(0)), Vec::new(), held);
+        assert_eq!(seqs(&settled), vec![1]);
+        assert!(settled.incomplete());
+    }
+
+    #[test]
+    fn history_is_trusted_and_held_messages_must_continue_from_it() {
+        let found = vec![frame(4), frame(2), frame(3)];
+        let settled = settle(Some(id(1)), found, held(&[6, 5, 3, 8]));
+        assert_eq!(seqs(&settled), vec![2, 3, 4, 5, 6]);
+        assert_eq!(settled.last, Some(id(6)));
+        assert_eq!(settled.unconfirmed, 1);
+        assert!(settled.incomplete());
+        // History may skip (it was trimmed) and may start a new epoch: it vouches for both.
+        let renewed = MessageId { epoch: 9, seq: 0 };
+        let settled = settle(
+            Some(id(1)),
+            vec![frame(5), (renewed, "x".into())],
+            held(&[]),
+        );
+        assert_eq!(settled.last, Some(renewed));
+        assert!(!settled.incomplete());
+    }
+
+    #[test]
+    fn an_id_beyond_history_is_dropped_not_adopted() {
+        for forged in [id(u64::MAX), MessageId::MAX, MessageId { epoch: 8, seq: 0 }] {
+            let mut held = held(&[3]);
+            assert!(held.hold(HeldBudget::default(), forged, "forged".into()));
+            let settled = settle(Some(id(1)), vec![frame(2)], held);
+            assert_eq!(seqs(&settled), vec![2, 3], "{forged}");
+            assert_eq!(settled.last, Some(id(3)));
+            assert_eq!(settled.unconfirmed, 1);
+        }
+        // A room whose history is empty confirms nothing held: history is asked first.
+        let settled = settle(None, Vec::new(), held(&[0]));
+        assert!(settled.deliver.is_empty() && settled.incomplete());
+    }
+}
