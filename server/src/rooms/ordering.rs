@@ -20,7 +20,9 @@ use chat_protocol::MessageId;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// How many messages, and how many bytes of them, one room may hold back while it waits for
-/// history. A resync takes one round trip to Redis, so genuine traffic rarely comes near.
+/// history. A resync takes one round trip to Redis, but that reply waits in Redis behind every
+/// publish queued before it: a batch of 20,000 API messages can arrive meanwhile, and what is
+/// dropped here can only come back from history, which keeps `--history-size` messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeldBudget {
     pub messages: usize,
@@ -30,7 +32,7 @@ pub struct HeldBudget {
 impl Default for HeldBudget {
     fn default() -> Self {
         HeldBudget {
-            messages: 10_000,
+            messages: 65_536,
             bytes: 8 * 1024 * 1024,
         }
     }
@@ -124,37 +126,46 @@ impl Settled {
     }
 }
 
-/// Resumes after `last`: first `found` (read from history, which vouches for its ids, gaps
-/// and new epochs included), then the `held` messages in id order as long as each directly
-/// follows the one before.
+/// Resumes after `last` with what history `found` (it vouches for its ids, gaps and new epochs
+/// included) and what the room `held`, in id order. A held message is delivered when it
+/// directly follows the one delivered before it, or when it leads up, one seq at a time, to an
+/// id history confirmed: a burst that arrived while history was being read is delivered whole,
+/// even where history was already trimmed past its start. Anything else held is dropped and
+/// counted; a forged id beyond history leads up to nothing and follows nothing.
 pub fn settle(
     mut last: Option<MessageId>,
-    mut found: Vec<(MessageId, Utf8Bytes)>,
+    found: Vec<(MessageId, Utf8Bytes)>,
     held: Held,
 ) -> Settled {
-    let mut deliver = Vec::with_capacity(found.len() + held.len());
-    found.sort_unstable_by_key(|(id, _)| *id);
-    for (id, frame) in found {
-        if last.is_none_or(|last| id > last) {
-            last = Some(id);
-            deliver.push((id, frame));
-        }
-    }
-    let mut unconfirmed = 0;
     let Held {
-        mut messages,
+        messages,
         overflowed,
         ..
     } = held;
-    messages.sort_unstable_by_key(|(id, _)| *id);
-    for (id, frame) in messages {
+    // Confirmed entries sort before held ones of the same id, so the dedup keeps history's.
+    let mut entries: Vec<(MessageId, bool, Utf8Bytes)> = found
+        .into_iter()
+        .map(|(id, frame)| (id, true, frame))
+        .chain(messages.into_iter().map(|(id, frame)| (id, false, frame)))
+        .collect();
+    entries.sort_unstable_by_key(|&(id, confirmed, _)| (id, !confirmed));
+    entries.dedup_by_key(|entry| entry.0);
+    for i in (0..entries.len().saturating_sub(1)).rev() {
+        let (next_id, next_confirmed) = (entries[i + 1].0, entries[i + 1].1);
+        if next_confirmed && entries[i].0.next() == Some(next_id) {
+            entries[i].1 = true;
+        }
+    }
+    let mut deliver = Vec::with_capacity(entries.len());
+    let mut unconfirmed = 0;
+    for (id, confirmed, frame) in entries {
         match order(last, id) {
-            Order::Next => {
+            Order::Duplicate => {}
+            Order::Gap | Order::Unconfirmed if !confirmed => unconfirmed += 1,
+            Order::Next | Order::Gap | Order::Unconfirmed => {
                 last = Some(id);
                 deliver.push((id, frame));
             }
-            Order::Duplicate => {}
-            Order::Gap | Order::Unconfirmed => unconfirmed += 1,
         }
     }
     Settled {
@@ -270,8 +281,27 @@ mod tests {
             assert_eq!(settled.last, Some(id(3)));
             assert_eq!(settled.unconfirmed, 1);
         }
+        // Nor does a forged id that leads up to a confirmed one past the room's position.
+        let settled = settle(Some(id(1)), vec![frame(2)], held(&[7, 8]));
+        assert_eq!((seqs(&settled), settled.unconfirmed), (vec![2], 2));
         // A room whose history is empty confirms nothing held: history is asked first.
         let settled = settle(None, Vec::new(), held(&[0]));
         assert!(settled.deliver.is_empty() && settled.incomplete());
+    }
+
+    #[test]
+    fn a_burst_held_while_history_was_read_is_confirmed_by_the_ids_it_leads_up_to() {
+        // The room's first message waited for history; meanwhile 0..=9 arrived, and history,
+        // already trimmed, returned 6..=7.
+        let settled = settle(
+            None,
+            vec![frame(6), frame(7)],
+            held(&(0..=9).collect::<Vec<_>>()),
+        );
+        assert_eq!(seqs(&settled), (0..=9).collect::<Vec<_>>());
+        assert!(!settled.incomplete());
+        // A held gap breaks the chain: what precedes it is confirmed by nothing.
+        let settled = settle(None, vec![frame(6)], held(&[2, 3, 5]));
+        assert_eq!((seqs(&settled), settled.unconfirmed), (vec![5, 6], 2));
     }
 }
