@@ -249,12 +249,22 @@ impl Hub {
     }
 
     async fn resync(&self, resync: Resync) {
-        let range = HistoryRange::From {
-            from: resync
-                .after
-                .map_or(MessageId { epoch: 0, seq: 0 }, MessageId::successor),
-            through: None,
-            limit: self.history.size,
+        // Missed messages are read from where the room stands; otherwise only the newest id
+        // is wanted, to vouch for what the room holds: reading from the start instead would
+        // return trimmed history ahead of messages still on their way, and skip them.
+        let range = if resync.missed {
+            HistoryRange::From {
+                from: resync
+                    .after
+                    .map_or(MessageId { epoch: 0, seq: 0 }, MessageId::successor),
+                through: None,
+                limit: self.history.size,
+            }
+        } else {
+            HistoryRange::Newest {
+                through: None,
+                limit: 1,
+            }
         };
         loop {
             if !self.rooms.wants(&resync) {
@@ -262,9 +272,14 @@ impl Hub {
             }
             match self.broker.history(&resync.channel, range).await {
                 Ok(entries) => {
-                    let found = self.rooms.open_history(&resync.channel, entries);
+                    let newest = entries.last().map(|entry| entry.id);
+                    let found = if resync.missed {
+                        self.rooms.open_history(&resync.channel, entries)
+                    } else {
+                        Vec::new()
+                    };
                     self.metrics.resyncs.inc();
-                    return self.rooms.recovered(&resync, found);
+                    return self.rooms.recovered(&resync, found, newest);
                 }
                 Err(error) => {
                     log::debug!(

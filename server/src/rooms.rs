@@ -84,6 +84,10 @@ pub struct Resync {
     pub generation: u64,
     /// The last message delivered; what follows it is wanted.
     pub after: Option<MessageId>,
+    /// Whether messages may have been missed (a gap, a lost connection), so history must
+    /// fill them in; otherwise every message reaches the node live and history only has to
+    /// vouch for an id the room cannot place (its first, or a new epoch).
+    pub missed: bool,
 }
 
 /// The sending end of one connection's bounded outbound queue.
@@ -170,6 +174,7 @@ impl Room {
         &mut self,
         last: Option<MessageId>,
         found: Vec<(MessageId, Utf8Bytes)>,
+        newest: Option<MessageId>,
         metrics: &Metrics,
     ) -> Settled {
         let (last, held) = match std::mem::replace(&mut self.sequence, Sequence::Live { last }) {
@@ -177,7 +182,7 @@ impl Room {
             Sequence::Recovering { last, held } => (last, held),
             Sequence::Live { last } => (last, Default::default()),
         };
-        let mut settled = settle(last, found, held);
+        let mut settled = settle(last, found, newest, held);
         for (id, frame) in settled.deliver.drain(..) {
             metrics.messages_out.inc_by(self.fan_out(id, &frame));
         }
@@ -299,19 +304,25 @@ impl Rooms {
             && room.generation == generation
             && matches!(room.sequence, Sequence::Positioning { .. })
         {
-            let settled = room.resume(last, Vec::new(), &self.metrics);
+            let settled = room.resume(last, Vec::new(), None, &self.metrics);
             self.settled(channel, room.generation, &settled);
         }
     }
 
-    /// Missing messages arrived from history: they are delivered, then those held back
-    /// meanwhile, in id order without duplicates, and the room goes live again.
-    pub fn recovered(&self, resync: &Resync, found: Vec<(MessageId, Utf8Bytes)>) {
+    /// Missing messages arrived from history, with the newest id it held: they are delivered,
+    /// then those held back meanwhile, in id order without duplicates, and the room goes live
+    /// again.
+    pub fn recovered(
+        &self,
+        resync: &Resync,
+        found: Vec<(MessageId, Utf8Bytes)>,
+        newest: Option<MessageId>,
+    ) {
         if let Some(mut room) = self.rooms.get_mut(&resync.channel)
             && room.generation == resync.generation
             && matches!(room.sequence, Sequence::Recovering { .. })
         {
-            let settled = room.resume(None, found, &self.metrics);
+            let settled = room.resume(None, found, newest, &self.metrics);
             self.settled(&resync.channel, room.generation, &settled);
         }
     }
@@ -323,7 +334,7 @@ impl Rooms {
             .count(DropReason::Unconfirmed, settled.unconfirmed);
         self.drops.count(DropReason::HeldBudget, settled.overflowed);
         if settled.incomplete() {
-            self.request_resync(channel, generation, settled.last);
+            self.request_resync(channel, generation, settled.last, true);
         }
     }
 
@@ -434,7 +445,8 @@ impl Rooms {
                     let mut held = ordering::Held::default();
                     held.hold(self.held_budget, id, frame);
                     room.sequence = Sequence::Recovering { last: after, held };
-                    self.request_resync(channel, room.generation, after);
+                    let missed = kind == Order::Gap;
+                    self.request_resync(channel, room.generation, after, missed);
                 }
             },
             Sequence::Positioning { held } | Sequence::Recovering { held, .. } => {
@@ -467,12 +479,19 @@ impl Rooms {
         self.metrics.presence_dropped.inc_by(dropped as u64);
     }
 
-    fn request_resync(&self, channel: &str, generation: u64, after: Option<MessageId>) {
+    fn request_resync(
+        &self,
+        channel: &str,
+        generation: u64,
+        after: Option<MessageId>,
+        missed: bool,
+    ) {
         // The receiver lives as long as the node; if it is gone the node is stopping.
         let _ = self.recovery.send(Recovery::Room(Resync {
             channel: channel.to_owned(),
             generation,
             after,
+            missed,
         }));
     }
 }
@@ -511,7 +530,7 @@ impl Inbound for Rooms {
                     last,
                     held: Default::default(),
                 };
-                self.request_resync(room.key(), room.generation, last);
+                self.request_resync(room.key(), room.generation, last, true);
             }
         }
         let _ = self.recovery.send(Recovery::Presence);

@@ -8,10 +8,11 @@
 //!
 //! - live, to the id that directly follows the last one it delivered (same epoch, seq + 1);
 //! - through history: anything else (a jump, a new epoch, the first id of a room) holds the
-//!   room back until a resync read history, and what history holds is trusted. Held messages
-//!   are then delivered only while they continue from the newest one delivered; any that do
-//!   not are dropped and counted, and the room asks history once more, so a genuine message
-//!   that was dropped comes back from history while a forged id never does.
+//!   room back until a resync read history, and what history holds is trusted, as is every id
+//!   up to the newest it held. Held messages beyond that are delivered only while they
+//!   continue from the newest one delivered; any that do not are dropped and counted, and the
+//!   room asks history once more, so a genuine message that was dropped comes back from
+//!   history while a forged id never does.
 //!
 //! Held messages have a budget in count and bytes: beyond it they are dropped (counted) rather
 //! than kept, and history fills them in after the resync.
@@ -127,41 +128,40 @@ impl Settled {
 }
 
 /// Resumes after `last` with what history `found` (it vouches for its ids, gaps and new epochs
-/// included) and what the room `held`, in id order. A held message is delivered when it
-/// directly follows the one delivered before it, or when it leads up, one seq at a time, to an
-/// id history confirmed: a burst that arrived while history was being read is delivered whole,
-/// even where history was already trimmed past its start. Anything else held is dropped and
-/// counted; a forged id beyond history leads up to nothing and follows nothing.
+/// included) and what the room `held`, in id order. History also vouches for every id up to
+/// the newest it held when it was read (`newest`, or the newest found): a held message up to
+/// there is delivered even where it does not follow the one before (the room's first message,
+/// a new epoch, messages before where trimmed history starts), so a burst that arrived while
+/// history was being read is delivered whole. Beyond that bound a held message is delivered
+/// only when it directly follows the one delivered before it; anything else is dropped and
+/// counted. A forged id beyond history is past the bound and follows nothing.
 pub fn settle(
     mut last: Option<MessageId>,
     found: Vec<(MessageId, Utf8Bytes)>,
+    newest: Option<MessageId>,
     held: Held,
 ) -> Settled {
+    let bound = found.iter().map(|(id, _)| *id).max().max(newest);
     let Held {
         messages,
         overflowed,
         ..
     } = held;
-    // Confirmed entries sort before held ones of the same id, so the dedup keeps history's.
+    // History's entries sort before held ones of the same id, so the dedup keeps history's.
     let mut entries: Vec<(MessageId, bool, Utf8Bytes)> = found
         .into_iter()
         .map(|(id, frame)| (id, true, frame))
         .chain(messages.into_iter().map(|(id, frame)| (id, false, frame)))
         .collect();
-    entries.sort_unstable_by_key(|&(id, confirmed, _)| (id, !confirmed));
+    entries.sort_unstable_by_key(|&(id, from_history, _)| (id, !from_history));
     entries.dedup_by_key(|entry| entry.0);
-    for i in (0..entries.len().saturating_sub(1)).rev() {
-        let (next_id, next_confirmed) = (entries[i + 1].0, entries[i + 1].1);
-        if next_confirmed && entries[i].0.next() == Some(next_id) {
-            entries[i].1 = true;
-        }
-    }
     let mut deliver = Vec::with_capacity(entries.len());
     let mut unconfirmed = 0;
-    for (id, confirmed, frame) in entries {
+    for (id, _, frame) in entries {
+        let vouched = bound.is_some_and(|bound| id <= bound);
         match order(last, id) {
             Order::Duplicate => {}
-            Order::Gap | Order::Unconfirmed if !confirmed => unconfirmed += 1,
+            Order::Gap | Order::Unconfirmed if !vouched => unconfirmed += 1,
             Order::Next | Order::Gap | Order::Unconfirmed => {
                 last = Some(id);
                 deliver.push((id, frame));
@@ -247,7 +247,7 @@ mod tests {
         assert!(held.hold(counted, id(1), Utf8Bytes::from("")));
         assert!(!held.hold(counted, id(2), Utf8Bytes::from("")));
         // What was dropped makes the room ask history again.
-        let settled = settle(Some(id(0)), Vec::new(), held);
+        let settled = settle(Some(id(0)), Vec::new(), None, held);
         assert_eq!(seqs(&settled), vec![1]);
         assert!(settled.incomplete());
     }
@@ -255,7 +255,7 @@ mod tests {
     #[test]
     fn history_is_trusted_and_held_messages_must_continue_from_it() {
         let found = vec![frame(4), frame(2), frame(3)];
-        let settled = settle(Some(id(1)), found, held(&[6, 5, 3, 8]));
+        let settled = settle(Some(id(1)), found, None, held(&[6, 5, 3, 8]));
         assert_eq!(seqs(&settled), vec![2, 3, 4, 5, 6]);
         assert_eq!(settled.last, Some(id(6)));
         assert_eq!(settled.unconfirmed, 1);
@@ -265,6 +265,7 @@ mod tests {
         let settled = settle(
             Some(id(1)),
             vec![frame(5), (renewed, "x".into())],
+            None,
             held(&[]),
         );
         assert_eq!(settled.last, Some(renewed));
@@ -276,32 +277,31 @@ mod tests {
         for forged in [id(u64::MAX), MessageId::MAX, MessageId { epoch: 8, seq: 0 }] {
             let mut held = held(&[3]);
             assert!(held.hold(HeldBudget::default(), forged, "forged".into()));
-            let settled = settle(Some(id(1)), vec![frame(2)], held);
+            let settled = settle(Some(id(1)), vec![frame(2)], None, held);
             assert_eq!(seqs(&settled), vec![2, 3], "{forged}");
             assert_eq!(settled.last, Some(id(3)));
             assert_eq!(settled.unconfirmed, 1);
         }
-        // Nor does a forged id that leads up to a confirmed one past the room's position.
-        let settled = settle(Some(id(1)), vec![frame(2)], held(&[7, 8]));
+        let settled = settle(Some(id(1)), vec![frame(2)], Some(id(4)), held(&[7, 8]));
         assert_eq!((seqs(&settled), settled.unconfirmed), (vec![2], 2));
         // A room whose history is empty confirms nothing held: history is asked first.
-        let settled = settle(None, Vec::new(), held(&[0]));
+        let settled = settle(None, Vec::new(), None, held(&[0]));
         assert!(settled.deliver.is_empty() && settled.incomplete());
     }
 
     #[test]
-    fn a_burst_held_while_history_was_read_is_confirmed_by_the_ids_it_leads_up_to() {
-        // The room's first message waited for history; meanwhile 0..=9 arrived, and history,
-        // already trimmed, returned 6..=7.
-        let settled = settle(
-            None,
-            vec![frame(6), frame(7)],
-            held(&(0..=9).collect::<Vec<_>>()),
-        );
-        assert_eq!(seqs(&settled), (0..=9).collect::<Vec<_>>());
+    fn a_burst_held_while_history_was_read_is_vouched_for_up_to_its_newest_id() {
+        // The room's first message waited for history, whose newest id was then 6; meanwhile
+        // 0..=9 arrived: up to 6 history vouches for them, and 7..=9 follow one by one.
+        let burst: Vec<u64> = (0..=9).collect();
+        let settled = settle(None, Vec::new(), Some(id(6)), held(&burst));
+        assert_eq!(seqs(&settled), burst);
         assert!(!settled.incomplete());
-        // A held gap breaks the chain: what precedes it is confirmed by nothing.
-        let settled = settle(None, vec![frame(6)], held(&[2, 3, 5]));
-        assert_eq!((seqs(&settled), settled.unconfirmed), (vec![5, 6], 2));
+        // Trimmed history that starts later does not skip what the room holds before it.
+        let settled = settle(None, vec![frame(6), frame(7)], None, held(&burst));
+        assert_eq!(seqs(&settled), burst);
+        // Past the bound a gap breaks the chain.
+        let settled = settle(None, Vec::new(), Some(id(3)), held(&[2, 3, 5]));
+        assert_eq!((seqs(&settled), settled.unconfirmed), (vec![2, 3], 1));
     }
 }

@@ -191,11 +191,12 @@ fn drops_duplicates_and_fills_gaps_from_history_in_order() {
             channel: CHANNEL.into(),
             generation,
             after: Some(id(1)),
+            missed: true,
         }
     );
     assert!(f.rooms.wants(&resync));
     let found = (2..=4).map(|seq| f.frame(seq)).collect();
-    f.rooms.recovered(&resync, found);
+    f.rooms.recovered(&resync, found, None);
     assert!(!f.rooms.wants(&resync));
     assert_eq!(received(&mut queue), vec![2, 3, 4, 5]);
     f.deliver(6);
@@ -312,11 +313,11 @@ fn an_id_history_does_not_hold_cannot_silence_the_room() {
         assert_eq!(resync.after, Some(id(0)));
         // History holds nothing after 0: the forged id is dropped, and history asked once
         // more in case what was dropped was genuine.
-        f.rooms.recovered(&resync, Vec::new());
+        f.rooms.recovered(&resync, Vec::new(), None);
         assert_eq!(f.rooms.drops().get(DropReason::Unconfirmed), 1);
         let again = f.resync();
         assert_eq!(again.after, Some(id(0)));
-        f.rooms.recovered(&again, Vec::new());
+        f.rooms.recovered(&again, Vec::new(), None);
         assert!(f.recovery.try_recv().is_err(), "no third resync");
         f.deliver(1);
         f.deliver(2);
@@ -332,7 +333,7 @@ fn the_first_message_of_a_new_epoch_is_confirmed_by_history() {
     assert!(received(&mut queue).is_empty());
     let resync = f.resync();
     assert_eq!(resync.after, None);
-    f.rooms.recovered(&resync, vec![f.frame(0)]);
+    f.rooms.recovered(&resync, vec![f.frame(0)], None);
     f.deliver(1);
     assert_eq!(received(&mut queue), vec![0, 1]);
     assert_eq!(f.metrics.backplane_gaps.get(), 0);
@@ -368,12 +369,14 @@ fn held_messages_beyond_the_byte_budget_are_dropped_then_fetched_from_history() 
         f.deliver(seq);
     }
     let resync = f.resync();
-    f.rooms.recovered(&resync, vec![f.frame(1), f.frame(2)]);
+    f.rooms
+        .recovered(&resync, vec![f.frame(1), f.frame(2)], None);
     // 2 and 3 were held; 4 and 5 did not fit.
     assert_eq!(received(&mut queue), vec![1, 2, 3]);
     assert_eq!(f.rooms.drops().get(DropReason::HeldBudget), 2);
     let again = f.resync();
     assert_eq!(again.after, Some(id(3)));
-    f.rooms.recovered(&again, vec![f.frame(4), f.frame(5)]);
+    f.rooms
+        .recovered(&again, vec![f.frame(4), f.frame(5)], None);
     assert_eq!(received(&mut queue), vec![4, 5]);
 }
