@@ -22,10 +22,8 @@ use bytes::Bytes;
 use chat_protocol::MessageId;
 use futures::future::BoxFuture;
 
-mod heartbeat;
 pub mod memory;
 pub mod redis;
-mod scripts;
 
 pub use memory::MemoryBroker;
 pub use redis::RedisBroker;

@@ -22,8 +22,8 @@
 //! Keys, under the node's prefix (`chat` by default): `<prefix>:room:<room>` is a room's
 //! channel, `<channel>:history` its history stream, `<channel>:presence` its presence hash;
 //! `<prefix>:nodes` holds node heartbeats and `<prefix>:node:<node>:rooms` a node's presence
-//! hashes. Message and presence operations are Lua scripts (see [`super::scripts`]). Every
-//! one of these keys expires unless renewed (see [`super::heartbeat`]).
+//! hashes. Message and presence operations are Lua scripts (see [`scripts`]). Every
+//! one of these keys expires unless renewed (see [`heartbeat`]).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -41,13 +41,16 @@ use redis::{
 };
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::heartbeat::{Heartbeat, key_ttl_ms};
-use super::scripts::SCRIPTS;
+use self::heartbeat::{Heartbeat, key_ttl_ms};
+use self::scripts::SCRIPTS;
 use super::{
     Broker, BrokerError, BrokerFuture, HistoryEntry, HistoryLimits, HistoryRange, Inbound,
 };
 use crate::metrics::Metrics;
 use crate::presence::{HEARTBEAT_INTERVAL, NODE_TIMEOUT, Presence};
+
+mod heartbeat;
+mod scripts;
 
 /// Timing of the connection supervision.
 #[derive(Debug, Clone)]
