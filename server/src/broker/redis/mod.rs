@@ -26,19 +26,15 @@
 //! one of these keys expires unless renewed (see [`heartbeat`]).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chat_protocol::MessageId;
 use futures::FutureExt;
 use redis::aio::MultiplexedConnection;
-use redis::io::tcp::TcpSettings;
-use redis::{
-    AsyncCommands, AsyncConnectionConfig, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind,
-    RedisError, Value,
-};
+use redis::{AsyncCommands, AsyncConnectionConfig, PushInfo, PushKind, RedisError, Value};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use self::heartbeat::{Heartbeat, key_ttl_ms};
@@ -48,6 +44,7 @@ use super::{
 };
 use crate::metrics::Metrics;
 use crate::presence::{HEARTBEAT_INTERVAL, NODE_TIMEOUT, Presence};
+use crate::redis_client::{self, Backoff, ConnectionCell};
 
 mod heartbeat;
 mod scripts;
@@ -114,7 +111,7 @@ struct Request {
 
 struct State {
     ready: AtomicBool,
-    publisher: RwLock<Option<MultiplexedConnection>>,
+    publisher: ConnectionCell,
     /// A failed publish asks the supervisor to check the connections now, not at the next ping.
     check_now: Notify,
     metrics: Arc<Metrics>,
@@ -145,19 +142,11 @@ impl RedisBroker {
             prefix,
             node_id,
         } = options;
-        let info = url.into_connection_info()?;
-        let redis_settings = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        let info = info
-            .set_redis_settings(redis_settings)
-            .set_tcp_settings(TcpSettings::default().set_nodelay(true));
-        let address = info.addr().to_string();
-        let client = redis::Client::open(info)?;
+        let client = redis_client::open(url)?;
+        let address = redis_client::address(&client);
         let state = Arc::new(State {
             ready: AtomicBool::new(false),
-            publisher: RwLock::new(None),
+            publisher: ConnectionCell::default(),
             check_now: Notify::new(),
             metrics,
         });
@@ -229,10 +218,7 @@ impl State {
         if !self.ready.load(Ordering::Acquire) {
             return None;
         }
-        self.publisher
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.publisher.get()
     }
 }
 
@@ -541,7 +527,7 @@ enum Outcome {
 
 impl Supervisor {
     async fn run(mut self) {
-        let mut backoff = self.timing.min_backoff;
+        let mut backoff = Backoff::jittered(self.timing.min_backoff, self.timing.max_backoff);
         let mut has_connected = false;
         let mut failed_attempts: u64 = 0;
         loop {
@@ -558,7 +544,7 @@ impl Supervisor {
                         log::info!("connected to Redis at {}", self.address);
                     }
                     failed_attempts = 0;
-                    backoff = self.timing.min_backoff;
+                    backoff.reset();
                     self.set_ready(Some(link.publisher.clone()));
                     if has_connected {
                         self.inbound.reconnected();
@@ -586,20 +572,15 @@ impl Supervisor {
                     }
                 }
             }
-            if !self.wait_offline(jittered(backoff)).await {
+            if !self.wait_offline(backoff.next_delay()).await {
                 return;
             }
-            backoff = (backoff * 2).min(self.timing.max_backoff);
         }
     }
 
     fn set_ready(&self, publisher: Option<MultiplexedConnection>) {
         let ready = publisher.is_some();
-        *self
-            .state
-            .publisher
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = publisher;
+        self.state.publisher.set(publisher);
         self.state.ready.store(ready, Ordering::Release);
         self.state.metrics.broker_ready.set(i64::from(ready));
     }
@@ -810,9 +791,4 @@ fn push_handler(
         }
         Ok(())
     }
-}
-
-/// Spreads reconnection attempts of many nodes so they do not hit a recovering Redis at once.
-fn jittered(delay: Duration) -> Duration {
-    delay.mul_f64(rand::random_range(0.8..1.2))
 }
