@@ -25,18 +25,46 @@ use futures::future::BoxFuture;
 pub mod memory;
 pub mod redis;
 
+pub use self::redis::RedisBroker;
 pub use memory::MemoryBroker;
-pub use redis::RedisBroker;
 
 /// Why the backplane did not take a request. Clients see all of these as `unavailable`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BrokerError {
+    /// No connection now; the broker is reconnecting.
     #[error("the backplane is not connected")]
     Disconnected,
+    /// The request went out but its answer did not come back in time: it may have been
+    /// carried out.
     #[error("the backplane did not answer in time")]
     Timeout,
+    /// The backplane answered, but not with what was asked for. Only this request failed: the
+    /// connection is fine.
     #[error("the backplane refused the request: {0}")]
-    Refused(String),
+    Refused(#[source] BadReply),
+}
+
+/// What the backplane answered instead of a result.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BadReply {
+    /// An error reply from Redis (an ACL, `maxmemory`, a failing script).
+    #[error(transparent)]
+    Redis(#[from] ::redis::RedisError),
+    /// A reply of another type than the command returns.
+    #[error(transparent)]
+    Reply(#[from] ::redis::ParsingError),
+    /// The publish script answered, but without the message's id.
+    #[error("the publish script returned no id")]
+    NoMessageId,
+    /// A pipeline came back with fewer replies than it had commands.
+    #[error("no reply for this request")]
+    NoReply,
+    /// A history read returned something other than a list of entries.
+    #[error("unexpected history reply: {0:?}")]
+    HistoryReply(::redis::Value),
+    /// A history entry whose id is not a message id.
+    #[error("history entry id {0:?}")]
+    HistoryEntryId(String),
 }
 
 /// A broker operation in flight; it resolves once the broker confirmed it.

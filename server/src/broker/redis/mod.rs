@@ -34,13 +34,15 @@ use bytes::Bytes;
 use chat_protocol::MessageId;
 use futures::FutureExt;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncCommands, AsyncConnectionConfig, PushInfo, PushKind, RedisError, Value};
+use redis::{
+    AsyncCommands, AsyncConnectionConfig, ParsingError, PushInfo, PushKind, RedisError, Value,
+};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use self::heartbeat::{Heartbeat, key_ttl_ms};
 use self::scripts::SCRIPTS;
 use super::{
-    Broker, BrokerError, BrokerFuture, HistoryEntry, HistoryLimits, HistoryRange, Inbound,
+    BadReply, Broker, BrokerError, BrokerFuture, HistoryEntry, HistoryLimits, HistoryRange, Inbound,
 };
 use crate::metrics::Metrics;
 use crate::presence::{HEARTBEAT_INTERVAL, NODE_TIMEOUT, Presence};
@@ -236,7 +238,7 @@ impl Broker for RedisBroker {
             redis::from_redis_value::<String>(id)
                 .ok()
                 .and_then(|id| id.parse().ok())
-                .ok_or_else(|| BrokerError::Refused("the publish script returned no id".into()))
+                .ok_or(BrokerError::Refused(BadReply::NoMessageId))
         }
         .boxed()
     }
@@ -334,7 +336,7 @@ impl Presence for RedisBroker {
         let members = self.send(cmd, false);
         async move {
             redis::from_redis_value(members.await?)
-                .map_err(|error| BrokerError::Refused(error.to_string()))
+                .map_err(|error| BrokerError::Refused(BadReply::Reply(error)))
         }
         .boxed()
     }
@@ -356,15 +358,14 @@ fn presence_key(channel: &str) -> String {
 
 /// Reads an `XRANGE` reply: `[[id, [field, value, ...]], ...]` with fields `b` (the sealed
 /// body) and `t` (sent at, ms).
-fn parse_entries(reply: Value) -> Result<Vec<HistoryEntry>, String> {
+fn parse_entries(reply: Value) -> Result<Vec<HistoryEntry>, BadReply> {
     let Value::Array(items) = reply else {
-        return Err(format!("unexpected history reply: {reply:?}"));
+        return Err(BadReply::HistoryReply(reply));
     };
     let mut entries = Vec::with_capacity(items.len());
     for item in items {
-        let (id, fields): (String, Vec<(String, Vec<u8>)>) =
-            redis::from_redis_value(item).map_err(|error| error.to_string())?;
-        let id = id.parse().map_err(|_| format!("history entry id {id:?}"))?;
+        let (id, fields): (String, Vec<(String, Vec<u8>)>) = redis::from_redis_value(item)?;
+        let id = id.parse().map_err(|_| BadReply::HistoryEntryId(id))?;
         let mut sealed_body = None;
         let mut ts = 0;
         for (field, value) in fields {
@@ -397,7 +398,7 @@ fn classify(error: &RedisError) -> BrokerError {
     {
         BrokerError::Disconnected
     } else {
-        BrokerError::Refused(error.to_string())
+        BrokerError::Refused(BadReply::Redis(error.clone()))
     }
 }
 
@@ -426,7 +427,7 @@ async fn send_in_order(
                             log::warn!("Redis refused a request: {error}");
                             Err(classify(&error))
                         }
-                        None => Err(BrokerError::Refused("no reply for this request".into())),
+                        None => Err(BrokerError::Refused(BadReply::NoReply)),
                     };
                     if let Some(done) = request.done {
                         let _ = done.send(result);
@@ -520,9 +521,31 @@ struct Supervisor {
     heartbeat: Heartbeat,
 }
 
+/// Why [`Supervisor::serve`] returned.
 enum Outcome {
-    Lost(String),
+    Lost(Lost),
     BrokerDropped,
+}
+
+/// Why a live pair of connections was given up, as the log tells it.
+#[derive(Debug, thiserror::Error)]
+enum Lost {
+    #[error("connection closed")]
+    Closed,
+    #[error("SUBSCRIBE failed: {0}")]
+    Subscribe(#[source] BrokerError),
+    #[error("UNSUBSCRIBE failed: {0}")]
+    Unsubscribe(#[source] RedisError),
+    #[error("UNSUBSCRIBE timed out")]
+    UnsubscribeTimedOut,
+    #[error("heartbeat failed: {0}")]
+    Heartbeat(#[source] BrokerError),
+    #[error("heartbeat failed: {0}")]
+    HeartbeatReply(#[source] ParsingError),
+    #[error("PING failed: {0}")]
+    Ping(#[source] RedisError),
+    #[error("PING timed out")]
+    PingTimedOut,
 }
 
 impl Supervisor {
@@ -630,7 +653,7 @@ impl Supervisor {
         heartbeat.reset();
         loop {
             let check = tokio::select! {
-                _ = link.lost.notified() => return Outcome::Lost("connection closed".into()),
+                _ = link.lost.notified() => return Outcome::Lost(Lost::Closed),
                 _ = ping.tick() => true,
                 _ = heartbeat.tick() => {
                     if let Err(error) = self.beat(&mut link.publisher).await {
@@ -659,7 +682,7 @@ impl Supervisor {
         &mut self,
         command: Command,
         subscriber: &mut MultiplexedConnection,
-    ) -> Result<(), String> {
+    ) -> Result<(), Lost> {
         let timeout = self.timing.command_timeout;
         match command {
             Command::Subscribe { channel, done } => {
@@ -674,7 +697,7 @@ impl Supervisor {
                 // anything else means the connection is gone.
                 let lost = match &result {
                     Err(error @ (BrokerError::Disconnected | BrokerError::Timeout)) => {
-                        Some(format!("SUBSCRIBE failed: {error}"))
+                        Some(Lost::Subscribe(error.clone()))
                     }
                     Err(BrokerError::Refused(reason)) => {
                         log::warn!("Redis refused to subscribe to a channel: {reason}");
@@ -689,8 +712,8 @@ impl Supervisor {
                 self.wanted.remove(&channel);
                 match tokio::time::timeout(timeout, subscriber.unsubscribe(&channel)).await {
                     Ok(Ok(())) => Ok(()),
-                    Ok(Err(error)) => Err(format!("UNSUBSCRIBE failed: {error}")),
-                    Err(_) => Err("UNSUBSCRIBE timed out".into()),
+                    Ok(Err(error)) => Err(Lost::Unsubscribe(error)),
+                    Err(_) => Err(Lost::UnsubscribeTimedOut),
                 }
             }
         }
@@ -698,7 +721,7 @@ impl Supervisor {
 
     /// Refreshes this node's heartbeat and sweeps dead nodes. If this node had been swept
     /// itself (cut off for longer than the timeout), its members are announced again.
-    async fn beat(&mut self, publisher: &mut MultiplexedConnection) -> Result<(), String> {
+    async fn beat(&mut self, publisher: &mut MultiplexedConnection) -> Result<(), Lost> {
         let reply: Value = within(
             self.timing.command_timeout,
             self.heartbeat
@@ -706,11 +729,8 @@ impl Supervisor {
                 .query_async(publisher),
         )
         .await
-        .map_err(|error| format!("heartbeat failed: {error}"))?;
-        let (was_missing, swept) = self
-            .heartbeat
-            .read(reply)
-            .map_err(|error| format!("heartbeat failed: {error}"))?;
+        .map_err(Lost::Heartbeat)?;
+        let (was_missing, swept) = self.heartbeat.read(reply).map_err(Lost::HeartbeatReply)?;
         if swept > 0 {
             log::info!("removed {swept} member(s) of nodes that stopped responding");
         }
@@ -721,25 +741,23 @@ impl Supervisor {
         Ok(())
     }
 
-    async fn ping(&self, link: &mut Link) -> Result<(), String> {
+    async fn ping(&self, link: &mut Link) -> Result<(), Lost> {
         let timeout = self.timing.command_timeout;
         let delivered = link.delivered.load(Ordering::Relaxed);
         for (connection, subscriber) in [(&mut link.subscriber, true), (&mut link.publisher, false)]
         {
-            let failure = match tokio::time::timeout(timeout, connection.ping::<String>()).await {
+            match tokio::time::timeout(timeout, connection.ping::<String>()).await {
                 Ok(Ok(_)) => continue,
-                Ok(Err(error)) if !error.is_timeout() => {
-                    return Err(format!("PING failed: {error}"));
-                }
-                Ok(Err(_)) | Err(_) => "PING timed out",
-            };
+                Ok(Err(error)) if !error.is_timeout() => return Err(Lost::Ping(error)),
+                Ok(Err(_)) | Err(_) => {}
+            }
             // A burst of messages queues the subscriber's PONG behind them: a subscriber that
             // kept delivering while its PONG was late is busy, not lost.
             if subscriber && link.delivered.load(Ordering::Relaxed) != delivered {
                 log::debug!("Redis subscriber busy: PING answered late while delivering");
                 continue;
             }
-            return Err(failure.into());
+            return Err(Lost::PingTimedOut);
         }
         Ok(())
     }
