@@ -82,8 +82,11 @@ pub struct HistoryLimits {
 /// One stored message: its id, its sealed body (see [`crate::relay`]) and when it was sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryEntry {
+    /// The id the broker gave the message when it was published.
     pub id: MessageId,
+    /// The message as it travels between nodes, sealed.
     pub sealed_body: Vec<u8>,
+    /// When it was sent, in milliseconds since the Unix epoch.
     pub ts: u64,
 }
 
@@ -92,13 +95,18 @@ pub struct HistoryEntry {
 pub enum HistoryRange {
     /// The newest `limit` messages up to `through` (or up to the newest).
     Newest {
+        /// The newest message to read; `None`: the newest there is.
         through: Option<MessageId>,
+        /// Most messages to read.
         limit: usize,
     },
     /// The oldest `limit` messages from `from` up to `through` (or up to the newest).
     From {
+        /// The oldest message to read.
         from: MessageId,
+        /// The newest message to read; `None`: the newest there is.
         through: Option<MessageId>,
+        /// Most messages to read.
         limit: usize,
     },
 }
@@ -107,6 +115,7 @@ pub enum HistoryRange {
 ///
 /// Called on the broker's own task: implementations must not block (fan-out with `try_send`).
 pub trait Inbound: Send + Sync + 'static {
+    /// A payload published on `channel`, by this node or another.
     fn deliver(&self, channel: &[u8], payload: Vec<u8>);
 
     /// The broker lost its connection and has it back, every channel resubscribed: whatever
@@ -114,6 +123,7 @@ pub trait Inbound: Send + Sync + 'static {
     fn reconnected(&self);
 }
 
+/// The backplane: what every node publishes to and subscribes on.
 pub trait Broker: Send + Sync + 'static {
     /// Appends a sealed message body to `channel`'s history and publishes it to every node
     /// subscribed to `channel`, atomically and in call order. Resolves to the message's id
@@ -134,4 +144,5 @@ pub trait Broker: Send + Sync + 'static {
     fn is_ready(&self) -> bool;
 }
 
+/// The broker as the node shares it between sessions, the hub and the API.
 pub type SharedBroker = Arc<dyn Broker>;

@@ -56,6 +56,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// The per-name limit and debounce of a cluster, kept in Redis (see the module's doc).
 pub struct RedisLimiter {
     shared: Arc<Shared>,
     script: Arc<Script>,
