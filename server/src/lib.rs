@@ -19,6 +19,7 @@
 //! - [`ids`], [`metrics`]: stamped identifiers and Prometheus series;
 //! - [`frame_budget`]: the largest frame the node may build, and `joined` cut to fit it;
 //! - [`flood`]: rate limits per connection and per name, and the debounce;
+//! - [`redis_client`]: connecting to Redis, shared by the broker and the flood limiter;
 //! - [`admission`], [`auth`], [`handshake`]: who may connect, and how fast they must;
 //! - [`pending`]: caps on connections before their upgrade;
 //! - [`host_guard`]: the host names a loopback-bound node answers (DNS rebinding);
@@ -43,6 +44,7 @@ pub mod metrics;
 pub mod node;
 pub mod pending;
 pub mod presence;
+pub(crate) mod redis_client;
 pub mod relay;
 pub mod rooms;
 pub mod session;

@@ -36,6 +36,7 @@ use crate::relay;
 /// Rooms that may keep history unless configured otherwise (`--history-max-rooms`).
 pub const DEFAULT_MAX_ROOMS: usize = 10_000;
 
+/// The broker of a node on its own: channels, history and presence in this process.
 pub struct MemoryBroker {
     inbound: Arc<dyn Inbound>,
     limits: HistoryLimits,
@@ -86,6 +87,7 @@ impl Channel {
 }
 
 impl MemoryBroker {
+    /// A broker that delivers to `inbound` and keeps history within `limits`.
     pub fn new(inbound: Arc<dyn Inbound>, limits: HistoryLimits) -> Self {
         MemoryBroker {
             inbound,

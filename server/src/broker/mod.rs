@@ -22,23 +22,49 @@ use bytes::Bytes;
 use chat_protocol::MessageId;
 use futures::future::BoxFuture;
 
-mod heartbeat;
 pub mod memory;
 pub mod redis;
-mod scripts;
 
+pub use self::redis::RedisBroker;
 pub use memory::MemoryBroker;
-pub use redis::RedisBroker;
 
 /// Why the backplane did not take a request. Clients see all of these as `unavailable`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BrokerError {
+    /// No connection now; the broker is reconnecting.
     #[error("the backplane is not connected")]
     Disconnected,
+    /// The request went out but its answer did not come back in time: it may have been
+    /// carried out.
     #[error("the backplane did not answer in time")]
     Timeout,
+    /// The backplane answered, but not with what was asked for. Only this request failed: the
+    /// connection is fine.
     #[error("the backplane refused the request: {0}")]
-    Refused(String),
+    Refused(#[source] BadReply),
+}
+
+/// What the backplane answered instead of a result.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BadReply {
+    /// An error reply from Redis (an ACL, `maxmemory`, a failing script).
+    #[error(transparent)]
+    Redis(#[from] ::redis::RedisError),
+    /// A reply of another type than the command returns.
+    #[error(transparent)]
+    Reply(#[from] ::redis::ParsingError),
+    /// The publish script answered, but without the message's id.
+    #[error("the publish script returned no id")]
+    NoMessageId,
+    /// A pipeline came back with fewer replies than it had commands.
+    #[error("no reply for this request")]
+    NoReply,
+    /// A history read returned something other than a list of entries.
+    #[error("unexpected history reply: {0:?}")]
+    HistoryReply(::redis::Value),
+    /// A history entry whose id is not a message id.
+    #[error("history entry id {0:?}")]
+    HistoryEntryId(String),
 }
 
 /// A broker operation in flight; it resolves once the broker confirmed it.
@@ -56,8 +82,11 @@ pub struct HistoryLimits {
 /// One stored message: its id, its sealed body (see [`crate::relay`]) and when it was sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryEntry {
+    /// The id the broker gave the message when it was published.
     pub id: MessageId,
+    /// The message as it travels between nodes, sealed.
     pub sealed_body: Vec<u8>,
+    /// When it was sent, in milliseconds since the Unix epoch.
     pub ts: u64,
 }
 
@@ -66,13 +95,18 @@ pub struct HistoryEntry {
 pub enum HistoryRange {
     /// The newest `limit` messages up to `through` (or up to the newest).
     Newest {
+        /// The newest message to read; `None`: the newest there is.
         through: Option<MessageId>,
+        /// Most messages to read.
         limit: usize,
     },
     /// The oldest `limit` messages from `from` up to `through` (or up to the newest).
     From {
+        /// The oldest message to read.
         from: MessageId,
+        /// The newest message to read; `None`: the newest there is.
         through: Option<MessageId>,
+        /// Most messages to read.
         limit: usize,
     },
 }
@@ -81,6 +115,7 @@ pub enum HistoryRange {
 ///
 /// Called on the broker's own task: implementations must not block (fan-out with `try_send`).
 pub trait Inbound: Send + Sync + 'static {
+    /// A payload published on `channel`, by this node or another.
     fn deliver(&self, channel: &[u8], payload: Vec<u8>);
 
     /// The broker lost its connection and has it back, every channel resubscribed: whatever
@@ -88,6 +123,7 @@ pub trait Inbound: Send + Sync + 'static {
     fn reconnected(&self);
 }
 
+/// The backplane: what every node publishes to and subscribes on.
 pub trait Broker: Send + Sync + 'static {
     /// Appends a sealed message body to `channel`'s history and publishes it to every node
     /// subscribed to `channel`, atomically and in call order. Resolves to the message's id
@@ -108,4 +144,5 @@ pub trait Broker: Send + Sync + 'static {
     fn is_ready(&self) -> bool;
 }
 
+/// The broker as the node shares it between sessions, the hub and the API.
 pub type SharedBroker = Arc<dyn Broker>;

@@ -14,18 +14,17 @@
 //! counted in `chat_rate_limit_fallbacks_total`, while a task reconnects with capped backoff.
 //! Sends still need the broker, which refuses them with `unavailable` while Redis is down.
 
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use redis::aio::MultiplexedConnection;
-use redis::io::tcp::TcpSettings;
-use redis::{IntoConnectionInfo, ProtocolVersion, RedisError, Script};
+use redis::{RedisError, Script};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use super::{Check, MemoryLimiter, NameLimiter, Rate, Verdict};
 use crate::metrics::Metrics;
+use crate::redis_client::{self, Backoff, ConnectionCell};
 
 /// KEYS: the name's rate key, the debounce key. ARGV: emission interval and burst tolerance
 /// in microseconds (interval 0: no rate limit), debounce window in milliseconds (0: none).
@@ -57,6 +56,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// The per-name limit and debounce of a cluster, kept in Redis (see the module's doc).
 pub struct RedisLimiter {
     shared: Arc<Shared>,
     script: Arc<Script>,
@@ -67,7 +67,7 @@ pub struct RedisLimiter {
 }
 
 struct Shared {
-    connection: RwLock<Option<MultiplexedConnection>>,
+    connection: ConnectionCell,
     /// Wakes the reconnecting task after a failed check.
     lost: Notify,
     fallback: MemoryLimiter,
@@ -84,17 +84,9 @@ impl RedisLimiter {
         window: Option<Duration>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, RedisError> {
-        let info = url.into_connection_info()?;
-        let settings = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        let client = redis::Client::open(
-            info.set_redis_settings(settings)
-                .set_tcp_settings(TcpSettings::default().set_nodelay(true)),
-        )?;
+        let client = redis_client::open(url)?;
         let shared = Arc::new(Shared {
-            connection: RwLock::new(None),
+            connection: ConnectionCell::default(),
             lost: Notify::new(),
             fallback: MemoryLimiter::new(rate, window, metrics.clone()),
             metrics,
@@ -110,19 +102,11 @@ impl RedisLimiter {
             window_ms: window.map_or(0, |w| u64::try_from(w.as_millis()).unwrap_or(u64::MAX)),
         })
     }
-
-    fn connection(&self) -> Option<MultiplexedConnection> {
-        self.shared
-            .connection
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
 }
 
 impl NameLimiter for RedisLimiter {
     fn check(&self, name: &str, room: &str, text: &str) -> Check {
-        let Some(mut connection) = self.connection() else {
+        let Some(mut connection) = self.shared.connection.get() else {
             self.shared.metrics.limits.rate_limit_fallbacks.inc();
             return Check::Ready(self.shared.fallback.verdict(name, room, text));
         };
@@ -174,12 +158,7 @@ impl NameLimiter for RedisLimiter {
 
 impl Shared {
     fn lose_connection(&self) {
-        let lost = self
-            .connection
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if lost.is_some() {
+        if self.connection.take().is_some() {
             self.lost.notify_one();
         }
     }
@@ -202,17 +181,14 @@ fn text_digest(name: &str, room: &str, text: &str) -> String {
 /// Connects, waits until a check reports the connection lost, and connects again, with
 /// capped exponential backoff, for as long as the node runs.
 async fn keep_connected(client: redis::Client, shared: Arc<Shared>) {
-    let mut backoff = MIN_BACKOFF;
+    let mut backoff = Backoff::exact(MIN_BACKOFF, MAX_BACKOFF);
     loop {
         let connecting =
             tokio::time::timeout(CHECK_TIMEOUT, client.get_multiplexed_async_connection());
         match connecting.await {
             Ok(Ok(connection)) => {
-                backoff = MIN_BACKOFF;
-                *shared
-                    .connection
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(connection);
+                backoff.reset();
+                shared.connection.set(Some(connection));
                 // `notify_one` keeps a permit when nobody waits: a loss reported before this
                 // line is not missed.
                 shared.lost.notified().await;
@@ -221,8 +197,7 @@ async fn keep_connected(client: redis::Client, shared: Arc<Shared>) {
                 if let Ok(Err(error)) = failed {
                     log::debug!("rate limiter: cannot connect to Redis: {error}");
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                tokio::time::sleep(backoff.next_delay()).await;
             }
         }
     }

@@ -10,28 +10,28 @@
 
 use std::time::Duration;
 
-use redis::Value;
+use redis::{ParsingError, Value};
 
 use super::scripts::SCRIPTS;
 use crate::presence::HEARTBEAT_INTERVAL;
 
 /// How long a presence key lives unless renewed.
-pub const KEY_TTL: Duration = Duration::from_secs(3600);
+pub(super) const KEY_TTL: Duration = Duration::from_secs(3600);
 /// Presence hashes renewed per heartbeat: a node renews all of its rooms within
 /// `KEY_TTL` as long as it has fewer than `KEY_TTL / HEARTBEAT_INTERVAL * REFRESH_BATCH`
 /// (1.2 million) of them.
-pub const REFRESH_BATCH: usize = 1000;
+pub(super) const REFRESH_BATCH: usize = 1000;
 
 const _: () = assert!(KEY_TTL.as_secs() > 10 * HEARTBEAT_INTERVAL.as_secs());
 
 /// The key TTL as the scripts take it.
-pub fn key_ttl_ms() -> u64 {
+pub(super) fn key_ttl_ms() -> u64 {
     KEY_TTL.as_millis() as u64
 }
 
 /// Who beats: the heartbeat key, the key prefix and the node's id.
 #[derive(Debug, Clone)]
-pub struct Heartbeat {
+pub(super) struct Heartbeat {
     nodes_key: String,
     prefix: String,
     node_id: String,
@@ -40,7 +40,8 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
-    pub fn new(prefix: &str, node_id: &str) -> Self {
+    /// The heartbeat of `node_id`, under `prefix`.
+    pub(super) fn new(prefix: &str, node_id: &str) -> Self {
         Heartbeat {
             nodes_key: format!("{prefix}:nodes"),
             prefix: prefix.to_owned(),
@@ -49,13 +50,14 @@ impl Heartbeat {
         }
     }
 
-    pub fn nodes_key(&self) -> &str {
+    /// The sorted set of every node's heartbeat.
+    pub(super) fn nodes_key(&self) -> &str {
         &self.nodes_key
     }
 
     /// The heartbeat script's call: a zero `timeout` retires the node; `fresh` first sweeps
     /// what an earlier run of the same node id left behind.
-    pub fn cmd(&self, timeout: Duration, fresh: bool) -> redis::Cmd {
+    pub(super) fn cmd(&self, timeout: Duration, fresh: bool) -> redis::Cmd {
         let mut cmd = SCRIPTS.heartbeat.invoke(&[&self.nodes_key]);
         cmd.arg(&self.prefix)
             .arg(&self.node_id)
@@ -69,9 +71,8 @@ impl Heartbeat {
 
     /// Reads a beat's reply: whether this node was missing (it had been swept) and how many
     /// members of dead nodes it swept. Remembers where the renewal goes on.
-    pub fn read(&mut self, reply: Value) -> Result<(bool, i64), String> {
-        let (was_missing, swept, cursor): (i64, i64, String) =
-            redis::from_redis_value(reply).map_err(|error| error.to_string())?;
+    pub(super) fn read(&mut self, reply: Value) -> Result<(bool, i64), ParsingError> {
+        let (was_missing, swept, cursor): (i64, i64, String) = redis::from_redis_value(reply)?;
         self.cursor = cursor;
         Ok((was_missing == 1, swept))
     }

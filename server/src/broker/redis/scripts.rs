@@ -1,4 +1,5 @@
-//! The Lua scripts that make each Redis operation atomic, and how they are invoked.
+//! The Lua scripts that make each Redis operation atomic, how they are invoked, and which
+//! requests to send again when Redis forgot them.
 //!
 //! Scripts are loaded once per connection and then called by hash (`EVALSHA`), so a publish
 //! costs its arguments on the wire, not the script's text. The scripts touch keys they derive
@@ -7,11 +8,11 @@
 
 use std::sync::LazyLock;
 
-use redis::Cmd;
 use redis::aio::MultiplexedConnection;
+use redis::{Cmd, RedisResult, Value};
 
 /// One script: its source and the hash Redis knows it by.
-pub struct LuaScript {
+pub(super) struct LuaScript {
     source: &'static str,
     hash: String,
 }
@@ -23,25 +24,29 @@ impl LuaScript {
     }
 
     /// An `EVALSHA` of this script on `keys`; the caller appends the arguments.
-    pub fn invoke(&self, keys: &[&str]) -> Cmd {
+    pub(super) fn invoke(&self, keys: &[&str]) -> Cmd {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(&self.hash).arg(keys.len()).arg(keys);
         cmd
     }
 }
 
-pub struct Scripts {
+/// Every script the broker runs.
+pub(super) struct Scripts {
     /// Appends a message to history and publishes it; returns its id.
-    pub publish: LuaScript,
-    pub presence_add: LuaScript,
-    pub presence_remove: LuaScript,
+    pub(super) publish: LuaScript,
+    /// Records a member and announces the join.
+    pub(super) presence_add: LuaScript,
+    /// Removes a member and announces the departure.
+    pub(super) presence_remove: LuaScript,
     /// The sealed names of a room's members on live nodes.
-    pub presence_members: LuaScript,
+    pub(super) presence_members: LuaScript,
     /// Refreshes a node's heartbeat and sweeps dead nodes' members.
-    pub heartbeat: LuaScript,
+    pub(super) heartbeat: LuaScript,
 }
 
-pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+/// The scripts, hashed once per process.
+pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     publish: LuaScript::new(include_str!("lua/publish.lua")),
     presence_add: LuaScript::new(include_str!("lua/presence_add.lua")),
     presence_remove: LuaScript::new(include_str!("lua/presence_remove.lua")),
@@ -51,7 +56,10 @@ pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 
 impl Scripts {
     /// Loads every script into Redis's script cache.
-    pub async fn load(&self, connection: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+    pub(super) async fn load(
+        &self,
+        connection: &mut MultiplexedConnection,
+    ) -> redis::RedisResult<()> {
         let mut pipeline = redis::pipe();
         for script in [
             &self.publish,
@@ -68,4 +76,16 @@ impl Scripts {
         }
         pipeline.query_async(connection).await
     }
+}
+
+/// The requests of a pipeline that Redis refused with NOSCRIPT: it lost its script cache
+/// (flushed, or a failover). Nothing refused that way ran, so these are safe to send again
+/// once the scripts are loaded.
+pub(super) fn missing(results: &[RedisResult<Value>]) -> Vec<usize> {
+    results
+        .iter()
+        .enumerate()
+        .filter(|(_, result)| matches!(result, Err(error) if error.code() == Some("NOSCRIPT")))
+        .map(|(index, _)| index)
+        .collect()
 }
