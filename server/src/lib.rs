@@ -16,7 +16,8 @@
 //! - [`presence`]: who is in a room across nodes;
 //! - [`relay`]: what travels between nodes on a room's channel;
 //! - [`envelope`]: sealing and opening payloads;
-//! - [`ids`], [`metrics`]: stamped identifiers and Prometheus series;
+//! - [`ids`], [`metrics`]: identifiers the node makes up, and Prometheus series; `hex`: the
+//!   one hex encoder;
 //! - [`frame_budget`]: the largest frame the node may build, and `joined` cut to fit it;
 //! - [`flood`]: rate limits per connection and per name, and the debounce;
 //! - [`admission`], [`auth`], [`handshake`]: who may connect, and how fast they must;
@@ -34,6 +35,7 @@ pub mod envelope;
 pub mod flood;
 pub mod frame_budget;
 pub mod handshake;
+mod hex;
 pub mod host_guard;
 pub mod http;
 pub mod hub;
