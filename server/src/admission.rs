@@ -9,7 +9,7 @@
 //!   peer's, or, when the peer is a `--trusted-proxy`, the last address in `X-Forwarded-For`
 //!   that is not a trusted proxy: a client can prepend anything to that header, but not append.
 //! - **Names**: `?name=` as asked (or a guest name), or with `--auth-secret` the name in a
-//!   valid token ([`crate::auth`]).
+//!   valid token ([`crate::token`]).
 //!
 //! A connection that passes holds a [`Permit`] for its lifetime; dropping it frees its places.
 
@@ -24,9 +24,9 @@ use chat_protocol::{ErrorCode, FrameError};
 use dashmap::DashMap;
 use ipnet::IpNet;
 
-use crate::auth::{self, Expected, TokenAuth, WeakSecret};
 use crate::limit_metrics::Refusal;
 use crate::metrics::Metrics;
+use crate::token::{self, Expected, TokenAuth, WeakSecret};
 
 /// Flags of connection admission.
 #[derive(Debug, Clone, clap::Args)]
@@ -82,7 +82,7 @@ impl AdmissionConfig {
     /// Refuses settings the node must not start with.
     pub fn validate(&self) -> Result<(), WeakSecret> {
         match &self.auth_secret {
-            Some(secret) => auth::check_secret(secret.as_bytes()),
+            Some(secret) => token::check_secret(secret.as_bytes()),
             None => Ok(()),
         }
     }

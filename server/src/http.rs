@@ -23,8 +23,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::admission::{Admission, Handshake};
 use crate::api::{self, Api};
-use crate::handshake::Peer;
 use crate::hub::Hub;
+use crate::listener::Peer;
 use crate::session::{self, SessionLimits};
 use crate::write_deadline::WriteDeadline;
 

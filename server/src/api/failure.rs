@@ -6,8 +6,8 @@ use axum::response::{IntoResponse, Response};
 use chat_protocol::api::{ApiError, ErrorReply, code};
 use chat_protocol::{ErrorCode, FrameError};
 
-use super::auth::Denied;
 use super::json;
+use super::keys::Denied;
 
 /// A refused request: an HTTP status and `{"error":{"code":…,"message":…}}`.
 #[derive(Debug)]

@@ -10,11 +10,11 @@
 //! With a key, every request needs `Authorization: Bearer <key>`, checked before anything else
 //! is looked at, so that callers without the key learn nothing about the node.
 
-mod auth;
 mod batch;
 mod body;
 mod caps;
 mod failure;
+mod keys;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -36,14 +36,14 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
-pub use auth::{ApiKeyError, ApiKeys};
 pub use caps::ApiCapsConfig;
 use caps::{Caps, Deadline};
 use failure::Failure;
+pub use keys::{ApiKeyError, ApiKeys};
 
 use crate::broker::{BrokerError, BrokerFuture};
-use crate::handshake::Peer;
 use crate::hub::Hub;
+use crate::listener::Peer;
 use crate::metrics::Metrics;
 
 /// Limits of API requests.

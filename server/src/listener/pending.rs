@@ -55,7 +55,7 @@ struct Counts {
 
 /// A pending connection's places, given back once, when it is upgraded or closed.
 #[derive(Debug)]
-pub struct PendingSlot {
+pub(crate) struct PendingSlot {
     released: AtomicBool,
     counts: Arc<Counts>,
     /// The key it counts under, when the per-address cap applies to it.
@@ -70,7 +70,7 @@ impl std::fmt::Debug for Counts {
 
 impl PendingSlot {
     /// Gives the places back; later calls do nothing.
-    pub fn release(&self) {
+    pub(crate) fn release(&self) {
         if self.released.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -101,7 +101,7 @@ impl PendingHandshakes {
     }
 
     /// A place for a connection just accepted from `peer`, or the cap it would exceed.
-    pub fn admit(&self, peer: IpAddr) -> Result<PendingSlot, Refusal> {
+    pub(crate) fn admit(&self, peer: IpAddr) -> Result<PendingSlot, Refusal> {
         let total = self.counts.total.fetch_add(1, Ordering::Relaxed);
         let mut slot = PendingSlot {
             released: AtomicBool::new(false),
