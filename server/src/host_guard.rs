@@ -17,7 +17,7 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::limit_metrics::Refusal;
+use crate::metrics::limits::Refusal;
 use crate::metrics::Metrics;
 
 /// Which `Host` names a node answers.

@@ -23,8 +23,7 @@
 //! - [`admission`], [`token`]: who may connect, and under which name;
 //! - [`listener`]: the port's listener: a deadline on every handshake, and caps on connections
 //!   before their upgrade;
-//! - [`host_guard`]: the host names a loopback-bound node answers (DNS rebinding);
-//! - [`limit_metrics`]: the series of those limits.
+//! - [`host_guard`]: the host names a loopback-bound node answers (DNS rebinding).
 
 pub mod admission;
 pub mod api;
@@ -39,7 +38,6 @@ pub mod host_guard;
 pub mod http;
 pub mod hub;
 pub mod ids;
-pub mod limit_metrics;
 pub mod listener;
 pub mod metrics;
 pub mod node;

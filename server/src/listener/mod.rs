@@ -28,7 +28,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Sleep;
 
-use crate::limit_metrics::Refusal;
+use crate::metrics::limits::Refusal;
 use crate::metrics::Metrics;
 use pending::PendingSlot;
 pub use pending::{PendingConfig, PendingHandshakes};

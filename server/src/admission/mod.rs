@@ -24,7 +24,7 @@ use chat_protocol::{ErrorCode, FrameError};
 use dashmap::DashMap;
 use ipnet::IpNet;
 
-use crate::limit_metrics::Refusal;
+use crate::metrics::limits::Refusal;
 use crate::metrics::Metrics;
 use crate::token::{self, Expected, TokenAuth, WeakSecret};
 

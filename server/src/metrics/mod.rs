@@ -4,6 +4,8 @@
 //! atomic add per update and never a label lookup. Deliveries are counted once per fan-out
 //! (`inc_by` the number of recipients), not once per recipient.
 
+pub mod limits;
+
 use chat_protocol::ErrorCode;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
@@ -41,7 +43,7 @@ pub struct Metrics {
     /// Time from handing a message to the broker to its acceptance.
     pub publish_duration: Histogram,
     /// Rate limits, flood closes and refused connections.
-    pub limits: crate::limit_metrics::LimitMetrics,
+    pub limits: crate::metrics::limits::LimitMetrics,
     /// `joined` replies cut to fit, and frames that did not fit.
     pub frames: crate::frame_budget::FrameMetrics,
     errors: Vec<(ErrorCode, IntCounter)>,
@@ -124,7 +126,7 @@ impl Metrics {
                 "Connections closed because their outbound queue overflowed",
             ),
             publish_duration,
-            limits: crate::limit_metrics::LimitMetrics::new(),
+            limits: crate::metrics::limits::LimitMetrics::new(),
             frames: crate::frame_budget::FrameMetrics::new(),
             errors,
             closes,
