@@ -7,7 +7,7 @@ use chat_protocol::api::{ApiError, ErrorReply, code};
 use chat_protocol::{ErrorCode, FrameError};
 
 use super::json;
-use super::keys::Denied;
+use crate::admission::CredentialError;
 
 /// A refused request: an HTTP status and `{"error":{"code":…,"message":…}}`.
 #[derive(Debug)]
@@ -86,12 +86,13 @@ impl Failure {
         )
     }
 
-    pub fn unauthorized(denied: Denied) -> Self {
-        let message = match denied {
-            Denied::Missing => "send the API key as `Authorization: Bearer <key>`",
-            Denied::WrongKey => "the API key is not valid",
-        };
-        Failure::new(StatusCode::UNAUTHORIZED, code::UNAUTHORIZED, message)
+    /// A request without a valid key; the message says what to send.
+    pub fn unauthorized(error: &CredentialError) -> Self {
+        Failure::new(
+            StatusCode::UNAUTHORIZED,
+            code::UNAUTHORIZED,
+            error.to_string(),
+        )
     }
 
     pub fn not_found(message: &'static str) -> Self {

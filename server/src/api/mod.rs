@@ -197,7 +197,7 @@ async fn gate(State(api): State<Arc<Api>>, mut request: Request, next: Next) -> 
                 Err(busy) => busy.into_response(),
             }
         }
-        Err(denied) => Failure::unauthorized(denied).into_response(),
+        Err(error) => Failure::unauthorized(&error).into_response(),
     };
     // Per request, not per message: a label lookup is cheap enough here.
     api.metrics

@@ -28,7 +28,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Sleep;
 
-use crate::metrics::limits::Refusal;
+use crate::admission::Refusal;
 use crate::metrics::Metrics;
 use pending::PendingSlot;
 pub use pending::{PendingConfig, PendingHandshakes};
@@ -70,7 +70,7 @@ impl Listener for GuardedListener {
                 Err(refusal) => {
                     // Closed unread: see the module documentation of `pending`.
                     self.metrics.limits.refused(refusal);
-                    log::debug!("closed a connection from {addr}: {}", refusal.as_str());
+                    log::debug!("closed a connection from {addr}: {}", refusal.label());
                     drop(tcp);
                 }
             }

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use dashmap::DashMap;
 use ipnet::IpNet;
 
-use crate::metrics::limits::Refusal;
+use crate::admission::Refusal;
 
 /// Flags of the pending-handshake caps.
 #[derive(Debug, Clone, clap::Args)]

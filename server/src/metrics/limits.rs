@@ -3,54 +3,8 @@
 
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
+use crate::admission::Refusal;
 use crate::metrics::counter;
-
-/// Why a connection was refused or cut before it became a chat session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// `--max-connections` reached: HTTP 503.
-    NodeFull,
-    /// `--max-connections-per-address` reached: HTTP 429.
-    AddressFull,
-    /// A browser's cross-site handshake: HTTP 403.
-    Origin,
-    /// No valid token with `--auth-secret`: error `unauthorized`, close 1008.
-    Unauthorized,
-    /// The HTTP request or the WebSocket handshake took longer than `--handshake-timeout-secs`.
-    HandshakeTimeout,
-    /// `--max-pending-handshakes` reached: closed at accept.
-    PendingHandshakes,
-    /// `--max-pending-handshakes-per-address` reached: closed at accept.
-    PendingHandshakesPerAddress,
-    /// A loopback-bound node asked for a host name that is not loopback's: HTTP 421.
-    Host,
-}
-
-impl Refusal {
-    const ALL: [Refusal; 8] = [
-        Refusal::NodeFull,
-        Refusal::AddressFull,
-        Refusal::Origin,
-        Refusal::Unauthorized,
-        Refusal::HandshakeTimeout,
-        Refusal::PendingHandshakes,
-        Refusal::PendingHandshakesPerAddress,
-        Refusal::Host,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Refusal::NodeFull => "node_full",
-            Refusal::AddressFull => "address_full",
-            Refusal::Origin => "origin",
-            Refusal::Unauthorized => "unauthorized",
-            Refusal::HandshakeTimeout => "handshake_timeout",
-            Refusal::PendingHandshakes => "pending_handshakes",
-            Refusal::PendingHandshakesPerAddress => "pending_handshakes_per_address",
-            Refusal::Host => "host",
-        }
-    }
-}
 
 pub struct LimitMetrics {
     /// Sends refused by the per-connection rate.
@@ -112,7 +66,7 @@ impl LimitMetrics {
             ),
             refused: Refusal::ALL
                 .iter()
-                .map(|cause| (*cause, refused_vec.with_label_values(&[cause.as_str()])))
+                .map(|cause| (*cause, refused_vec.with_label_values(&[cause.label()])))
                 .collect(),
             rate_limited_vec,
             refused_vec,
