@@ -31,7 +31,6 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use chat_protocol::api::{Publish, Published};
 use chat_protocol::{ErrorCode, FrameError, MessageId, validate_room};
-use prometheus::{IntCounter, IntCounterVec, Opts};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
@@ -44,7 +43,7 @@ pub use keys::{ApiKeyError, ApiKeys};
 use crate::broker::{BrokerError, BrokerFuture};
 use crate::hub::Hub;
 use crate::listener::Peer;
-use crate::metrics::Metrics;
+use crate::metrics::ApiMetrics;
 
 /// Limits of API requests.
 #[derive(Debug, Clone)]
@@ -81,7 +80,7 @@ impl Api {
         shutdown: CancellationToken,
     ) -> Self {
         let metrics = ApiMetrics::new(hub.metrics());
-        let caps = Caps::new(&limits.caps, hub.metrics());
+        let caps = Caps::new(&limits.caps, metrics.refused.clone());
         Api {
             hub,
             keys,
@@ -352,45 +351,6 @@ fn json(status: StatusCode, body: &impl Serialize) -> Response {
         bytes,
     )
         .into_response()
-}
-
-/// The API's series, registered with the node's other metrics.
-struct ApiMetrics {
-    /// Requests by endpoint and HTTP status.
-    requests: IntCounterVec,
-    /// Messages published through the API.
-    accepted: IntCounter,
-    /// Messages the API refused (invalid, or the broker did not take them).
-    failed: IntCounter,
-}
-
-impl ApiMetrics {
-    fn new(metrics: &Metrics) -> Self {
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "chat_api_requests_total",
-                "HTTP API requests, by endpoint and status",
-            ),
-            &["endpoint", "status"],
-        )
-        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
-        let messages = IntCounterVec::new(
-            Opts::new(
-                "chat_api_messages_total",
-                "Messages received through the HTTP API, by result",
-            ),
-            &["result"],
-        )
-        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
-        let api_metrics = ApiMetrics {
-            requests: requests.clone(),
-            accepted: messages.with_label_values(&["accepted"]),
-            failed: messages.with_label_values(&["failed"]),
-        };
-        metrics.register(requests);
-        metrics.register(messages);
-        api_metrics
-    }
 }
 
 #[cfg(test)]

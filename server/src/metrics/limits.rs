@@ -1,11 +1,15 @@
 //! Metrics of the abuse limits: rate limiting, flood closes and connections refused, with every
 //! labelled series resolved once so that counting costs one atomic add.
+//!
+//! The `cause` labels are [`Refusal`]'s: admission owns what a refusal is, this module only
+//! counts it.
 
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, Registry};
 
+use super::{counter, counter_vec, register_all};
 use crate::admission::Refusal;
-use crate::metrics::counter;
 
+/// The series of the abuse limits.
 pub struct LimitMetrics {
     /// Sends refused by the per-connection rate.
     pub rate_limited_connection: IntCounter,
@@ -27,23 +31,18 @@ pub struct LimitMetrics {
 }
 
 impl LimitMetrics {
+    /// Creates the series, unregistered.
     pub fn new() -> Self {
-        let rate_limited_vec = IntCounterVec::new(
-            Opts::new(
-                "chat_rate_limited_total",
-                "Requests refused with rate_limited, by the limit that refused them",
-            ),
+        let rate_limited_vec = counter_vec(
+            "chat_rate_limited_total",
+            "Requests refused with rate_limited, by the limit that refused them",
             &["scope"],
-        )
-        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
-        let refused_vec = IntCounterVec::new(
-            Opts::new(
-                "chat_connections_refused_total",
-                "Connections refused before they became chat sessions, by cause",
-            ),
+        );
+        let refused_vec = counter_vec(
+            "chat_connections_refused_total",
+            "Connections refused before they became chat sessions, by cause",
             &["cause"],
-        )
-        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        );
         LimitMetrics {
             rate_limited_connection: rate_limited_vec.with_label_values(&["connection"]),
             rate_limited_name: rate_limited_vec.with_label_values(&["name"]),
@@ -80,20 +79,19 @@ impl LimitMetrics {
         }
     }
 
-    pub fn register(&self, registry: &Registry) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 6] = [
-            Box::new(self.rate_limited_vec.clone()),
-            Box::new(self.refused_vec.clone()),
-            Box::new(self.rate_limit_fallbacks.clone()),
-            Box::new(self.flood_closes.clone()),
-            Box::new(self.idle_closes.clone()),
-            Box::new(self.write_timeouts.clone()),
-        ];
-        for collector in collectors {
-            registry
-                .register(collector)
-                .unwrap_or_else(|e| unreachable!("metric names are unique: {e}"));
-        }
+    /// Serves these series with `registry`.
+    pub(crate) fn register(&self, registry: &Registry) {
+        register_all(
+            registry,
+            [
+                Box::new(self.rate_limited_vec.clone()) as Box<dyn prometheus::core::Collector>,
+                Box::new(self.refused_vec.clone()),
+                Box::new(self.rate_limit_fallbacks.clone()),
+                Box::new(self.flood_closes.clone()),
+                Box::new(self.idle_closes.clone()),
+                Box::new(self.write_timeouts.clone()),
+            ],
+        );
     }
 }
 
