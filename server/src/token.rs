@@ -27,6 +27,7 @@ const LEEWAY_SECS: u64 = 5;
 /// a key at least as long as the hash, 256 bits.
 pub const MIN_SECRET_BYTES: usize = 32;
 
+/// Checks tokens against the node's secret and expectations.
 pub struct TokenAuth {
     key: DecodingKey,
     validation: Validation,
@@ -51,6 +52,7 @@ struct Claims {
 /// A name taken from a valid token, and until when the token holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
+    /// The token's `sub`.
     pub name: String,
     /// `exp` plus the leeway; `None` when that lies beyond what the clock can represent.
     pub expires: Option<SystemTime>,
@@ -73,6 +75,7 @@ pub fn check_secret(secret: &[u8]) -> Result<(), WeakSecret> {
 }
 
 impl TokenAuth {
+    /// A checker of HS256 tokens signed with `secret` that say what `expected` asks for.
     pub fn new(secret: &[u8], expected: &Expected<'_>) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECS;

@@ -93,6 +93,7 @@ impl AdmissionConfig {
         }
     }
 
+    /// How long a connection may take from accept to a completed WebSocket handshake.
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_secs(self.handshake_timeout_secs)
     }
@@ -105,6 +106,7 @@ fn parse_network(text: &str) -> Result<IpNet, String> {
         .map_err(|_| format!("`{text}` is neither an IP address nor a network like 10.0.0.0/8"))
 }
 
+/// The admission checks of one node, and the connections they let in.
 pub struct Admission {
     max_connections: usize,
     max_per_address: usize,
@@ -141,22 +143,29 @@ impl Drop for Permit {
 
 /// What the handshake asked for.
 pub struct Handshake<'a> {
+    /// The TCP peer's address.
     pub peer: IpAddr,
+    /// The request's headers (`Origin`, `Host`, `X-Forwarded-For`, `Authorization`).
     pub headers: &'a HeaderMap,
+    /// `?name=`, if any.
     pub name: Option<&'a str>,
+    /// `?token=`, if any.
     pub token: Option<&'a str>,
 }
 
 /// A connection let in: its permit and the name it will use, or why the name is refused (the
 /// session says so in an error frame and closes with 1008).
 pub struct Admitted {
+    /// Its places in the caps, for as long as it is open.
     pub permit: Permit,
+    /// The name it chats under, or the error frame that refuses it.
     pub name: Result<String, FrameError>,
     /// When the token that gave the name stops being honoured; the session ends then.
     pub expires: Option<SystemTime>,
 }
 
 impl Admission {
+    /// The checks of `config`; refusals are counted in `metrics`.
     pub fn new(config: &AdmissionConfig, metrics: Arc<Metrics>) -> Self {
         Admission {
             max_connections: config.max_connections,

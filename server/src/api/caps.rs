@@ -45,10 +45,10 @@ pub struct ApiCapsConfig {
 
 /// When a request must be answered by; put in the request's extensions by the gate.
 #[derive(Debug, Clone, Copy)]
-pub struct Deadline(pub Instant);
+pub(crate) struct Deadline(pub(crate) Instant);
 
 /// The caps of one node's API.
-pub struct Caps {
+pub(crate) struct Caps {
     requests: Option<Arc<Semaphore>>,
     messages: Option<Arc<Semaphore>>,
     max_in_flight: usize,
@@ -57,11 +57,11 @@ pub struct Caps {
 }
 
 /// Places taken by one request; given back on drop.
-pub type Places = Option<OwnedSemaphorePermit>;
+pub(crate) type Places = Option<OwnedSemaphorePermit>;
 
 impl Caps {
     /// The caps of `config`, counting what they refuse in `refused`.
-    pub fn new(config: &ApiCapsConfig, refused: CapRefusals) -> Self {
+    pub(crate) fn new(config: &ApiCapsConfig, refused: CapRefusals) -> Self {
         let semaphore = |max: usize| {
             (max > 0).then(|| Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))))
         };
@@ -75,12 +75,12 @@ impl Caps {
     }
 
     /// The deadline of a request whose key was just checked.
-    pub fn deadline(&self) -> Deadline {
+    pub(crate) fn deadline(&self) -> Deadline {
         Deadline(Instant::now() + self.timeout)
     }
 
     /// A place among the requests handled at once.
-    pub fn request(&self) -> Result<Places, Failure> {
+    pub(crate) fn request(&self) -> Result<Places, Failure> {
         let Some(requests) = &self.requests else {
             return Ok(None);
         };
@@ -93,7 +93,7 @@ impl Caps {
     }
 
     /// Places for `count` messages in flight.
-    pub fn messages(&self, count: usize) -> Result<Places, Failure> {
+    pub(crate) fn messages(&self, count: usize) -> Result<Places, Failure> {
         let Some(messages) = &self.messages else {
             return Ok(None);
         };
@@ -113,13 +113,13 @@ impl Caps {
     }
 
     /// The answer to a body upload cut at the deadline.
-    pub fn upload_timed_out(&self) -> Failure {
+    pub(crate) fn upload_timed_out(&self) -> Failure {
         self.refused.deadline.inc();
         Failure::request_timeout(self.timeout)
     }
 
     /// The answer to a request whose work outlived the deadline.
-    pub fn work_timed_out(&self) -> Failure {
+    pub(crate) fn work_timed_out(&self) -> Failure {
         self.refused.deadline.inc();
         Failure::unavailable(format!(
             "the request was not done within {} s; what was queued may still be published",

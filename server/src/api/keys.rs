@@ -32,11 +32,13 @@ pub enum ApiKeyError {
         "an API key must be at least {MIN_KEY_CHARS} characters long (make one with \
          `openssl rand -base64 32`)"
     )]
+    /// Shorter than the shortest key accepted.
     TooShort,
     #[error(
         "an API key may use only visible ASCII characters, since clients send it in an \
          HTTP header"
     )]
+    /// A character that an HTTP header cannot carry as is.
     NotVisibleAscii,
 }
 

@@ -120,7 +120,9 @@ impl Upgraded {
 /// the handshake deadline.
 #[derive(Clone, Debug)]
 pub struct Peer {
+    /// The TCP peer's address.
     pub addr: SocketAddr,
+    /// Lifts the handshake deadline once the connection is upgraded (or proved its API key).
     pub upgraded: Upgraded,
 }
 

@@ -91,6 +91,7 @@ impl Drop for PendingSlot {
 }
 
 impl PendingHandshakes {
+    /// No connection pending yet; `trusted_proxies` are exempt from the per-address cap.
     pub fn new(config: &PendingConfig, trusted_proxies: &[IpNet]) -> Self {
         PendingHandshakes {
             max_total: config.max_pending_handshakes,
@@ -130,6 +131,7 @@ impl PendingHandshakes {
         self.counts.total.load(Ordering::Relaxed)
     }
 
+    /// Whether no connection is pending.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
