@@ -117,7 +117,7 @@ pub struct Config {
     pub admission: crate::admission::AdmissionConfig,
 
     #[command(flatten)]
-    pub pending: crate::pending::PendingConfig,
+    pub pending: crate::listener::PendingConfig,
 
     /// Key of the HTTP API under /api, sent by clients as `Authorization: Bearer <key>`.
     /// Repeat (or separate with commas) to rotate: any of them is accepted. Without a key the
@@ -172,7 +172,7 @@ pub enum ConfigError {
     #[error(transparent)]
     FrameBudget(#[from] crate::frame_budget::BudgetError),
     #[error(transparent)]
-    WeakAuthSecret(#[from] crate::auth::WeakSecret),
+    WeakAuthSecret(#[from] crate::token::WeakSecret),
     #[error("--api-max-in-flight must be 0 (no limit) or at least --api-max-batch")]
     ApiInFlight,
 }

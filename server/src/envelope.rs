@@ -73,7 +73,7 @@ impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Only the public key ids: key material must never reach a log.
         f.debug_list()
-            .entries(self.keys.iter().map(|k| format_key_id(&k.id)))
+            .entries(self.keys.iter().map(|k| crate::hex::encode(&k.id)))
             .finish()
     }
 }
@@ -116,7 +116,10 @@ impl Keyring {
 
     /// Public ids of the keys, primary first, for logs.
     pub fn key_ids(&self) -> Vec<String> {
-        self.keys.iter().map(|k| format_key_id(&k.id)).collect()
+        self.keys
+            .iter()
+            .map(|k| crate::hex::encode(&k.id))
+            .collect()
     }
 
     /// Seals `plaintext` for `channel` with the primary key.
@@ -185,10 +188,6 @@ fn key_id(secret: &[u8; KEY_LEN]) -> [u8; KEY_ID_LEN] {
     let mut id = [0u8; KEY_ID_LEN];
     id.copy_from_slice(&digest[..KEY_ID_LEN]);
     id
-}
-
-fn format_key_id(id: &[u8; KEY_ID_LEN]) -> String {
-    id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

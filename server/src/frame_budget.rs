@@ -18,11 +18,10 @@
 //!   history are cut to their shares of the budget.
 
 use chat_protocol::ServerFrame;
-use prometheus::{IntCounter, Registry};
 
 use crate::http::{MAX_WRITE_BUFFER_BYTES, WRITE_BUFFER_BYTES};
 use crate::hub::Joined;
-use crate::metrics::counter;
+use crate::metrics::FrameMetrics;
 
 /// Room for a frame header (at most 10 bytes from the node) and a pong or close frame that
 /// tungstenite may have queued (at most 127 bytes), with margin.
@@ -118,43 +117,6 @@ pub fn explain_history_fit(history_size: usize, max_text_bytes: usize) {
              the largest messages) to all {history_size} of --history-size; joins get the newest \
              that fit, and a `since` join that needs more gets recovered:false"
         );
-    }
-}
-
-/// Series about frame sizes; both should stay near zero.
-pub struct FrameMetrics {
-    /// `joined` replies that left out history or members to fit the budget.
-    pub joined_trimmed: IntCounter,
-    /// Connections closed with 1011 because a frame did not fit the write buffer.
-    pub oversize_closes: IntCounter,
-}
-
-impl FrameMetrics {
-    pub fn new() -> Self {
-        FrameMetrics {
-            joined_trimmed: counter(
-                "chat_joined_trimmed_total",
-                "Joined replies that left out the oldest history or some members to fit the frame budget",
-            ),
-            oversize_closes: counter(
-                "chat_oversize_frame_closes_total",
-                "Connections closed with 1011 because a frame did not fit the write buffer",
-            ),
-        }
-    }
-
-    pub fn register(&self, registry: &Registry) {
-        for series in [&self.joined_trimmed, &self.oversize_closes] {
-            registry
-                .register(Box::new(series.clone()))
-                .unwrap_or_else(|e| unreachable!("metric names are unique: {e}"));
-        }
-    }
-}
-
-impl Default for FrameMetrics {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

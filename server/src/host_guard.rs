@@ -13,11 +13,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::limit_metrics::Refusal;
+use crate::admission::Refusal;
 use crate::metrics::Metrics;
 
 /// Which `Host` names a node answers.
@@ -93,12 +93,7 @@ pub async fn check(State(guard): State<Arc<HostGuard>>, request: Request, next: 
         return next.run(request).await;
     }
     guard.metrics.limits.refused(Refusal::Host);
-    (
-        StatusCode::MISDIRECTED_REQUEST,
-        "this node listens on loopback and answers only requests for localhost, 127.0.0.1 or \
-         [::1]; name other hosts with --allowed-origin\n",
-    )
-        .into_response()
+    Refusal::Host.into_response()
 }
 
 #[cfg(test)]

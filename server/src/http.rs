@@ -23,8 +23,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::admission::{Admission, Handshake};
 use crate::api::{self, Api};
-use crate::handshake::Peer;
 use crate::hub::Hub;
+use crate::listener::Peer;
 use crate::session::{self, SessionLimits};
 use crate::write_deadline::WriteDeadline;
 
@@ -110,12 +110,7 @@ fn asset(path: &str, request_headers: &HeaderMap) -> Response {
     };
     let etag = format!(
         "\"{}\"",
-        file.metadata
-            .sha256_hash()
-            .iter()
-            .take(16)
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
+        crate::hex::encode(&file.metadata.sha256_hash()[..16])
     );
     let mut headers = HeaderMap::new();
     if let Ok(value) = HeaderValue::from_str(file.metadata.mimetype()) {

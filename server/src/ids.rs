@@ -1,37 +1,11 @@
-//! Identifiers the server stamps: message ids, session ids, node ids and guest names.
+//! Identifiers the node makes up itself: session ids, node ids, guest names, and the clock
+//! that stamps messages.
 //!
-//! Clients never choose an id or an identity. Message ids must be unique across the cluster
-//! without coordination, and cheap: a random per-process tag plus an atomic counter, prefixed
-//! with the time so that ids sort roughly by age when read in logs.
+//! Clients never choose an id or an identity. Message ids are not made here: the broker
+//! assigns them (an epoch and a per-room sequence, [`chat_protocol::MessageId`]), since only
+//! it sees every message of a room.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
-
-pub struct MessageIds {
-    node_tag: u32,
-    sequence: AtomicU64,
-}
-
-impl MessageIds {
-    pub fn new() -> Self {
-        MessageIds {
-            node_tag: rand::random(),
-            sequence: AtomicU64::new(0),
-        }
-    }
-
-    /// A cluster-unique id for a message published at `ts` (unix ms).
-    pub fn next(&self, ts: u64) -> String {
-        let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
-        format!("{ts:012x}{:08x}{sequence:08x}", self.node_tag)
-    }
-}
-
-impl Default for MessageIds {
-    fn default() -> Self {
-        Self::new()
-    }
-}
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -60,17 +34,6 @@ pub fn default_node_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn message_ids_are_unique_and_sortable_by_time() {
-        let ids = MessageIds::new();
-        let a = ids.next(1_000);
-        let b = ids.next(1_000);
-        let c = ids.next(2_000);
-        assert_ne!(a, b);
-        assert!(b < c);
-        assert_eq!(a.len(), 28);
-    }
 
     #[test]
     fn generated_names_are_valid() {

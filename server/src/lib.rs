@@ -16,36 +16,36 @@
 //! - [`presence`]: who is in a room across nodes;
 //! - [`relay`]: what travels between nodes on a room's channel;
 //! - [`envelope`]: sealing and opening payloads;
-//! - [`ids`], [`metrics`]: stamped identifiers and Prometheus series;
+//! - [`ids`], [`metrics`]: identifiers the node makes up, and Prometheus series; `hex`: the
+//!   one hex encoder;
 //! - [`frame_budget`]: the largest frame the node may build, and `joined` cut to fit it;
 //! - [`flood`]: rate limits per connection and per name, and the debounce;
 //! - [`redis_client`]: connecting to Redis, shared by the broker and the flood limiter;
-//! - [`admission`], [`auth`], [`handshake`]: who may connect, and how fast they must;
-//! - [`pending`]: caps on connections before their upgrade;
-//! - [`host_guard`]: the host names a loopback-bound node answers (DNS rebinding);
-//! - [`limit_metrics`]: the series of those limits.
+//! - [`admission`], [`token`]: who may connect, and under which name;
+//! - [`listener`]: the port's listener: a deadline on every handshake, and caps on connections
+//!   before their upgrade;
+//! - [`host_guard`]: the host names a loopback-bound node answers (DNS rebinding).
 
 pub mod admission;
 pub mod api;
-pub mod auth;
 pub mod broker;
 pub mod closing;
 pub mod config;
 pub mod envelope;
 pub mod flood;
 pub mod frame_budget;
-pub mod handshake;
+mod hex;
 pub mod host_guard;
 pub mod http;
 pub mod hub;
 pub mod ids;
-pub mod limit_metrics;
+pub mod listener;
 pub mod metrics;
 pub mod node;
-pub mod pending;
 pub mod presence;
 pub(crate) mod redis_client;
 pub mod relay;
 pub mod rooms;
 pub mod session;
+pub mod token;
 pub mod write_deadline;

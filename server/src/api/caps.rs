@@ -17,12 +17,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::{IntCounter, IntCounterVec, Opts};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::Failure;
-use crate::metrics::Metrics;
+use crate::metrics::CapRefusals;
 
 /// Flags of the API caps.
 #[derive(Debug, Clone, clap::Args)]
@@ -44,77 +43,49 @@ pub struct ApiCapsConfig {
     pub api_request_timeout_secs: u64,
 }
 
-/// What a cap refused, as counted in `chat_api_refused_total{cause}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cause {
-    Concurrency,
-    InFlight,
-    Deadline,
-}
-
 /// When a request must be answered by; put in the request's extensions by the gate.
 #[derive(Debug, Clone, Copy)]
-pub struct Deadline(pub Instant);
+pub(crate) struct Deadline(pub(crate) Instant);
 
 /// The caps of one node's API.
-pub struct Caps {
+pub(crate) struct Caps {
     requests: Option<Arc<Semaphore>>,
     messages: Option<Arc<Semaphore>>,
     max_in_flight: usize,
     timeout: Duration,
-    refused: [(Cause, IntCounter); 3],
+    refused: CapRefusals,
 }
 
 /// Places taken by one request; given back on drop.
-pub type Places = Option<OwnedSemaphorePermit>;
+pub(crate) type Places = Option<OwnedSemaphorePermit>;
 
 impl Caps {
-    pub fn new(config: &ApiCapsConfig, metrics: &Metrics) -> Self {
+    /// The caps of `config`, counting what they refuse in `refused`.
+    pub(crate) fn new(config: &ApiCapsConfig, refused: CapRefusals) -> Self {
         let semaphore = |max: usize| {
             (max > 0).then(|| Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))))
         };
-        let refused = IntCounterVec::new(
-            Opts::new(
-                "chat_api_refused_total",
-                "HTTP API requests refused by a cap, by cause (concurrency, in_flight, deadline)",
-            ),
-            &["cause"],
-        )
-        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
-        let counter = |cause: Cause, label: &str| (cause, refused.with_label_values(&[label]));
-        let caps = Caps {
+        Caps {
             requests: semaphore(config.api_max_concurrent),
             messages: semaphore(config.api_max_in_flight),
             max_in_flight: config.api_max_in_flight,
             timeout: Duration::from_secs(config.api_request_timeout_secs),
-            refused: [
-                counter(Cause::Concurrency, "concurrency"),
-                counter(Cause::InFlight, "in_flight"),
-                counter(Cause::Deadline, "deadline"),
-            ],
-        };
-        metrics.register(refused);
-        caps
-    }
-
-    fn count(&self, cause: Cause) {
-        if let Some((_, counter)) = self.refused.iter().find(|(c, _)| *c == cause) {
-            counter.inc();
+            refused,
         }
     }
 
     /// The deadline of a request whose key was just checked.
-    pub fn deadline(&self) -> Deadline {
+    pub(crate) fn deadline(&self) -> Deadline {
         Deadline(Instant::now() + self.timeout)
     }
 
     /// A place among the requests handled at once.
-    pub fn request(&self) -> Result<Places, Failure> {
+    pub(crate) fn request(&self) -> Result<Places, Failure> {
         let Some(requests) = &self.requests else {
             return Ok(None);
         };
         requests.clone().try_acquire_owned().map(Some).map_err(|_| {
-            self.count(Cause::Concurrency);
+            self.refused.concurrency.inc();
             Failure::unavailable(
                 "too many API requests at once on this node; retry after a second".to_owned(),
             )
@@ -122,7 +93,7 @@ impl Caps {
     }
 
     /// Places for `count` messages in flight.
-    pub fn messages(&self, count: usize) -> Result<Places, Failure> {
+    pub(crate) fn messages(&self, count: usize) -> Result<Places, Failure> {
         let Some(messages) = &self.messages else {
             return Ok(None);
         };
@@ -132,7 +103,7 @@ impl Caps {
             .try_acquire_many_owned(permits)
             .map(Some)
             .map_err(|_| {
-                self.count(Cause::InFlight);
+                self.refused.in_flight.inc();
                 Failure::unavailable(format!(
                     "this node has too many API messages in flight (at most {}); retry after a \
                      second",
@@ -142,14 +113,14 @@ impl Caps {
     }
 
     /// The answer to a body upload cut at the deadline.
-    pub fn upload_timed_out(&self) -> Failure {
-        self.count(Cause::Deadline);
+    pub(crate) fn upload_timed_out(&self) -> Failure {
+        self.refused.deadline.inc();
         Failure::request_timeout(self.timeout)
     }
 
     /// The answer to a request whose work outlived the deadline.
-    pub fn work_timed_out(&self) -> Failure {
-        self.count(Cause::Deadline);
+    pub(crate) fn work_timed_out(&self) -> Failure {
+        self.refused.deadline.inc();
         Failure::unavailable(format!(
             "the request was not done within {} s; what was queued may still be published",
             self.timeout.as_secs()
@@ -160,6 +131,7 @@ impl Caps {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::{ApiMetrics, Metrics};
 
     fn caps(concurrent: usize, in_flight: usize) -> Caps {
         let config = ApiCapsConfig {
@@ -167,7 +139,7 @@ mod tests {
             api_max_in_flight: in_flight,
             api_request_timeout_secs: 1,
         };
-        Caps::new(&config, &Metrics::new())
+        Caps::new(&config, ApiMetrics::new(&Metrics::new()).refused)
     }
 
     #[test]
@@ -185,8 +157,8 @@ mod tests {
         drop(batch);
         assert!(caps.messages(8).is_ok());
         drop(single);
-        assert_eq!(caps.refused[0].1.get(), 1, "concurrency");
-        assert_eq!(caps.refused[1].1.get(), 1, "in flight");
+        assert_eq!(caps.refused.concurrency.get(), 1, "concurrency");
+        assert_eq!(caps.refused.in_flight.get(), 1, "in flight");
     }
 
     #[test]

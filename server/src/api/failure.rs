@@ -6,13 +6,13 @@ use axum::response::{IntoResponse, Response};
 use chat_protocol::api::{ApiError, ErrorReply, code};
 use chat_protocol::{ErrorCode, FrameError};
 
-use super::auth::Denied;
 use super::json;
+use crate::admission::CredentialError;
 
 /// A refused request: an HTTP status and `{"error":{"code":…,"message":…}}`.
 #[derive(Debug)]
-pub struct Failure {
-    pub status: StatusCode,
+pub(crate) struct Failure {
+    pub(crate) status: StatusCode,
     error: ApiError<'static>,
 }
 
@@ -27,7 +27,7 @@ impl Failure {
         }
     }
 
-    pub fn bad_request(message: String) -> Self {
+    pub(crate) fn bad_request(message: String) -> Self {
         Failure::new(
             StatusCode::BAD_REQUEST,
             ErrorCode::BadRequest.as_str(),
@@ -36,14 +36,14 @@ impl Failure {
     }
 
     /// A message that breaks the rules of a `send`, with the code a WebSocket client would get.
-    pub fn invalid_message(error: FrameError) -> Self {
+    pub(crate) fn invalid_message(error: FrameError) -> Self {
         Failure {
             status: StatusCode::BAD_REQUEST,
             error: error.into(),
         }
     }
 
-    pub fn body_too_large(limit: usize) -> Self {
+    pub(crate) fn body_too_large(limit: usize) -> Self {
         Failure::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::TooLarge.as_str(),
@@ -51,7 +51,7 @@ impl Failure {
         )
     }
 
-    pub fn too_many_messages(count: usize, max: usize) -> Self {
+    pub(crate) fn too_many_messages(count: usize, max: usize) -> Self {
         Failure::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::TooLarge.as_str(),
@@ -59,7 +59,7 @@ impl Failure {
         )
     }
 
-    pub fn request_timeout(limit: std::time::Duration) -> Self {
+    pub(crate) fn request_timeout(limit: std::time::Duration) -> Self {
         Failure::new(
             StatusCode::REQUEST_TIMEOUT,
             code::REQUEST_TIMEOUT,
@@ -70,7 +70,7 @@ impl Failure {
         )
     }
 
-    pub fn unsupported_media_type() -> Self {
+    pub(crate) fn unsupported_media_type() -> Self {
         Failure::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             code::UNSUPPORTED_MEDIA_TYPE,
@@ -78,7 +78,7 @@ impl Failure {
         )
     }
 
-    pub fn unavailable(message: String) -> Self {
+    pub(crate) fn unavailable(message: String) -> Self {
         Failure::new(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Unavailable.as_str(),
@@ -86,19 +86,20 @@ impl Failure {
         )
     }
 
-    pub fn unauthorized(denied: Denied) -> Self {
-        let message = match denied {
-            Denied::Missing => "send the API key as `Authorization: Bearer <key>`",
-            Denied::WrongKey => "the API key is not valid",
-        };
-        Failure::new(StatusCode::UNAUTHORIZED, code::UNAUTHORIZED, message)
+    /// A request without a valid key; the message says what to send.
+    pub(crate) fn unauthorized(error: &CredentialError) -> Self {
+        Failure::new(
+            StatusCode::UNAUTHORIZED,
+            code::UNAUTHORIZED,
+            error.to_string(),
+        )
     }
 
-    pub fn not_found(message: &'static str) -> Self {
+    pub(crate) fn not_found(message: &'static str) -> Self {
         Failure::new(StatusCode::NOT_FOUND, code::NOT_FOUND, message)
     }
 
-    pub fn method_not_allowed() -> Self {
+    pub(crate) fn method_not_allowed() -> Self {
         Failure::new(
             StatusCode::METHOD_NOT_ALLOWED,
             code::METHOD_NOT_ALLOWED,

@@ -10,11 +10,11 @@
 //! With a key, every request needs `Authorization: Bearer <key>`, checked before anything else
 //! is looked at, so that callers without the key learn nothing about the node.
 
-mod auth;
 mod batch;
 mod body;
 mod caps;
 mod failure;
+mod keys;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -31,20 +31,19 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use chat_protocol::api::{Publish, Published};
 use chat_protocol::{ErrorCode, FrameError, MessageId, validate_room};
-use prometheus::{IntCounter, IntCounterVec, Opts};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
-pub use auth::{ApiKeyError, ApiKeys};
 pub use caps::ApiCapsConfig;
 use caps::{Caps, Deadline};
 use failure::Failure;
+pub use keys::{ApiKeyError, ApiKeys};
 
 use crate::broker::{BrokerError, BrokerFuture};
-use crate::handshake::Peer;
 use crate::hub::Hub;
-use crate::metrics::Metrics;
+use crate::listener::Peer;
+use crate::metrics::ApiMetrics;
 
 /// Limits of API requests.
 #[derive(Debug, Clone)]
@@ -81,7 +80,7 @@ impl Api {
         shutdown: CancellationToken,
     ) -> Self {
         let metrics = ApiMetrics::new(hub.metrics());
-        let caps = Caps::new(&limits.caps, hub.metrics());
+        let caps = Caps::new(&limits.caps, metrics.refused.clone());
         Api {
             hub,
             keys,
@@ -197,7 +196,7 @@ async fn gate(State(api): State<Arc<Api>>, mut request: Request, next: Next) -> 
                 Err(busy) => busy.into_response(),
             }
         }
-        Err(denied) => Failure::unauthorized(denied).into_response(),
+        Err(error) => Failure::unauthorized(&error).into_response(),
     };
     // Per request, not per message: a label lookup is cheap enough here.
     api.metrics
@@ -352,45 +351,6 @@ fn json(status: StatusCode, body: &impl Serialize) -> Response {
         bytes,
     )
         .into_response()
-}
-
-/// The API's series, registered with the node's other metrics.
-struct ApiMetrics {
-    /// Requests by endpoint and HTTP status.
-    requests: IntCounterVec,
-    /// Messages published through the API.
-    accepted: IntCounter,
-    /// Messages the API refused (invalid, or the broker did not take them).
-    failed: IntCounter,
-}
-
-impl ApiMetrics {
-    fn new(metrics: &Metrics) -> Self {
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "chat_api_requests_total",
-                "HTTP API requests, by endpoint and status",
-            ),
-            &["endpoint", "status"],
-        )
-        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
-        let messages = IntCounterVec::new(
-            Opts::new(
-                "chat_api_messages_total",
-                "Messages received through the HTTP API, by result",
-            ),
-            &["result"],
-        )
-        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
-        let api_metrics = ApiMetrics {
-            requests: requests.clone(),
-            accepted: messages.with_label_values(&["accepted"]),
-            failed: messages.with_label_values(&["failed"]),
-        };
-        metrics.register(requests);
-        metrics.register(messages);
-        api_metrics
-    }
 }
 
 #[cfg(test)]

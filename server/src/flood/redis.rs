@@ -172,10 +172,7 @@ fn text_digest(name: &str, room: &str, text: &str) -> String {
         hasher.update((part.len() as u64).to_le_bytes());
         hasher.update(part.as_bytes());
     }
-    hasher.finalize()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex::encode(&hasher.finalize()[..16])
 }
 
 /// Connects, waits until a check reports the connection lost, and connects again, with

@@ -9,24 +9,30 @@
 //!   peer's, or, when the peer is a `--trusted-proxy`, the last address in `X-Forwarded-For`
 //!   that is not a trusted proxy: a client can prepend anything to that header, but not append.
 //! - **Names**: `?name=` as asked (or a guest name), or with `--auth-secret` the name in a
-//!   valid token ([`crate::auth`]).
+//!   valid token ([`crate::token`]).
 //!
 //! A connection that passes holds a [`Permit`] for its lifetime; dropping it frees its places.
+//! One that does not is told why by a [`Refusal`] ([`refusal`]), the node's one type for a
+//! connection turned away, also used by the listener and the host guard.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, header};
 use chat_protocol::{ErrorCode, FrameError};
 use dashmap::DashMap;
 use ipnet::IpNet;
 
-use crate::auth::{self, Expected, TokenAuth, WeakSecret};
-use crate::limit_metrics::Refusal;
 use crate::metrics::Metrics;
+use crate::token::{self, Expected, TokenAuth, WeakSecret};
+
+mod refusal;
+#[cfg(test)]
+mod tests;
+
+pub use refusal::{CredentialError, Refusal};
 
 /// Flags of connection admission.
 #[derive(Debug, Clone, clap::Args)]
@@ -82,11 +88,12 @@ impl AdmissionConfig {
     /// Refuses settings the node must not start with.
     pub fn validate(&self) -> Result<(), WeakSecret> {
         match &self.auth_secret {
-            Some(secret) => auth::check_secret(secret.as_bytes()),
+            Some(secret) => token::check_secret(secret.as_bytes()),
             None => Ok(()),
         }
     }
 
+    /// How long a connection may take from accept to a completed WebSocket handshake.
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_secs(self.handshake_timeout_secs)
     }
@@ -99,6 +106,7 @@ fn parse_network(text: &str) -> Result<IpNet, String> {
         .map_err(|_| format!("`{text}` is neither an IP address nor a network like 10.0.0.0/8"))
 }
 
+/// The admission checks of one node, and the connections they let in.
 pub struct Admission {
     max_connections: usize,
     max_per_address: usize,
@@ -135,22 +143,29 @@ impl Drop for Permit {
 
 /// What the handshake asked for.
 pub struct Handshake<'a> {
+    /// The TCP peer's address.
     pub peer: IpAddr,
+    /// The request's headers (`Origin`, `Host`, `X-Forwarded-For`, `Authorization`).
     pub headers: &'a HeaderMap,
+    /// `?name=`, if any.
     pub name: Option<&'a str>,
+    /// `?token=`, if any.
     pub token: Option<&'a str>,
 }
 
 /// A connection let in: its permit and the name it will use, or why the name is refused (the
 /// session says so in an error frame and closes with 1008).
 pub struct Admitted {
+    /// Its places in the caps, for as long as it is open.
     pub permit: Permit,
+    /// The name it chats under, or the error frame that refuses it.
     pub name: Result<String, FrameError>,
     /// When the token that gave the name stops being honoured; the session ends then.
     pub expires: Option<SystemTime>,
 }
 
 impl Admission {
+    /// The checks of `config`; refusals are counted in `metrics`.
     pub fn new(config: &AdmissionConfig, metrics: Arc<Metrics>) -> Self {
         Admission {
             max_connections: config.max_connections,
@@ -175,11 +190,11 @@ impl Admission {
     }
 
     /// Lets a handshake in, or says why not (counted); the refusal is the HTTP answer.
-    pub fn admit(&self, handshake: &Handshake<'_>) -> Result<Admitted, Rejection> {
+    pub fn admit(&self, handshake: &Handshake<'_>) -> Result<Admitted, Refusal> {
         let permit = if self.origin_allowed(handshake.headers) {
             self.permit(self.client_address(handshake.peer, handshake.headers))
         } else {
-            Err(Rejection::Origin)
+            Err(Refusal::Origin)
         };
         match permit {
             Ok(permit) => {
@@ -193,9 +208,9 @@ impl Admission {
                     expires,
                 })
             }
-            Err(rejection) => {
-                self.metrics.limits.refused(rejection.cause());
-                Err(rejection)
+            Err(refusal) => {
+                self.metrics.limits.refused(refusal);
+                Err(refusal)
             }
         }
     }
@@ -254,21 +269,21 @@ impl Admission {
             .any(|net| net.contains(&address))
     }
 
-    fn permit(&self, address: IpAddr) -> Result<Permit, Rejection> {
+    fn permit(&self, address: IpAddr) -> Result<Permit, Refusal> {
         let total = self.open.total.fetch_add(1, Ordering::Relaxed);
         let mut permit = Permit {
             counts: self.open.clone(),
             address: None,
         };
         if self.max_connections > 0 && total >= self.max_connections {
-            return Err(Rejection::NodeFull);
+            return Err(Refusal::NodeFull);
         }
         if self.max_per_address > 0 {
             let address = address_key(address);
             let mut count = self.open.per_address.entry(address).or_insert(0);
             if *count >= self.max_per_address {
                 drop(count);
-                return Err(Rejection::AddressFull);
+                return Err(Refusal::AddressFull);
             }
             *count += 1;
             permit.address = Some(address);
@@ -303,47 +318,6 @@ impl Admission {
     }
 }
 
-/// A handshake refused before the upgrade, answered in plain HTTP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rejection {
-    NodeFull,
-    AddressFull,
-    Origin,
-}
-
-impl Rejection {
-    fn cause(self) -> Refusal {
-        match self {
-            Rejection::NodeFull => Refusal::NodeFull,
-            Rejection::AddressFull => Refusal::AddressFull,
-            Rejection::Origin => Refusal::Origin,
-        }
-    }
-}
-
-impl IntoResponse for Rejection {
-    fn into_response(self) -> Response {
-        let (status, body) = match self {
-            Rejection::NodeFull => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "this node is full; try another\n",
-            ),
-            Rejection::AddressFull => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many connections from your address\n",
-            ),
-            Rejection::Origin => {
-                return (
-                    StatusCode::FORBIDDEN,
-                    "cross-site WebSocket handshakes are not allowed\n",
-                )
-                    .into_response();
-            }
-        };
-        (status, [(header::RETRY_AFTER, "5")], body).into_response()
-    }
-}
-
 /// The key a client address is counted under by the per-address caps: an IPv4 address (or an
 /// IPv4-mapped IPv6 one) as itself, an IPv6 address by its /64. One IPv6 subscriber usually
 /// holds a whole /64, so counting by /128 would let one client take 2^64 places.
@@ -362,121 +336,4 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Flags {
-        #[command(flatten)]
-        admission: AdmissionConfig,
-    }
-
-    fn admission(args: &[&str]) -> Admission {
-        let flags =
-            Flags::try_parse_from(std::iter::once("test").chain(args.iter().copied())).unwrap();
-        Admission::new(&flags.admission, Arc::new(Metrics::new()))
-    }
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(*name, value.parse().unwrap());
-        }
-        map
-    }
-
-    fn ip(text: &str) -> IpAddr {
-        text.parse().unwrap()
-    }
-
-    #[test]
-    fn forwarded_for_counts_only_from_trusted_proxies() {
-        let admission = admission(&["--trusted-proxy", "10.0.0.0/8,192.0.2.1"]);
-        let forwarded = headers(&[("x-forwarded-for", "6.6.6.6, 203.0.113.9, 10.1.1.1")]);
-        assert_eq!(
-            admission.client_address(ip("192.0.2.1"), &forwarded),
-            ip("203.0.113.9")
-        );
-        assert_eq!(
-            admission.client_address(ip("198.51.100.7"), &forwarded),
-            ip("198.51.100.7")
-        );
-        let garbage = headers(&[("x-forwarded-for", "not-an-address")]);
-        assert_eq!(
-            admission.client_address(ip("10.0.0.1"), &garbage),
-            ip("10.0.0.1")
-        );
-    }
-
-    #[test]
-    fn origins_default_to_the_requested_host() {
-        let own = admission(&[]);
-        let same = headers(&[
-            ("host", "chat.example:8080"),
-            ("origin", "https://chat.example:8080"),
-        ]);
-        let other = headers(&[
-            ("host", "chat.example:8080"),
-            ("origin", "https://evil.example"),
-        ]);
-        assert!(own.origin_allowed(&same));
-        assert!(!own.origin_allowed(&other));
-        assert!(own.origin_allowed(&headers(&[("host", "chat.example")])));
-        let listed = admission(&["--allowed-origin", "https://evil.example/"]);
-        assert!(listed.origin_allowed(&other));
-        assert!(!listed.origin_allowed(&same));
-    }
-
-    #[test]
-    fn permits_are_counted_per_node_and_per_address() {
-        let admission = admission(&[
-            "--max-connections",
-            "3",
-            "--max-connections-per-address",
-            "2",
-        ]);
-        let a = admission.permit(ip("127.0.0.1")).ok().unwrap();
-        let b = admission.permit(ip("127.0.0.1")).ok().unwrap();
-        assert_eq!(
-            admission.permit(ip("127.0.0.1")).err(),
-            Some(Rejection::AddressFull)
-        );
-        let c = admission.permit(ip("127.0.0.2")).ok().unwrap();
-        assert_eq!(
-            admission.permit(ip("127.0.0.3")).err(),
-            Some(Rejection::NodeFull)
-        );
-        drop((a, b, c));
-        assert!(admission.open.per_address.is_empty());
-        assert_eq!(admission.open.total.load(Ordering::Relaxed), 0);
-        assert!(admission.permit(ip("127.0.0.1")).is_ok());
-    }
-
-    #[test]
-    fn ipv6_clients_are_counted_per_64() {
-        let admission = admission(&["--max-connections-per-address", "1"]);
-        let _first = admission.permit(ip("2001:db8:aa:bb::1")).ok().unwrap();
-        assert_eq!(
-            admission
-                .permit(ip("2001:db8:aa:bb:1234:5678:9abc:def0"))
-                .err(),
-            Some(Rejection::AddressFull),
-            "same /64"
-        );
-        assert!(
-            admission.permit(ip("2001:db8:aa:bc::1")).is_ok(),
-            "next /64"
-        );
-        let _v4 = admission.permit(ip("::ffff:192.0.2.7")).ok().unwrap();
-        assert_eq!(
-            admission.permit(ip("192.0.2.7")).err(),
-            Some(Rejection::AddressFull),
-            "an IPv4-mapped address is its IPv4 address"
-        );
-        assert!(admission.permit(ip("192.0.2.8")).is_ok());
-    }
 }

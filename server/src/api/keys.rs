@@ -9,6 +9,8 @@ use axum::http::HeaderMap;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::admission::CredentialError;
+
 /// Shortest key accepted; `openssl rand -base64 32` gives 44 characters.
 const MIN_KEY_CHARS: usize = 16;
 
@@ -30,21 +32,14 @@ pub enum ApiKeyError {
         "an API key must be at least {MIN_KEY_CHARS} characters long (make one with \
          `openssl rand -base64 32`)"
     )]
+    /// Shorter than the shortest key accepted.
     TooShort,
     #[error(
         "an API key may use only visible ASCII characters, since clients send it in an \
          HTTP header"
     )]
+    /// A character that an HTTP header cannot carry as is.
     NotVisibleAscii,
-}
-
-/// Why a request was not let in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Denied {
-    /// No `Authorization` header, or not a `Bearer` one.
-    Missing,
-    /// A bearer key that matches none of the node's keys.
-    WrongKey,
 }
 
 impl ApiKeys {
@@ -69,10 +64,10 @@ impl ApiKeys {
     }
 
     /// Checks `Authorization: Bearer <key>`.
-    pub fn check(&self, headers: &HeaderMap) -> Result<(), Denied> {
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), CredentialError> {
         let presented = crate::admission::bearer(headers)
             .filter(|token| !token.is_empty())
-            .ok_or(Denied::Missing)?;
+            .ok_or(CredentialError::MissingKey)?;
         let digest: [u8; 32] = Sha256::digest(presented).into();
         // Every digest is compared, so the time taken does not depend on which one matched.
         let matched = self
@@ -84,7 +79,7 @@ impl ApiKeys {
         if bool::from(matched) {
             Ok(())
         } else {
-            Err(Denied::WrongKey)
+            Err(CredentialError::WrongKey)
         }
     }
 }
@@ -128,32 +123,34 @@ mod tests {
     #[test]
     fn accepts_any_configured_key_as_a_bearer_token() {
         let keys = keys(&["another-key-0123456789", KEY]);
-        assert_eq!(keys.check(&headers(&format!("Bearer {KEY}"))), Ok(()));
-        assert_eq!(keys.check(&headers(&format!("bearer  {KEY} "))), Ok(()));
-        assert_eq!(
-            keys.check(&headers("Bearer another-key-0123456789")),
-            Ok(())
+        assert!(keys.check(&headers(&format!("Bearer {KEY}"))).is_ok());
+        assert!(keys.check(&headers(&format!("bearer  {KEY} "))).is_ok());
+        assert!(
+            keys.check(&headers("Bearer another-key-0123456789"))
+                .is_ok()
         );
     }
 
     #[test]
     fn tells_missing_from_wrong_keys() {
         let keys = keys(&[KEY]);
-        assert_eq!(keys.check(&HeaderMap::new()), Err(Denied::Missing));
-        assert_eq!(keys.check(&headers(KEY)), Err(Denied::Missing));
-        assert_eq!(
-            keys.check(&headers(&format!("Basic {KEY}"))),
-            Err(Denied::Missing)
-        );
-        assert_eq!(keys.check(&headers("Bearer ")), Err(Denied::Missing));
-        assert_eq!(
-            keys.check(&headers(&format!("Bearer {KEY}x"))),
-            Err(Denied::WrongKey)
-        );
-        assert_eq!(
-            keys.check(&headers(&format!("Bearer {}", &KEY[1..]))),
-            Err(Denied::WrongKey)
-        );
+        for missing in [
+            HeaderMap::new(),
+            headers(KEY),
+            headers(&format!("Basic {KEY}")),
+            headers("Bearer "),
+        ] {
+            assert!(
+                matches!(keys.check(&missing), Err(CredentialError::MissingKey)),
+                "{missing:?}"
+            );
+        }
+        for wrong in [format!("Bearer {KEY}x"), format!("Bearer {}", &KEY[1..])] {
+            assert!(
+                matches!(keys.check(&headers(&wrong)), Err(CredentialError::WrongKey)),
+                "{wrong}"
+            );
+        }
     }
 
     #[test]

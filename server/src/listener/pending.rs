@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use dashmap::DashMap;
 use ipnet::IpNet;
 
-use crate::limit_metrics::Refusal;
+use crate::admission::Refusal;
 
 /// Flags of the pending-handshake caps.
 #[derive(Debug, Clone, clap::Args)]
@@ -55,7 +55,7 @@ struct Counts {
 
 /// A pending connection's places, given back once, when it is upgraded or closed.
 #[derive(Debug)]
-pub struct PendingSlot {
+pub(crate) struct PendingSlot {
     released: AtomicBool,
     counts: Arc<Counts>,
     /// The key it counts under, when the per-address cap applies to it.
@@ -70,7 +70,7 @@ impl std::fmt::Debug for Counts {
 
 impl PendingSlot {
     /// Gives the places back; later calls do nothing.
-    pub fn release(&self) {
+    pub(crate) fn release(&self) {
         if self.released.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -91,6 +91,7 @@ impl Drop for PendingSlot {
 }
 
 impl PendingHandshakes {
+    /// No connection pending yet; `trusted_proxies` are exempt from the per-address cap.
     pub fn new(config: &PendingConfig, trusted_proxies: &[IpNet]) -> Self {
         PendingHandshakes {
             max_total: config.max_pending_handshakes,
@@ -101,7 +102,7 @@ impl PendingHandshakes {
     }
 
     /// A place for a connection just accepted from `peer`, or the cap it would exceed.
-    pub fn admit(&self, peer: IpAddr) -> Result<PendingSlot, Refusal> {
+    pub(crate) fn admit(&self, peer: IpAddr) -> Result<PendingSlot, Refusal> {
         let total = self.counts.total.fetch_add(1, Ordering::Relaxed);
         let mut slot = PendingSlot {
             released: AtomicBool::new(false),
@@ -125,13 +126,10 @@ impl PendingHandshakes {
         Ok(slot)
     }
 
-    /// Connections pending now.
-    pub fn len(&self) -> usize {
+    /// Connections pending now (only the unit tests ask).
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.counts.total.load(Ordering::Relaxed)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -171,7 +169,7 @@ mod tests {
         drop(a);
         assert_eq!(pending.len(), 2, "released once, however often it is asked");
         drop((b, c));
-        assert!(pending.is_empty());
+        assert_eq!(pending.len(), 0);
         assert!(pending.counts.per_address.is_empty());
     }
 

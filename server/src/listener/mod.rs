@@ -8,8 +8,10 @@
 //! costs one relaxed atomic load more than on a bare socket.
 //!
 //! The listener also holds every connection's place among the pending handshakes
-//! ([`crate::pending`]): a connection beyond those caps is closed as soon as it is accepted,
+//! ([`pending`]): a connection beyond those caps is closed as soon as it is accepted,
 //! and an accepted one gives its place back once it is upgraded or closed.
+
+mod pending;
 
 use std::future::Future;
 use std::io;
@@ -26,9 +28,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Sleep;
 
-use crate::limit_metrics::Refusal;
+use crate::admission::Refusal;
 use crate::metrics::Metrics;
-use crate::pending::{PendingHandshakes, PendingSlot};
+use pending::PendingSlot;
+pub use pending::{PendingConfig, PendingHandshakes};
 
 /// Accepts TCP connections with TCP_NODELAY, a handshake deadline and a pending place.
 pub struct GuardedListener {
@@ -39,6 +42,7 @@ pub struct GuardedListener {
 }
 
 impl GuardedListener {
+    /// Wraps `inner`: every connection it accepts gets `timeout` to finish its handshake.
     pub fn new(
         inner: TcpListener,
         timeout: Duration,
@@ -66,7 +70,7 @@ impl Listener for GuardedListener {
                 Err(refusal) => {
                     // Closed unread: see the module documentation of `pending`.
                     self.metrics.limits.refused(refusal);
-                    log::debug!("closed a connection from {addr}: {}", refusal.as_str());
+                    log::debug!("closed a connection from {addr}: {}", refusal.label());
                     drop(tcp);
                 }
             }
@@ -78,7 +82,7 @@ impl Listener for GuardedListener {
         let stream = GuardedStream {
             inner: tcp,
             deadline: Some(Box::pin(tokio::time::sleep(self.timeout))),
-            upgraded: Arc::new(Handshake {
+            upgraded: Arc::new(HandshakeState {
                 done: AtomicBool::new(false),
                 slot,
             }),
@@ -94,7 +98,7 @@ impl Listener for GuardedListener {
 
 /// Where a connection's handshake stands: done or not, and its pending place until then.
 #[derive(Debug)]
-struct Handshake {
+struct HandshakeState {
     done: AtomicBool,
     slot: PendingSlot,
 }
@@ -102,9 +106,10 @@ struct Handshake {
 /// Marks a connection's handshake as done, which lifts its deadline and frees its pending
 /// place.
 #[derive(Clone, Debug)]
-pub struct Upgraded(Arc<Handshake>);
+pub struct Upgraded(Arc<HandshakeState>);
 
 impl Upgraded {
+    /// Lifts the deadline and gives the pending place back (idempotent).
     pub fn done(&self) {
         self.0.done.store(true, Ordering::Relaxed);
         self.0.slot.release();
@@ -115,7 +120,9 @@ impl Upgraded {
 /// the handshake deadline.
 #[derive(Clone, Debug)]
 pub struct Peer {
+    /// The TCP peer's address.
     pub addr: SocketAddr,
+    /// Lifts the handshake deadline once the connection is upgraded (or proved its API key).
     pub upgraded: Upgraded,
 }
 
@@ -128,11 +135,13 @@ impl Connected<IncomingStream<'_, GuardedListener>> for Peer {
     }
 }
 
+/// An accepted connection: reads fail once its handshake deadline passes, and it holds its
+/// pending place until it is upgraded or dropped.
 pub struct GuardedStream {
     inner: TcpStream,
     /// Dropped once the connection is upgraded (or the deadline has fired).
     deadline: Option<Pin<Box<Sleep>>>,
-    upgraded: Arc<Handshake>,
+    upgraded: Arc<HandshakeState>,
     metrics: Arc<Metrics>,
 }
 

@@ -3,13 +3,30 @@
 //! Every series is created once at start-up and its handle kept here, so the hot path pays one
 //! atomic add per update and never a label lookup. Deliveries are counted once per fan-out
 //! (`inc_by` the number of recipients), not once per recipient.
+//!
+//! This module holds the registry, the rendering and the node-wide series; each family of
+//! series with a concern of its own has a module: [`limits`] (rate limits and refused
+//! connections), [`frames`] (the frame budget), [`api`] (the HTTP API). Metrics depend on no
+//! part of the node but the label enums it owns (such as [`crate::admission::Refusal`]): the
+//! node's modules count into metrics, never the other way round. Modules whose series are
+//! private to them register them here with [`Metrics::register`].
+
+mod api;
+mod frames;
+mod limits;
 
 use chat_protocol::ErrorCode;
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
 
+pub(crate) use api::{ApiMetrics, CapRefusals};
+pub use frames::FrameMetrics;
+pub use limits::LimitMetrics;
+
+/// The node's registry and the handles of the series every node serves.
 pub struct Metrics {
     registry: Registry,
     /// Open WebSocket connections.
@@ -41,33 +58,31 @@ pub struct Metrics {
     /// Time from handing a message to the broker to its acceptance.
     pub publish_duration: Histogram,
     /// Rate limits, flood closes and refused connections.
-    pub limits: crate::limit_metrics::LimitMetrics,
+    pub limits: LimitMetrics,
     /// `joined` replies cut to fit, and frames that did not fit.
-    pub frames: crate::frame_budget::FrameMetrics,
+    pub frames: FrameMetrics,
     errors: Vec<(ErrorCode, IntCounter)>,
     closes: IntCounterVec,
 }
 
 impl Metrics {
+    /// Creates and registers every node-wide series.
     pub fn new() -> Self {
         let registry = Registry::new();
-        let errors_vec = IntCounterVec::new(
-            Opts::new("chat_errors_total", "Error frames sent to clients, by code"),
+        let errors_vec = counter_vec(
+            "chat_errors_total",
+            "Error frames sent to clients, by code",
             &["code"],
-        )
-        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        );
         let errors = ErrorCode::ALL
             .iter()
             .map(|code| (*code, errors_vec.with_label_values(&[code.as_str()])))
             .collect();
-        let closes = IntCounterVec::new(
-            Opts::new(
-                "chat_closes_total",
-                "Connections closed by the server, by close code",
-            ),
+        let closes = counter_vec(
+            "chat_closes_total",
+            "Connections closed by the server, by close code",
             &["code"],
-        )
-        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        );
         let publish_duration = Histogram::with_opts(
             HistogramOpts::new(
                 "chat_publish_duration_seconds",
@@ -124,8 +139,8 @@ impl Metrics {
                 "Connections closed because their outbound queue overflowed",
             ),
             publish_duration,
-            limits: crate::limit_metrics::LimitMetrics::new(),
-            frames: crate::frame_budget::FrameMetrics::new(),
+            limits: LimitMetrics::new(),
+            frames: FrameMetrics::new(),
             errors,
             closes,
             registry,
@@ -137,7 +152,7 @@ impl Metrics {
     }
 
     fn register_all(&self, errors: IntCounterVec) {
-        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+        let collectors: [Box<dyn Collector>; 16] = [
             Box::new(self.connections.clone()),
             Box::new(self.connections_total.clone()),
             Box::new(self.rooms.clone()),
@@ -155,11 +170,7 @@ impl Metrics {
             Box::new(errors),
             Box::new(self.closes.clone()),
         ];
-        for collector in collectors {
-            self.registry
-                .register(collector)
-                .unwrap_or_else(|e| unreachable!("metric names are unique: {e}"));
-        }
+        register_all(&self.registry, collectors);
     }
 
     /// Counts an error frame sent to a client.
@@ -177,10 +188,8 @@ impl Metrics {
     }
 
     /// Registers series that another module owns, so that they are served with these.
-    pub fn register(&self, collector: impl prometheus::core::Collector + 'static) {
-        self.registry
-            .register(Box::new(collector))
-            .unwrap_or_else(|e| unreachable!("metric names are unique: {e}"));
+    pub fn register(&self, collector: impl Collector + 'static) {
+        register_all(&self.registry, [Box::new(collector) as Box<dyn Collector>]);
     }
 
     /// Counts a connection the server closed with `code` (off the hot path: label lookup).
@@ -204,10 +213,27 @@ impl Default for Metrics {
     }
 }
 
-pub(crate) fn counter(name: &str, help: &str) -> IntCounter {
+/// A counter of a static definition (one that cannot be invalid).
+fn counter(name: &str, help: &str) -> IntCounter {
     IntCounter::new(name, help).unwrap_or_else(|e| unreachable!("static metric definition: {e}"))
 }
 
+/// A gauge of a static definition.
 fn gauge(name: &str, help: &str) -> IntGauge {
     IntGauge::new(name, help).unwrap_or_else(|e| unreachable!("static metric definition: {e}"))
+}
+
+/// A labelled counter of a static definition.
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"))
+}
+
+/// Registers series whose names are fixed in this crate, and so unique.
+fn register_all(registry: &Registry, collectors: impl IntoIterator<Item = Box<dyn Collector>>) {
+    for collector in collectors {
+        registry
+            .register(collector)
+            .unwrap_or_else(|e| unreachable!("metric names are unique: {e}"));
+    }
 }

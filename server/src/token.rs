@@ -19,12 +19,15 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
+use crate::admission::CredentialError;
+
 /// Seconds of clock difference tolerated on `exp` and `nbf`.
 const LEEWAY_SECS: u64 = 5;
 /// Shortest secret accepted: HS256 is only as strong as its key, and RFC 7518 (3.2) asks for
 /// a key at least as long as the hash, 256 bits.
 pub const MIN_SECRET_BYTES: usize = 32;
 
+/// Checks tokens against the node's secret and expectations.
 pub struct TokenAuth {
     key: DecodingKey,
     validation: Validation,
@@ -49,26 +52,10 @@ struct Claims {
 /// A name taken from a valid token, and until when the token holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
+    /// The token's `sub`.
     pub name: String,
     /// `exp` plus the leeway; `None` when that lies beyond what the clock can represent.
     pub expires: Option<SystemTime>,
-}
-
-/// Why a token was refused; the message goes to the client.
-#[derive(Debug, thiserror::Error)]
-pub enum AuthError {
-    #[error("a token is required: connect with /ws?token=<jwt>")]
-    Missing,
-    #[error("the token has expired: sign in again for a fresh one")]
-    Expired,
-    #[error("the token is not valid yet (nbf is in the future)")]
-    NotYetValid,
-    #[error("invalid token: {0}")]
-    Invalid(#[from] jsonwebtoken::errors::Error),
-    #[error("the token's name is not a valid name: {0}")]
-    BadName(String),
-    #[error("the name does not match the token")]
-    NameMismatch,
 }
 
 /// A secret too short to resist guessing; the message never contains the secret.
@@ -88,6 +75,7 @@ pub fn check_secret(secret: &[u8]) -> Result<(), WeakSecret> {
 }
 
 impl TokenAuth {
+    /// A checker of HS256 tokens signed with `secret` that say what `expected` asks for.
     pub fn new(secret: &[u8], expected: &Expected<'_>) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECS;
@@ -112,24 +100,28 @@ impl TokenAuth {
 
     /// The user name a connection may use, given its token and the name it asked for, and
     /// until when it may use it.
-    pub fn name(&self, token: Option<&str>, requested: Option<&str>) -> Result<Grant, AuthError> {
-        let token = token.ok_or(AuthError::Missing)?;
+    pub fn name(
+        &self,
+        token: Option<&str>,
+        requested: Option<&str>,
+    ) -> Result<Grant, CredentialError> {
+        let token = token.ok_or(CredentialError::MissingToken)?;
         let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|error| match error.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-                _ => AuthError::Invalid(error),
+                ErrorKind::ExpiredSignature => CredentialError::Expired,
+                ErrorKind::ImmatureSignature => CredentialError::NotYetValid,
+                _ => CredentialError::InvalidToken(error),
             })?
             .claims;
-        chat_protocol::validate_name(&claims.sub).map_err(AuthError::BadName)?;
+        chat_protocol::validate_name(&claims.sub).map_err(CredentialError::BadName)?;
         if requested.is_some_and(|name| name != claims.sub) {
-            return Err(AuthError::NameMismatch);
+            return Err(CredentialError::NameMismatch);
         }
         // The library compares whole seconds; this keeps the handshake's cut-off the very
         // moment at which an open session is closed.
         let expires = honoured_until(claims.exp);
         if expires.is_some_and(|at| at <= SystemTime::now()) {
-            return Err(AuthError::Expired);
+            return Err(CredentialError::Expired);
         }
         Ok(Grant {
             name: claims.sub,
@@ -189,7 +181,7 @@ mod tests {
         assert_eq!(auth.name(Some(&valid), Some("ada")).unwrap().name, "ada");
         assert!(matches!(
             auth.name(Some(&valid), Some("eve")),
-            Err(AuthError::NameMismatch)
+            Err(CredentialError::NameMismatch)
         ));
         let far = token(SECRET, serde_json::json!({"sub": "ada", "exp": u64::MAX}));
         assert_eq!(auth.name(Some(&far), None).unwrap().expires, None);
@@ -200,12 +192,12 @@ mod tests {
         let auth = plain();
         assert!(matches!(
             auth.name(None, Some("ada")),
-            Err(AuthError::Missing)
+            Err(CredentialError::MissingToken)
         ));
         let expired = token(SECRET, serde_json::json!({"sub": "ada", "exp": now() - 60}));
         assert!(matches!(
             auth.name(Some(&expired), None),
-            Err(AuthError::Expired)
+            Err(CredentialError::Expired)
         ));
         let forged = token(
             b"another secret of thirty-two bytes",
@@ -216,13 +208,16 @@ mod tests {
         let bad_name = token(SECRET, serde_json::json!({"sub": "", "exp": now() + 60}));
         for bad in [forged, no_exp, no_sub, "garbage".to_owned()] {
             assert!(
-                matches!(auth.name(Some(&bad), None), Err(AuthError::Invalid(_))),
+                matches!(
+                    auth.name(Some(&bad), None),
+                    Err(CredentialError::InvalidToken(_))
+                ),
                 "{bad}"
             );
         }
         assert!(matches!(
             auth.name(Some(&bad_name), None),
-            Err(AuthError::BadName(_))
+            Err(CredentialError::BadName(_))
         ));
     }
 
@@ -235,7 +230,7 @@ mod tests {
         let gone = token(SECRET, serde_json::json!({"sub": "ada", "exp": now() - 6}));
         assert!(matches!(
             auth.name(Some(&gone), None),
-            Err(AuthError::Expired)
+            Err(CredentialError::Expired)
         ));
     }
 
@@ -249,7 +244,7 @@ mod tests {
         );
         assert!(matches!(
             auth.name(Some(&early), None),
-            Err(AuthError::NotYetValid)
+            Err(CredentialError::NotYetValid)
         ));
         let skewed = token(
             SECRET,
@@ -287,7 +282,7 @@ mod tests {
             serde_json::json!({"iss": iss, "aud": ["mail", "calendar"]}),
         ] {
             assert!(
-                matches!(with(refused.clone()), Err(AuthError::Invalid(_))),
+                matches!(with(refused.clone()), Err(CredentialError::InvalidToken(_))),
                 "{refused}"
             );
         }
