@@ -287,11 +287,10 @@ impl Session<'_> {
                     match incoming {
                         None => break End::Gone,
                         Some(Ok(Message::Text(text))) => self.on_text(&text),
-                        Some(Ok(Message::Binary(_))) => self.reply_error(FrameError {
-                            code: ErrorCode::BadRequest,
-                            message: "binary frames are not supported: send JSON text frames".into(),
-                            reference: None,
-                        }),
+                        Some(Ok(Message::Binary(_))) => self.reply_error(FrameError::new(
+                            ErrorCode::BadRequest,
+                            "binary frames are not supported: send JSON text frames",
+                        )),
                         // tungstenite queues the pong itself; it goes out with the next flush.
                         Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
                             flush_needed = true;
@@ -418,11 +417,10 @@ impl Session<'_> {
                 };
                 match since.map(|since| since.parse::<MessageId>()).transpose() {
                     Ok(since) => self.join(&room, since, reference),
-                    Err(error) => self.reply_error(FrameError {
-                        code: ErrorCode::BadRequest,
-                        message: format!("`since`: {error}"),
-                        reference,
-                    }),
+                    Err(error) => self.reply_error(
+                        FrameError::new(ErrorCode::BadRequest, format!("`since`: {error}"))
+                            .with_reference(reference),
+                    ),
                 }
             }
             Ok(ClientFrame::Leave { room, reference }) => {
@@ -471,14 +469,13 @@ impl Session<'_> {
                 (joined.boxed(), false)
             }
             None if self.rooms.len() >= self.limits.max_rooms => {
-                return self.reply_error(FrameError {
-                    code: ErrorCode::TooManyRooms,
-                    message: format!(
-                        "a connection may be in at most {} rooms; leave one first",
-                        self.limits.max_rooms
-                    ),
-                    reference,
-                });
+                let message = format!(
+                    "a connection may be in at most {} rooms; leave one first",
+                    self.limits.max_rooms
+                );
+                return self.reply_error(
+                    FrameError::new(ErrorCode::TooManyRooms, message).with_reference(reference),
+                );
             }
             None => {
                 let channel = self.hub.channel(room);
@@ -527,7 +524,7 @@ impl Session<'_> {
             return self.reply_error(not_joined(room, reference));
         };
         if let Err(error) = chat_protocol::validate_text_size(text, self.limits.max_text_bytes) {
-            return self.reply_error(FrameError { reference, ..error });
+            return self.reply_error(error.with_reference(reference));
         }
         let pending = match self.flood.check(self.hub.metrics(), &self.name, room, text) {
             Check::Ready(Verdict::Allowed) if turn_is_free(&mut self.publish_turn) => {
@@ -671,11 +668,10 @@ fn read_error_end(error: WsError) -> End {
         WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => End::Violation {
             code: close::MESSAGE_TOO_BIG,
             reason: "frame too large",
-            error: Some(FrameError {
-                code: ErrorCode::TooLarge,
-                message: format!("a frame of {size} bytes exceeds the limit of {max_size} bytes"),
-                reference: None,
-            }),
+            error: Some(FrameError::new(
+                ErrorCode::TooLarge,
+                format!("a frame of {size} bytes exceeds the limit of {max_size} bytes"),
+            )),
         },
         WsError::Capacity(_) => End::Violation {
             code: close::MESSAGE_TOO_BIG,
@@ -761,37 +757,24 @@ fn refusal(verdict: Verdict, reference: Option<String>) -> Option<(FrameError, O
             None,
         ),
     };
-    let error = FrameError {
-        code,
-        message,
-        reference,
-    };
+    let error = FrameError::new(code, message).with_reference(reference);
     Some((error, retry_after_ms))
 }
 
 /// The error for a join or leave over the connection's budget for them.
 fn join_refusal(retry_after_ms: u64, reference: Option<String>) -> FrameError {
-    FrameError {
-        code: ErrorCode::RateLimited,
-        message: format!("too many joins and leaves; not done, retry in {retry_after_ms} ms"),
-        reference,
-    }
+    let message = format!("too many joins and leaves; not done, retry in {retry_after_ms} ms");
+    FrameError::new(ErrorCode::RateLimited, message).with_reference(reference)
 }
 
 fn not_joined(room: &str, reference: Option<String>) -> FrameError {
-    FrameError {
-        code: ErrorCode::NotJoined,
-        message: format!("join room `{room}` first"),
-        reference,
-    }
+    FrameError::new(ErrorCode::NotJoined, format!("join room `{room}` first"))
+        .with_reference(reference)
 }
 
 fn unavailable(error: &BrokerError, what: &str, reference: Option<String>) -> FrameError {
-    FrameError {
-        code: ErrorCode::Unavailable,
-        message: format!("{what}: {error}; try again shortly"),
-        reference,
-    }
+    let message = format!("{what}: {error}; try again shortly");
+    FrameError::new(ErrorCode::Unavailable, message).with_reference(reference)
 }
 
 /// An `error` frame, counted by code.
