@@ -18,10 +18,13 @@
 //! A client that stays silent gets a ping after half the idle timeout and is closed (4002) if
 //! it has still answered nothing by the end; only a flag is touched per frame read. A client
 //! that stops reading is closed (4001) once a write to it has made no progress for the write
-//! timeout ([`crate::write_deadline`]).
+//! timeout ([`write_deadline`]).
 //!
 //! Joins and leaves pass their own per-connection budget ([`crate::flood`]) before any work.
-//! Closes for a violation linger ([`crate::closing`]), so the client reads why.
+//! Closes for a violation linger ([`closing`]), so the client reads why.
+
+mod closing;
+pub mod write_deadline;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -42,12 +45,12 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{BrokerError, BrokerFuture};
-use crate::closing::{CLOSE_TIMEOUT, close_lingering, close_with};
 use crate::flood::{Check, FloodGuard, FloodPolicy, Verdict};
 use crate::frame_budget;
 use crate::hub::{Hub, Joined};
 use crate::rooms::{MemberId, Outbox};
-use crate::write_deadline::is_write_stall;
+use closing::{CLOSE_TIMEOUT, close_lingering, close_with};
+use write_deadline::is_write_stall;
 
 /// Per-connection limits.
 #[derive(Debug, Clone)]
