@@ -42,14 +42,13 @@ impl Publish<'_> {
     /// Checks the message as a WebSocket `send` from a user named `from` would be checked.
     pub fn validate(&self, max_text_bytes: usize) -> Result<(), FrameError> {
         validate_room(&self.room)
-            .map_err(|message| FrameError::new(ErrorCode::InvalidRoom, message, None))?;
+            .map_err(|message| FrameError::new(ErrorCode::InvalidRoom, message))?;
         validate_name(&self.from)
-            .map_err(|message| FrameError::new(ErrorCode::InvalidName, message, None))?;
+            .map_err(|message| FrameError::new(ErrorCode::InvalidName, message))?;
         if self.text.is_empty() {
             return Err(FrameError::new(
                 ErrorCode::BadRequest,
                 "field `text` is empty",
-                None,
             ));
         }
         validate_text_size(&self.text, max_text_bytes)

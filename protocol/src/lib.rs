@@ -327,18 +327,30 @@ impl ServerFrame<'_> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct FrameError {
+    /// What kind of refusal this is; clients branch on it.
     pub code: ErrorCode,
+    /// A sentence for the person behind the client.
     pub message: String,
+    /// The `ref` of the refused request, echoed so the client can match the reply to it.
     pub reference: Option<String>,
 }
 
 impl FrameError {
-    fn new(code: ErrorCode, message: impl Into<String>, reference: Option<&str>) -> Self {
+    /// A refusal that answers no particular request (or one whose `ref` could not be read);
+    /// add the request's `ref` with [`FrameError::with_reference`].
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         FrameError {
             code,
             message: message.into(),
-            reference: reference.map(str::to_owned),
+            reference: None,
         }
+    }
+
+    /// The same refusal, answering the request that carried `reference` (replacing any `ref`
+    /// it had).
+    pub fn with_reference<R: Into<String>>(mut self, reference: Option<R>) -> Self {
+        self.reference = reference.map(Into::into);
+        self
     }
 }
 
@@ -374,7 +386,6 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame<'_>, FrameError> {
         return Err(FrameError::new(
             ErrorCode::BadRequest,
             "a frame must be a JSON object",
-            None,
         ));
     }
     let raw: RawFrame<'_> = serde_json::from_str(text).map_err(|err| {
@@ -382,11 +393,8 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame<'_>, FrameError> {
             .ok()
             .and_then(|r| r.reference)
             .filter(|r| r.len() <= limits::MAX_REF_BYTES);
-        FrameError {
-            code: ErrorCode::BadRequest,
-            message: format!("invalid frame: {err}"),
-            reference,
-        }
+        FrameError::new(ErrorCode::BadRequest, format!("invalid frame: {err}"))
+            .with_reference(reference)
     })?;
     let reference = raw.reference;
     let reference_str = reference.as_deref();
@@ -394,15 +402,13 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame<'_>, FrameError> {
         return Err(FrameError::new(
             ErrorCode::BadRequest,
             format!("ref is longer than {} bytes", limits::MAX_REF_BYTES),
-            None,
         ));
     }
     let Some(kind) = raw.kind else {
-        return Err(FrameError::new(
-            ErrorCode::BadRequest,
-            "missing field `type`",
-            reference_str,
-        ));
+        return Err(
+            FrameError::new(ErrorCode::BadRequest, "missing field `type`")
+                .with_reference(reference_str),
+        );
     };
     match kind.as_ref() {
         "join" => Ok(ClientFrame::Join {
@@ -417,11 +423,8 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame<'_>, FrameError> {
         "send" => {
             let room = checked_room(raw.room, reference_str)?;
             let text = raw.text.filter(|t| !t.is_empty()).ok_or_else(|| {
-                FrameError::new(
-                    ErrorCode::BadRequest,
-                    "field `text` is missing or empty",
-                    reference_str,
-                )
+                FrameError::new(ErrorCode::BadRequest, "field `text` is missing or empty")
+                    .with_reference(reference_str)
             })?;
             Ok(ClientFrame::Send {
                 room,
@@ -432,8 +435,8 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame<'_>, FrameError> {
         other => Err(FrameError::new(
             ErrorCode::UnknownType,
             format!("unknown frame type `{}`", truncate_chars(other, 32)),
-            reference_str,
-        )),
+        )
+        .with_reference(reference_str)),
     }
 }
 
@@ -441,10 +444,12 @@ fn checked_room<'a>(
     room: Option<Cow<'a, str>>,
     reference: Option<&str>,
 ) -> Result<Cow<'a, str>, FrameError> {
-    let room = room
-        .ok_or_else(|| FrameError::new(ErrorCode::BadRequest, "missing field `room`", reference))?;
-    validate_room(&room)
-        .map_err(|message| FrameError::new(ErrorCode::InvalidRoom, message, reference))?;
+    let room = room.ok_or_else(|| {
+        FrameError::new(ErrorCode::BadRequest, "missing field `room`").with_reference(reference)
+    })?;
+    validate_room(&room).map_err(|message| {
+        FrameError::new(ErrorCode::InvalidRoom, message).with_reference(reference)
+    })?;
     Ok(room)
 }
 
@@ -505,7 +510,6 @@ pub fn validate_text_size(text: &str, max_bytes: usize) -> Result<(), FrameError
                 "text of {} bytes exceeds the limit of {max_bytes} bytes",
                 text.len()
             ),
-            None,
         ));
     }
     Ok(())

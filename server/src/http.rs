@@ -25,8 +25,8 @@ use crate::admission::{Admission, Handshake};
 use crate::api::{self, Api};
 use crate::hub::Hub;
 use crate::listener::Peer;
+use crate::session::write_deadline::WriteDeadline;
 use crate::session::{self, SessionLimits};
-use crate::write_deadline::WriteDeadline;
 
 /// Read buffer per connection. Chat frames are small, and tungstenite grows the buffer for a
 /// larger frame only while reading it, so 1 KiB costs little time; the library's default

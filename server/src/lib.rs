@@ -7,8 +7,8 @@
 //! - [`node`]: assembling and running a node, graceful shutdown;
 //! - [`http`]: the one port: `/ws`, the page, `/healthz`, `/readyz`, `/metrics`;
 //! - [`api`]: the HTTP API under `/api`: publish and batch publish, room and node figures;
-//! - [`session`]: one WebSocket connection; [`closing`]: how the node ends one;
-//!   [`write_deadline`]: the deadline on its writes;
+//! - [`session`]: one WebSocket connection: its requests, replies and keepalive, how the node
+//!   ends one, and the deadline on its writes;
 //! - [`hub`]: join, leave and publish, for sessions;
 //! - [`rooms`]: local membership, fan-out and gap detection;
 //! - [`broker`]: the backplane interface (messages and history) and its Redis and in-memory
@@ -29,7 +29,6 @@
 pub mod admission;
 pub mod api;
 pub mod broker;
-pub mod closing;
 pub mod config;
 pub mod envelope;
 pub mod flood;
@@ -48,4 +47,3 @@ pub mod relay;
 pub mod rooms;
 pub mod session;
 pub mod token;
-pub mod write_deadline;

@@ -298,21 +298,13 @@ impl Admission {
                 None => Ok((crate::ids::guest_name(), None)),
                 Some(name) => chat_protocol::validate_name(name)
                     .map(|()| (name.to_owned(), None))
-                    .map_err(|message| FrameError {
-                        code: ErrorCode::InvalidName,
-                        message,
-                        reference: None,
-                    }),
+                    .map_err(|message| FrameError::new(ErrorCode::InvalidName, message)),
             };
         };
         let token = handshake.token.or_else(|| bearer(handshake.headers));
         let grant = auth.name(token, handshake.name).map_err(|error| {
             self.metrics.limits.refused(Refusal::Unauthorized);
-            FrameError {
-                code: ErrorCode::Unauthorized,
-                message: error.to_string(),
-                reference: None,
-            }
+            FrameError::new(ErrorCode::Unauthorized, error.to_string())
         })?;
         Ok((grant.name, grant.expires))
     }

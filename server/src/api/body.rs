@@ -73,11 +73,7 @@ pub fn parse_message(json: &str, max_text_bytes: usize) -> Result<Publish<'_>, F
 }
 
 fn bad_message(message: String) -> FrameError {
-    FrameError {
-        code: ErrorCode::BadRequest,
-        message,
-        reference: None,
-    }
+    FrameError::new(ErrorCode::BadRequest, message)
 }
 
 /// A batch body, split into its messages.

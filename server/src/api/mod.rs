@@ -249,11 +249,10 @@ async fn publish(State(api): State<Arc<Api>>, request: Request) -> Result<Respon
 async fn settle(publication: BrokerFuture<MessageId>) -> Result<String, FrameError> {
     match publication.await {
         Ok(id) => Ok(id.to_string()),
-        Err(error) => Err(FrameError {
-            code: ErrorCode::Unavailable,
-            message: format!("message not published: {error}; try again shortly"),
-            reference: None,
-        }),
+        Err(error) => Err(FrameError::new(
+            ErrorCode::Unavailable,
+            format!("message not published: {error}; try again shortly"),
+        )),
     }
 }
 
@@ -276,11 +275,7 @@ async fn room(
     // A path that does not even decode to text cannot be a valid room name.
     let room = room.map_or_else(|_| String::new(), |Path(room)| room);
     validate_room(&room).map_err(|message| {
-        Failure::invalid_message(FrameError {
-            code: ErrorCode::InvalidRoom,
-            message,
-            reference: None,
-        })
+        Failure::invalid_message(FrameError::new(ErrorCode::InvalidRoom, message))
     })?;
     let channel = api.hub.channel(&room);
     let members = api.hub.members(&channel).await.map_err(|error| {

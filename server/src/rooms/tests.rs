@@ -2,6 +2,10 @@
 //! the tests play the broker's part (deliveries, positions, resync answers) by hand.
 
 use super::*;
+use crate::broker::Inbound;
+use crate::presence::name_aad;
+use crate::relay::Relayed;
+use chat_protocol::PresenceEvent;
 use futures::FutureExt;
 
 const CHANNEL: &str = "chat:room:c";

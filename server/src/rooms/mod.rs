@@ -1,0 +1,222 @@
+//! Local room membership and fan-out.
+//!
+//! Membership lives in a sharded map keyed by channel name. Fan-out holds one room's entry
+//! while it offers the frame to each member's [`Outbox`] without waiting; nothing awaits under
+//! a lock, and nothing is parsed or serialized again per recipient.
+//!
+//! The broker is subscribed to a channel exactly while the room has a local member: the first
+//! member's `add` calls `subscribe` and the last member's `remove` calls `unsubscribe` while
+//! the room's entry is locked, and the broker applies those calls in order, so concurrent joins
+//! and leaves can never leave a subscription behind or miss one.
+//!
+//! Gap-free delivery: message ids count up by one per room (see [`MessageId`]), so each room
+//! knows the last id it delivered and can tell a duplicate (dropped), the next message
+//! (delivered) and a gap. On a gap, a new epoch, or after the broker reconnected, the room
+//! holds back new messages, asks for the missing ones from history (a [`Resync`]), and delivers
+//! them and then the held ones in order (see [`ordering`]: an id history does not vouch for
+//! never moves a room). A new room first learns where history stands, so that a joiner's
+//! history (read up to that point) and its live messages (after it) meet without a gap or an
+//! overlap.
+//!
+//! Where to find the rest: [`delivery`] (from a backplane payload to the queues), [`open`]
+//! (decrypting payloads), [`ordering`] (the pure ordering rules), [`recovery`] (asking history
+//! and resuming), [`outbox`] (a member's bounded queue), [`drops`] and [`throttle`] (counting
+//! and logging what was refused).
+
+mod delivery;
+mod drops;
+mod open;
+pub mod ordering;
+mod outbox;
+mod recovery;
+mod throttle;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chat_protocol::MessageId;
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use futures::future::{BoxFuture, Shared};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::broker::BrokerError;
+use crate::envelope::Keyring;
+use crate::metrics::Metrics;
+use crate::relay;
+pub use drops::{DropReason, Drops};
+pub use open::PayloadError;
+use ordering::{HeldBudget, Sequence};
+pub use outbox::Outbox;
+pub use recovery::{Recovery, Resync};
+use throttle::Throttle;
+
+/// A local member, unique on this node.
+pub type MemberId = u64;
+
+/// Resolves once a new room is subscribed and knows where its history stands: to the id of
+/// the newest message before the first one it delivers live (`None`: history is empty).
+pub type Ready = Shared<BoxFuture<'static, Result<Option<MessageId>, BrokerError>>>;
+
+/// Where a new member's live messages start.
+pub enum Position {
+    /// Live messages are those after this id (`None`: every message is live).
+    After(Option<MessageId>),
+    /// The room is new on this node: its position is known once it is ready.
+    Pending(Ready),
+}
+
+/// A local member of a room.
+pub struct Member {
+    pub outbox: Outbox,
+    /// Messages up to this id are not delivered: the member has them already (its `since`).
+    pub after: Option<MessageId>,
+    /// The member's name sealed for the room's presence, kept to announce it again after the
+    /// broker reconnected.
+    pub sealed_name: Bytes,
+}
+
+/// One room with local members.
+struct Room {
+    /// Tells this room apart from an earlier one on the same channel whose member left.
+    generation: u64,
+    name: String,
+    members: HashMap<MemberId, Member>,
+    ready: Ready,
+    sequence: Sequence,
+}
+
+impl Room {
+    /// Offers a message frame to every member that does not have it yet; returns how many
+    /// took it.
+    fn fan_out(&self, id: MessageId, frame: &Utf8Bytes) -> u64 {
+        self.members
+            .values()
+            .filter(|member| {
+                member.after.is_none_or(|after| id > after) && member.outbox.offer(frame)
+            })
+            .count() as u64
+    }
+}
+
+/// Every room with a local member on this node.
+pub struct Rooms {
+    rooms: DashMap<String, Room>,
+    keyring: Arc<Keyring>,
+    metrics: Arc<Metrics>,
+    drops: Drops,
+    /// Payloads larger than this did not come from a node.
+    max_payload: usize,
+    held_budget: HeldBudget,
+    decrypt_warnings: Throttle,
+    generations: AtomicU64,
+    recovery: mpsc::UnboundedSender<Recovery>,
+}
+
+impl Rooms {
+    /// Rooms whose recovery requests go to `recovery`.
+    pub fn new(
+        keyring: Arc<Keyring>,
+        metrics: Arc<Metrics>,
+        recovery: mpsc::UnboundedSender<Recovery>,
+    ) -> Self {
+        Rooms {
+            rooms: DashMap::new(),
+            keyring,
+            drops: Drops::new(&metrics),
+            metrics,
+            max_payload: relay::max_payload_len(chat_protocol::limits::DEFAULT_MAX_TEXT_BYTES),
+            held_budget: HeldBudget::default(),
+            decrypt_warnings: Throttle::new(Duration::from_secs(10)),
+            generations: AtomicU64::new(1),
+            recovery,
+        }
+    }
+
+    /// Drops payloads larger than any message of up to `max_text_bytes` (`--max-text-bytes`).
+    pub fn with_max_text_bytes(mut self, max_text_bytes: usize) -> Self {
+        self.max_payload = relay::max_payload_len(max_text_bytes);
+        self
+    }
+
+    /// Holds at most this much per room while it waits for history.
+    pub fn with_held_budget(mut self, budget: HeldBudget) -> Self {
+        self.held_budget = budget;
+        self
+    }
+
+    /// Counts of payloads dropped for their size or their id.
+    pub fn drops(&self) -> &Drops {
+        &self.drops
+    }
+
+    /// Adds `member` to `room` (behind `channel`). When the room is new on this node,
+    /// `prepare` is called under the room's lock with the room's generation: it subscribes and
+    /// finds where history stands, and must end by calling [`Rooms::positioned`].
+    pub fn add(
+        &self,
+        channel: &str,
+        room: &str,
+        member: MemberId,
+        joining: Member,
+        prepare: impl FnOnce(u64) -> Ready,
+    ) -> Position {
+        let mut entry = self.rooms.entry(channel.to_owned()).or_insert_with(|| {
+            self.metrics.rooms.inc();
+            let generation = self.generations.fetch_add(1, Ordering::Relaxed);
+            Room {
+                generation,
+                name: room.to_owned(),
+                members: HashMap::new(),
+                ready: prepare(generation),
+                sequence: Sequence::Positioning {
+                    held: Default::default(),
+                },
+            }
+        });
+        entry.members.insert(member, joining);
+        match &entry.sequence {
+            Sequence::Positioning { .. } => Position::Pending(entry.ready.clone()),
+            Sequence::Live { last } | Sequence::Recovering { last, .. } => Position::After(*last),
+        }
+    }
+
+    /// Removes `member`; when it was the room's last local member, `unsubscribe` is called
+    /// under the room's lock and the room is forgotten.
+    pub fn remove(&self, channel: &str, member: MemberId, unsubscribe: impl FnOnce()) {
+        if let Entry::Occupied(mut room) = self.rooms.entry(channel.to_owned()) {
+            room.get_mut().members.remove(&member);
+            if room.get().members.is_empty() {
+                unsubscribe();
+                room.remove();
+                self.metrics.rooms.dec();
+            }
+        }
+    }
+
+    /// How many local members the room behind `channel` has.
+    pub fn member_count(&self, channel: &str) -> usize {
+        self.rooms.get(channel).map_or(0, |room| room.members.len())
+    }
+
+    /// Every local member with its sealed name, to announce them again.
+    pub fn members(&self) -> Vec<(String, MemberId, Bytes)> {
+        self.rooms
+            .iter()
+            .flat_map(|room| {
+                let channel = room.key().clone();
+                room.members
+                    .iter()
+                    .map(|(id, member)| (channel.clone(), *id, member.sealed_name.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,275 @@
+//! One WebSocket connection, from welcome to close, on a single task.
+//!
+//! The task `select!`s over the socket, its bounded outbound queue and its requests in flight,
+//! so reading and writing share one stream without a lock or a split. Every event that produces
+//! output appends to a batch; the batch is fed to the socket frame by frame and flushed once,
+//! which turns a burst of deliveries into one write syscall.
+//!
+//! At most `max_in_flight` requests wait for their reply at once; beyond that the task stops
+//! reading the socket and TCP pushes back on the client.
+//!
+//! Where to find the rest: [`requests`] (join, leave, send and flood control), [`replies`]
+//! (one reply per request, in order), [`idle`] (pings and the idle timeout), [`ending`] (why a
+//! session ends and how it closes), [`closing`] (lingering closes), [`write_deadline`] (the
+//! deadline on writes, 4001 for a client that stops reading), [`limits`] (the flags it runs
+//! under).
+
+mod closing;
+mod ending;
+mod flood_state;
+mod idle;
+mod limits;
+mod replies;
+mod requests;
+pub mod write_deadline;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use chat_protocol::{ErrorCode, FrameError, ServerFrame, close};
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::Error as WsError;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::Hub;
+use crate::rooms::{MemberId, Outbox};
+use closing::{CLOSE_TIMEOUT, close_lingering};
+use ending::{End, read_error_end, write_error_end};
+use flood_state::FloodState;
+use idle::{IdleCheck, IdleStep};
+pub use limits::SessionLimits;
+use replies::{Reply, error_frame, text_message};
+
+/// Most frames written between two flushes.
+const WRITE_BATCH: usize = 256;
+
+/// Runs a connection to its end. `name` is the name to use, or why the connection may not
+/// chat (told to the client before a 1008 close); `expires`, when the token that gave the name
+/// stops being honoured (the connection is closed with 4003 then).
+pub async fn run<S>(
+    mut ws: WebSocketStream<S>,
+    name: Result<String, FrameError>,
+    expires: Option<SystemTime>,
+    hub: Arc<Hub>,
+    limits: SessionLimits,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    hub.metrics().connections.inc();
+    hub.metrics().connections_total.inc();
+    match name {
+        Ok(name) => {
+            let (outbox, queue) = Outbox::new(limits.outbound_queue);
+            let mut session = Session {
+                id: crate::ids::session_id(),
+                member: hub.next_member_id(),
+                hub: hub.clone(),
+                flood: FloodState::new(limits.flood.clone()),
+                name,
+                outbox,
+                rooms: HashMap::new(),
+                joins_pending: 0,
+                replies: FuturesOrdered::new(),
+                batch: Vec::new(),
+                limits,
+            };
+            session.serve(&mut ws, queue, expires, &shutdown).await;
+        }
+        Err(error) => {
+            let reason = match error.code {
+                ErrorCode::Unauthorized => "unauthorized",
+                _ => "invalid name",
+            };
+            let refusal = error_frame(&hub, error);
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.send(refusal)).await;
+            close_lingering(&hub, &mut ws, close::POLICY_VIOLATION, reason).await;
+        }
+    }
+    hub.metrics().connections.dec();
+}
+
+/// One connection's state, owned by its task.
+struct Session {
+    id: String,
+    hub: Arc<Hub>,
+    member: MemberId,
+    name: String,
+    outbox: Outbox,
+    /// Joined rooms and their backplane channels, formatted once per join rather than per send.
+    rooms: HashMap<String, String>,
+    /// Joins not answered yet. While there are any, the session reads no further requests, so
+    /// a `send` right after a `join` cannot be published before this node hears the room and
+    /// the sender always receives its own message; and it writes no deliveries, so the room's
+    /// live messages follow the `joined` reply and its history instead of overtaking them.
+    joins_pending: usize,
+    flood: FloodState,
+    replies: FuturesOrdered<BoxFuture<'static, Reply>>,
+    batch: Vec<Message>,
+    limits: SessionLimits,
+}
+
+impl Session {
+    async fn serve<S>(
+        &mut self,
+        ws: &mut WebSocketStream<S>,
+        mut queue: mpsc::Receiver<Utf8Bytes>,
+        expires: Option<SystemTime>,
+        shutdown: &CancellationToken,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let welcome = ServerFrame::Welcome {
+            node: self.hub.node_id().into(),
+            session: self.id.as_str().into(),
+            name: self.name.as_str().into(),
+        };
+        self.batch.push(text_message(welcome.to_json()));
+        log::debug!("session {} opened for {:?}", self.id, self.name);
+        let end = self.exchange(ws, &mut queue, expires, shutdown).await;
+        // Stop deliveries into the queue before anything else.
+        for channel in self.rooms.values() {
+            self.hub.leave(channel, self.member);
+        }
+        log::debug!("session {} closing: {}", self.id, end.describe());
+        self.finish(ws, end).await;
+    }
+
+    /// Reads requests and writes the batch (replies, deliveries, pings) until something ends
+    /// the connection.
+    async fn exchange<S>(
+        &mut self,
+        ws: &mut WebSocketStream<S>,
+        queue: &mut mpsc::Receiver<Utf8Bytes>,
+        expires: Option<SystemTime>,
+        shutdown: &CancellationToken,
+    ) -> End
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let overflowed = self.outbox.overflowed().clone();
+        let mut flush_needed = true;
+        let mut idle = IdleCheck::new(self.limits.idle_timeout);
+        let idle_check = tokio::time::sleep(idle.half().unwrap_or(Duration::MAX));
+        tokio::pin!(idle_check);
+        let expiry_deadline = expires.and_then(deadline_of);
+        let expiry = tokio::time::sleep_until(expiry_deadline.unwrap_or_else(Instant::now));
+        tokio::pin!(expiry);
+
+        loop {
+            if !self.batch.is_empty() || flush_needed {
+                let written = tokio::select! {
+                    result = write_batch(ws, &mut self.batch) => result,
+                    _ = overflowed.cancelled() => return End::SlowConsumer,
+                    _ = shutdown.cancelled() => return End::Shutdown,
+                };
+                if let Err(error) = written {
+                    return write_error_end(error);
+                }
+                flush_needed = false;
+            }
+            let reading = self.joins_pending == 0 && self.replies.len() < self.limits.max_in_flight;
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return End::Shutdown,
+                _ = overflowed.cancelled() => return End::SlowConsumer,
+                () = &mut expiry, if expiry_deadline.is_some() => return End::TokenExpired,
+                Some(reply) = self.replies.next(), if !self.replies.is_empty() => {
+                    self.on_reply(reply);
+                }
+                () = &mut idle_check, if idle.half().is_some() => {
+                    match idle.check(reading) {
+                        IdleStep::GiveUp => return End::Idle,
+                        IdleStep::Ping => self.batch.push(Message::Ping(Default::default())),
+                        IdleStep::Wait => {}
+                    }
+                    if let Some(half) = idle.half() {
+                        idle_check.as_mut().reset(Instant::now() + half);
+                    }
+                }
+                incoming = ws.next(), if reading => {
+                    idle.heard();
+                    match self.on_incoming(incoming) {
+                        Ok(flush) => flush_needed |= flush,
+                        Err(end) => return end,
+                    }
+                }
+                // After the socket, so a busy room cannot starve a client's requests; whatever
+                // is queued is drained below after every event anyway.
+                Some(frame) = queue.recv(), if self.joins_pending == 0 => {
+                    self.batch.push(Message::Text(frame));
+                }
+            }
+            self.take_ready(queue);
+            if self.flood.flooding() {
+                return End::Flooding;
+            }
+        }
+    }
+
+    /// Handles what the socket gave: `Ok(true)` when tungstenite queued a frame of its own (a
+    /// pong) that the next flush must carry even if the batch is empty; `Err` when the
+    /// connection ends.
+    fn on_incoming(&mut self, incoming: Option<Result<Message, WsError>>) -> Result<bool, End> {
+        match incoming {
+            None => Err(End::Gone),
+            Some(Ok(Message::Text(text))) => {
+                self.on_text(&text);
+                Ok(false)
+            }
+            Some(Ok(Message::Binary(_))) => {
+                self.reply_error(FrameError::new(
+                    ErrorCode::BadRequest,
+                    "binary frames are not supported: send JSON text frames",
+                ));
+                Ok(false)
+            }
+            // tungstenite queues the pong itself; it goes out with the next flush.
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Ok(true),
+            Some(Ok(Message::Close(_))) => Err(End::ClosedByPeer),
+            Some(Err(error)) => Err(read_error_end(error)),
+        }
+    }
+
+    /// Takes whatever else is ready without waiting, so that it joins this batch.
+    fn take_ready(&mut self, queue: &mut mpsc::Receiver<Utf8Bytes>) {
+        while let Some(Some(reply)) = self.replies.next().now_or_never() {
+            self.on_reply(reply);
+        }
+        while self.joins_pending == 0 && self.batch.len() < WRITE_BATCH {
+            match queue.try_recv() {
+                Ok(frame) => self.batch.push(Message::Text(frame)),
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// The instant of the monotonic clock at which the wall-clock moment `at` arrives (now, if it
+/// has passed); `None` if it lies beyond what the clock can represent, which is never.
+fn deadline_of(at: SystemTime) -> Option<Instant> {
+    let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+    Instant::now().checked_add(left)
+}
+
+/// Feeds the batch to the socket frame by frame and flushes once.
+async fn write_batch<S>(
+    ws: &mut WebSocketStream<S>,
+    batch: &mut Vec<Message>,
+) -> Result<(), WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    for message in batch.drain(..) {
+        ws.feed(message).await?;
+    }
+    ws.flush().await
+}
