@@ -1,0 +1,87 @@
+//! Harness for the integration tests: real `redis-server` and `chat-server` processes on
+//! loopback ports, nodes run inside the test process, WebSocket clients that speak protocol v1,
+//! and small HTTP and metrics helpers. One module per concern; this one re-exports the helpers
+//! the tests use and holds the timing constants they share.
+//!
+//! Every process is owned by a guard that kills it on drop, so nothing outlives a test, also
+//! when it fails; every wait has a deadline, so a test fails instead of hanging.
+
+// Each test binary uses a different part of the harness.
+#![allow(dead_code, unused_imports)]
+
+pub mod api;
+pub mod balancer;
+pub mod browser;
+mod client;
+mod clock;
+mod cluster;
+pub mod dns;
+mod endpoint;
+mod http;
+mod in_process;
+mod metrics;
+mod node;
+mod ports;
+mod process;
+pub mod raw;
+mod redis;
+mod tokens;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+
+pub use client::{Chat, Client, JoinedReply, Welcome, exchange, expect_silence_all};
+pub use clock::FrozenClock;
+pub use cluster::{Cluster, KEY_A, NO_FLOOD_LIMITS, cluster, cluster_with, member};
+pub use endpoint::{Endpoint, percent_encode};
+pub use http::{HttpResponse, http_get, http_request};
+pub use in_process::TestServer;
+pub use metrics::Metrics;
+pub use node::{Node, listening_line, redis_node_args};
+pub use ports::{Started, candidate_port, on_candidate_ports, says_address_in_use};
+pub use process::{Process, TempDir, log_file, wait_for_exit};
+pub use redis::{RawSubscriber, RedisServer, TestCertificates};
+pub use tokens::{AUTH_SECRET, expect_unauthorized, jwt};
+
+/// Longest wait for one protocol step (a reply, a delivery, a process start).
+pub const STEP: Duration = Duration::from_secs(5);
+/// How long a client must stay quiet to show that nothing more (no duplicate) is coming.
+pub const QUIET: Duration = Duration::from_millis(300);
+
+/// A base64 AES-256 key of 32 bytes derived from `seed`; different seeds give different keys.
+pub fn key(seed: u8) -> String {
+    let bytes: Vec<u8> = (0..32u8)
+        .map(|i| seed.wrapping_mul(31).wrapping_add(i))
+        .collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A string no other test or run uses, for refs, room names and markers.
+pub fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("{prefix}{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// Polls `check` every 100 ms until it returns true; panics after `timeout`.
+pub async fn wait_until(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
