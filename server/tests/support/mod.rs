@@ -5,6 +5,14 @@
 //!
 //! Every process is owned by a guard that kills it on drop, so nothing outlives a test, also
 //! when it fails; every wait has a deadline, so a test fails instead of hanging.
+//!
+//! Which node a test uses:
+//! - [`TestServer`] for one node without Redis: no process to spawn, no port to race for, and
+//!   with a [`FrozenClock`] a timeout passes in node time instead of wall time;
+//! - [`Node`] (a `chat-server` process) for Redis, several nodes, the balancer, faults,
+//!   signals, restarts, logs and resident memory. A test of token expiry also stays on wall
+//!   time: the handshake checks `exp` against the system clock, which pausing tokio's clock
+//!   does not move.
 
 // Each test binary uses a different part of the harness.
 #![allow(dead_code, unused_imports)]
