@@ -1,6 +1,7 @@
 //! Abuse limits with real processes: flood control (per connection, per name across nodes,
 //! debounce, closing flooders), connection admission (origins, tokens, caps, trusted proxies),
-//! rooms per connection, and the handshake and idle timeouts.
+//! rooms per connection, and the handshake and idle timeouts (on a node in the test process,
+//! in node time).
 
 mod support;
 
@@ -8,7 +9,10 @@ use std::time::Duration;
 
 use chat_protocol::{ClientFrame, ErrorCode, ServerFrame, close};
 use futures::StreamExt;
-use support::{Client, Node, RedisServer, STEP, expect_unauthorized, jwt, key, unique, wait_until};
+use support::{
+    Client, FrozenClock, Node, RedisServer, STEP, TestServer, expect_unauthorized, jwt, key,
+    unique, wait_until,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -515,23 +519,35 @@ async fn a_connection_is_in_at_most_max_rooms() {
 // Timeouts
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// In node time, with the clock frozen once both clients are in: no real seconds pass.
+#[tokio::test]
 async fn a_client_that_answers_no_ping_is_closed() {
-    let node = memory_node(&["--idle-timeout-secs", "2"]).await;
+    let node = TestServer::start(&["--idle-timeout-secs", "2"]).await;
     let mut silent = node.client("silent").await;
     let mut listener = node.client("listener").await;
     listener.join(ROOM).await;
+    let clock = FrozenClock::freeze();
     // The listener only reads (its library answers pings); the silent one does not even read.
-    let idle = listener.drain(Duration::from_secs(5)).await;
+    let idle = clock.during(listener.drain(Duration::from_secs(5))).await;
     assert!(idle.is_empty(), "{idle:?}");
-    assert_eq!(silent.expect_close().await, close::IDLE_TIMEOUT);
-    listener.say(ROOM, "still here after 5 s").await;
-    assert_eq!(node.metric("chat_idle_closes_total").await, 1.0);
+    assert_eq!(
+        clock.during(silent.expect_close()).await,
+        close::IDLE_TIMEOUT
+    );
+    clock
+        .during(listener.say(ROOM, "still here after 5 s"))
+        .await;
+    assert_eq!(
+        clock.during(node.metric("chat_idle_closes_total")).await,
+        1.0
+    );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// In node time, with the clock frozen before the first connection: no real seconds pass.
+#[tokio::test]
 async fn slow_http_clients_are_cut_off_at_the_handshake_timeout() {
-    let node = memory_node(&["--handshake-timeout-secs", "1"]).await;
+    let node = TestServer::start(&["--handshake-timeout-secs", "1"]).await;
+    let clock = FrozenClock::freeze();
     let mut half_request = TcpStream::connect(node.addr()).await.expect("connect");
     half_request
         .write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
@@ -540,19 +556,21 @@ async fn slow_http_clients_are_cut_off_at_the_handshake_timeout() {
     let mut silent = TcpStream::connect(node.addr()).await.expect("connect");
     for stream in [&mut half_request, &mut silent] {
         let mut buf = [0u8; 256];
-        let read = tokio::time::timeout(STEP, stream.read(&mut buf))
+        let read = clock
+            .during(tokio::time::timeout(STEP, stream.read(&mut buf)))
             .await
             .expect("the node closes the connection");
         assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     }
     assert_eq!(
-        node.metric(r#"chat_connections_refused_total{cause="handshake_timeout"}"#)
+        clock
+            .during(node.metric(r#"chat_connections_refused_total{cause="handshake_timeout"}"#))
             .await,
         2.0
     );
     // A WebSocket outlives the handshake timeout.
-    let mut ada = node.client("ada").await;
-    ada.join(ROOM).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    ada.say(ROOM, "still connected").await;
+    let mut ada = clock.during(node.client("ada")).await;
+    clock.during(ada.join(ROOM)).await;
+    clock.pass(Duration::from_millis(1500)).await;
+    clock.during(ada.say(ROOM, "still connected")).await;
 }

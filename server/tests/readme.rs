@@ -8,7 +8,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -132,18 +131,7 @@ async fn the_readme_run_command_serves_the_page_and_chat() {
     };
 
     let stdout = started.child.stdout.take().expect("piped stdout");
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(address) = line.strip_prefix("listening on ")
-                && let Some(tx) = tx.take()
-            {
-                let _ = tx.send(address.trim().to_owned());
-            }
-        }
-    });
+    let rx = support::listening_line(stdout);
     let address = tokio::time::timeout(BUILD_AND_START, rx)
         .await
         .unwrap_or_else(|_| panic!("`{command}` printed no `listening on` in {BUILD_AND_START:?}"))

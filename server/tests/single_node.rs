@@ -1,23 +1,26 @@
 //! One node with the in-memory broker (no Redis): the chat flow, every kind of bad input, and
 //! the HTTP endpoints. After each bad input two bystanders on the same node still chat with
 //! nothing lost.
+//!
+//! The node runs inside the test process ([`support::TestServer`]), except where a test reads
+//! the resident memory of a real `chat-server` process.
 
 mod support;
 
 use chat_protocol::{ErrorCode, close, limits, validate_name};
-use support::{Client, Node, exchange, unique};
+use support::{Client, Node, TestServer, exchange, unique};
 
 const ROOM: &str = "lobby";
 
 /// A node with two bystanders, alice and bob, in the lobby.
 struct Lobby {
-    node: Node,
+    node: TestServer,
     alice: Client,
     bob: Client,
 }
 
 async fn lobby() -> Lobby {
-    let node = Node::memory().await;
+    let node = TestServer::memory().await;
     let mut alice = node.client("alice").await;
     let mut bob = node.client("bob").await;
     alice.join(ROOM).await;
@@ -70,7 +73,7 @@ async fn two_clients_chat_with_acks_and_exactly_once_delivery() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_name_is_given_when_none_is_asked_for() {
-    let node = Node::memory().await;
+    let node = TestServer::memory().await;
     let mut guest = Client::connect(&node.ws_url(None)).await;
     let name = guest.name().to_owned();
     assert!(validate_name(&name).is_ok(), "guest name {name:?}");
@@ -81,10 +84,10 @@ async fn a_guest_name_is_given_when_none_is_asked_for() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_from_the_query_are_used() {
-    let node = Node::memory().await;
+    let node = TestServer::memory().await;
     let longest = "n".repeat(limits::MAX_NAME_CHARS);
     for name in ["Grace Hopper", "名前のある人", "a&b=c?d", longest.as_str()] {
-        // `Node::client` checks the welcome name.
+        // `Endpoint::client` checks the welcome name.
         node.client(name).await;
     }
 }
@@ -283,14 +286,14 @@ async fn invalid_names_get_invalid_name_and_close_1008() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_readiness_are_ok_without_redis() {
-    let node = Node::memory().await;
+    let node = TestServer::memory().await;
     assert_eq!(node.status_of("/healthz").await, 200);
     assert_eq!(node.status_of("/readyz").await, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_index_page_is_html() {
-    let node = Node::memory().await;
+    let node = TestServer::memory().await;
     let page = node.http_get("/").await;
     assert_eq!(page.status, 200);
     let content_type = page.header("content-type").unwrap_or_default();

@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 use super::dns::DnsServer;
-use super::{Client, Process, STEP, TempDir, free_port, http_get, percent_encode};
+use super::{
+    Client, Process, STEP, Started, TempDir, candidate_port, http_get, on_candidate_ports,
+    percent_encode, says_address_in_use,
+};
 
 /// The balancer's configuration, mounted by docker-compose.yml.
 pub const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/haproxy.cfg");
@@ -103,14 +106,45 @@ pub fn check_config(env: &[(String, String)]) -> (bool, String) {
     (output.status.success(), said)
 }
 
+/// Waits until a freshly spawned HAProxy accepts on `addr` and `stats`; tells a port taken
+/// meanwhile (it exits saying so, in its log after `log_start`) from other failures.
+async fn wait_listening(
+    mut process: Process,
+    log_start: usize,
+    addr: SocketAddr,
+    stats: SocketAddr,
+) -> Started<Process> {
+    let deadline = Instant::now() + STEP;
+    loop {
+        if let Some(status) = process.try_wait() {
+            let said = process.log_text();
+            let said = said.get(log_start..).unwrap_or_default();
+            process.print_log_tail();
+            if says_address_in_use(said) {
+                return Started::PortTaken(format!("{addr} or {stats}: exited with {status}"));
+            }
+            return Started::Failed(format!("exited with {status}"));
+        }
+        if accepts(addr).await && accepts(stats).await {
+            return Started::Up(process);
+        }
+        if Instant::now() >= deadline {
+            return Started::Failed(format!(
+                "did not listen on {addr} and {stats} within {STEP:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 impl Balancer {
     pub async fn start(ips: &[Ipv4Addr], port: u16) -> Balancer {
         let dns = DnsServer::start(NODES_NAME, ips).await;
         let dir = TempDir::new("haproxy");
         let log = dir.path().join("haproxy.log");
-        for _ in 0..5 {
-            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-            let stats = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let (process, addr, stats) = on_candidate_ports("haproxy", async || {
+            let addr = SocketAddr::from(([127, 0, 0, 1], candidate_port()));
+            let stats = SocketAddr::from(([127, 0, 0, 1], candidate_port()));
             let mut command = Command::new(haproxy_program());
             command
                 .args(["-db", "-f", CONFIG])
@@ -120,31 +154,22 @@ impl Balancer {
                 .env("CHAT_LB_NODES", format!("{NODES_NAME}:{port}"))
                 .env("CHAT_LB_SLOTS", SLOTS)
                 .env("CHAT_LB_CHECK_INTERVAL", CHECK_INTERVAL);
-            let mut process = Process::spawn(&mut command, "haproxy", &log)
+            // The log is appended to; only what this attempt writes counts.
+            let log_start = std::fs::metadata(&log).map_or(0, |meta| meta.len() as usize);
+            let process = Process::spawn(&mut command, "haproxy", &log)
                 .expect("spawn haproxy (is the haproxy package installed?)");
-            let deadline = Instant::now() + STEP;
-            loop {
-                if process.try_wait().is_some() {
-                    // Most likely a port was taken meanwhile; the log says.
-                    process.print_log_tail();
-                    break;
-                }
-                if accepts(addr).await && accepts(stats).await {
-                    return Balancer {
-                        process,
-                        addr,
-                        stats,
-                        dns,
-                        _dir: dir,
-                    };
-                }
-                if Instant::now() >= deadline {
-                    panic!("haproxy did not listen on {addr} and {stats} within {STEP:?}");
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            wait_listening(process, log_start, addr, stats)
+                .await
+                .map(|process| (process, addr, stats))
+        })
+        .await;
+        Balancer {
+            process,
+            addr,
+            stats,
+            dns,
+            _dir: dir,
         }
-        panic!("haproxy did not start");
     }
 
     pub fn addr(&self) -> SocketAddr {

@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::Bytes;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 
-use super::{Node, STEP};
+use super::{Endpoint, STEP};
 
 /// One frame as a client would put it on the wire: masked unless `mask` is None.
 pub fn encode(header: FrameHeader, payload: &[u8]) -> Vec<u8> {
@@ -73,7 +73,7 @@ pub fn fragmented(message: &[u8], pieces: usize) -> Vec<u8> {
 }
 
 /// The path and query of the WebSocket URL of `node` for `name`.
-fn node_path(node: &Node, name: &str) -> String {
+fn node_path(node: &Endpoint, name: &str) -> String {
     let url = node.ws_url(Some(name));
     url.strip_prefix(&format!("ws://{}", node.addr()))
         .expect("the node's WebSocket URL starts with its address")
@@ -154,13 +154,13 @@ impl RawSocket {
     }
 
     /// Connects to `node` as `name` (percent-encoded in the URL) and reads nothing.
-    pub async fn connect_to(node: &Node, name: &str) -> RawSocket {
+    pub async fn connect_to(node: &Endpoint, name: &str) -> RawSocket {
         RawSocket::connect(node.addr(), &node_path(node, name), None).await
     }
 
     /// Like [`RawSocket::connect_to`], with a kernel receive buffer of `bytes` (the kernel
     /// doubles it and has a floor of a few KiB).
-    pub async fn connect_with_receive_buffer(node: &Node, name: &str, bytes: u32) -> RawSocket {
+    pub async fn connect_with_receive_buffer(node: &Endpoint, name: &str, bytes: u32) -> RawSocket {
         RawSocket::connect(node.addr(), &node_path(node, name), Some(bytes)).await
     }
 
