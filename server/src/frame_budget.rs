@@ -29,19 +29,20 @@ const CONTROL_HEADROOM: usize = 1024;
 
 /// The largest frame the node may build: whatever an earlier frame and a control frame leave
 /// of the write buffer.
-pub const FRAME_BUDGET: usize = MAX_WRITE_BUFFER_BYTES - WRITE_BUFFER_BYTES - CONTROL_HEADROOM;
+pub(crate) const FRAME_BUDGET: usize =
+    MAX_WRITE_BUFFER_BYTES - WRITE_BUFFER_BYTES - CONTROL_HEADROOM;
 
 /// The share of a `joined` frame for its member list. Names take at most 131 bytes each once
 /// quoted (32 characters of up to 4 bytes), usually a tenth of that: some hundreds to a few
 /// thousand names, and the rest of the budget stays for history whatever the room's size.
-pub const MEMBERS_BUDGET: usize = 32 * 1024;
+pub(crate) const MEMBERS_BUDGET: usize = 32 * 1024;
 
 /// The fixed part of a `joined` frame: its field names, a room name of at most 64 bytes and
 /// `recovered`.
 const JOINED_OVERHEAD: usize = 256;
 
 /// The share of a `joined` frame for its history.
-pub const HISTORY_BUDGET: usize = FRAME_BUDGET - MEMBERS_BUDGET - JOINED_OVERHEAD;
+pub(crate) const HISTORY_BUDGET: usize = FRAME_BUDGET - MEMBERS_BUDGET - JOINED_OVERHEAD;
 
 // Checked when compiling: a header (10 bytes) and a control frame (127) fit beside a frame of
 // the budget and a full write buffer; and a change of the buffer sizes cannot silently shrink
@@ -57,17 +58,17 @@ const MESSAGE_OVERHEAD: usize = 512;
 const ESCAPED_BYTES_PER_BYTE: usize = 6;
 
 /// The longest `message` of an `error` frame, in bytes; longer ones are cut.
-pub const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
+pub(crate) const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
 
 /// The largest `message` frame a text of `max_text_bytes` can make.
-pub fn largest_message_frame(max_text_bytes: usize) -> usize {
+pub(crate) fn largest_message_frame(max_text_bytes: usize) -> usize {
     max_text_bytes
         .saturating_mul(ESCAPED_BYTES_PER_BYTE)
         .saturating_add(MESSAGE_OVERHEAD)
 }
 
 /// The largest `--max-text-bytes` whose every message fits in a `joined` frame's history.
-pub fn max_text_bytes_limit() -> usize {
+pub(crate) fn max_text_bytes_limit() -> usize {
     (HISTORY_BUDGET - MESSAGE_OVERHEAD) / ESCAPED_BYTES_PER_BYTE
 }
 
@@ -88,7 +89,7 @@ pub enum BudgetError {
 
 /// Refuses a `--max-text-bytes` whose largest message could be neither delivered nor carried
 /// in a `joined` frame's history.
-pub fn check_max_text_bytes(max_text_bytes: usize) -> Result<(), BudgetError> {
+pub(crate) fn check_max_text_bytes(max_text_bytes: usize) -> Result<(), BudgetError> {
     let frame_bytes = largest_message_frame(max_text_bytes);
     if frame_bytes > HISTORY_BUDGET {
         return Err(BudgetError::TextTooLarge {
@@ -103,14 +104,14 @@ pub fn check_max_text_bytes(max_text_bytes: usize) -> Result<(), BudgetError> {
 /// How many of the largest messages a `joined` frame holds, when that is fewer than
 /// `history_size`: a full history of them does not fit in one frame, so joins carry its
 /// newest part. Said once at start-up, so operators know why `recovered` may be `false`.
-pub fn history_fit(history_size: usize, max_text_bytes: usize) -> Option<usize> {
+pub(crate) fn history_fit(history_size: usize, max_text_bytes: usize) -> Option<usize> {
     let fit = HISTORY_BUDGET / largest_message_frame(max_text_bytes);
     (fit < history_size).then_some(fit)
 }
 
 /// Says at start-up when a full history of the largest messages does not fit in a `joined`
 /// frame, so that operators know why joins may carry fewer than `--history-size` messages.
-pub fn explain_history_fit(history_size: usize, max_text_bytes: usize) {
+pub(crate) fn explain_history_fit(history_size: usize, max_text_bytes: usize) {
     if let Some(fit) = history_fit(history_size, max_text_bytes) {
         log::info!(
             "a joined frame holds at most {HISTORY_BUDGET} bytes of history: from {fit} (of \
@@ -124,7 +125,7 @@ pub fn explain_history_fit(history_size: usize, max_text_bytes: usize) {
 /// fit [`MEMBERS_BUDGET`], and the newest history that fits [`HISTORY_BUDGET`]. History stays
 /// contiguous, so a client can still tell a gap by the ids; when a `since` join loses part of
 /// it, `recovered` becomes `false`.
-pub fn joined_frame(room: &str, joined: Joined, metrics: &FrameMetrics) -> String {
+pub(crate) fn joined_frame(room: &str, joined: Joined, metrics: &FrameMetrics) -> String {
     let Joined {
         mut members,
         mut history,
@@ -166,7 +167,7 @@ fn fitting(sizes: impl Iterator<Item = usize>, budget: usize) -> usize {
 }
 
 /// `message` cut to at most [`MAX_ERROR_MESSAGE_BYTES`], on a character boundary.
-pub fn bounded_error_message(mut message: String) -> String {
+pub(crate) fn bounded_error_message(mut message: String) -> String {
     if message.len() > MAX_ERROR_MESSAGE_BYTES {
         let mut end = MAX_ERROR_MESSAGE_BYTES;
         while !message.is_char_boundary(end) {

@@ -21,7 +21,7 @@ use crate::admission::Refusal;
 use crate::metrics::Metrics;
 
 /// Which `Host` names a node answers.
-pub struct HostGuard {
+pub(crate) struct HostGuard {
     /// Host names (lower case, without port) allowed besides loopback's.
     allowed: Vec<String>,
     metrics: Arc<Metrics>,
@@ -30,7 +30,7 @@ pub struct HostGuard {
 impl HostGuard {
     /// The guard of a node listening on `listen`; `None` when it is not bound to loopback, or
     /// when `--allowed-origin *` allows every origin.
-    pub fn new(
+    pub(crate) fn new(
         listen: SocketAddr,
         allowed_origins: &[String],
         metrics: Arc<Metrics>,
@@ -79,7 +79,11 @@ fn is_loopback_name(host: &str) -> bool {
 }
 
 /// The middleware: refuses a request for a host this node does not serve.
-pub async fn check(State(guard): State<Arc<HostGuard>>, request: Request, next: Next) -> Response {
+pub(crate) async fn check(
+    State(guard): State<Arc<HostGuard>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let authority = match request.headers().get(header::HOST) {
         Some(host) => host.to_str().ok(),
         None => request.uri().authority().map(|a| a.as_str()),

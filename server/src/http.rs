@@ -50,7 +50,7 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; st
 struct Page;
 
 #[derive(Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
     pub hub: Arc<Hub>,
     /// The HTTP API, when the node has an API key.
     pub api: Option<Arc<Api>>,
@@ -63,7 +63,7 @@ pub struct AppState {
     pub sessions: TaskTracker,
 }
 
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/ws", get(websocket))
         .route("/healthz", get(|| async { "ok\n" }))

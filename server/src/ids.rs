@@ -8,24 +8,24 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// An unguessable id for one WebSocket session.
-pub fn session_id() -> String {
+pub(crate) fn session_id() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
 /// The name of a client that did not pick one.
-pub fn guest_name() -> String {
+pub(crate) fn guest_name() -> String {
     format!("guest-{:04}", rand::random_range(0..10_000u32))
 }
 
 /// The host name plus a short random suffix, so that several nodes on one host stay distinct.
-pub fn default_node_id() -> String {
+pub(crate) fn default_node_id() -> String {
     let host = gethostname::gethostname().to_string_lossy().into_owned();
     let host = if host.is_empty() { "node".into() } else { host };
     format!("{host}-{:04x}", rand::random::<u16>())

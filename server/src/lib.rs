@@ -25,25 +25,24 @@
 //! - [`listener`]: the port's listener: a deadline on every handshake, and caps on connections
 //!   before their upgrade;
 //! - [`host_guard`]: the host names a loopback-bound node answers (DNS rebinding).
-
-pub mod admission;
-pub mod api;
+mod admission;
+mod api;
 pub mod broker;
 pub mod config;
 pub mod envelope;
 pub mod flood;
-pub mod frame_budget;
+mod frame_budget;
 mod hex;
-pub mod host_guard;
-pub mod http;
+mod host_guard;
+mod http;
 pub mod hub;
-pub mod ids;
-pub mod listener;
+mod ids;
+mod listener;
 pub mod metrics;
 pub mod node;
-pub mod presence;
-pub(crate) mod redis_client;
+mod presence;
+mod redis_client;
 pub mod relay;
 pub mod rooms;
-pub mod session;
-pub mod token;
+mod session;
+mod token;

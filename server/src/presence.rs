@@ -22,9 +22,9 @@ use bytes::Bytes;
 use crate::broker::BrokerFuture;
 
 /// How often a node refreshes its heartbeat and sweeps dead nodes.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
+pub(crate) const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
 /// How long after its last heartbeat a node counts as dead.
-pub const NODE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const NODE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub trait Presence: Send + Sync + 'static {
     /// Records `member` as present in `channel` under `sealed_name` and announces the join.
@@ -42,11 +42,11 @@ pub trait Presence: Send + Sync + 'static {
     fn retire(&self) -> BrokerFuture;
 }
 
-pub type SharedPresence = Arc<dyn Presence>;
+pub(crate) type SharedPresence = Arc<dyn Presence>;
 
 /// The associated data that binds a sealed name to its room's presence, so that a name can
 /// be neither moved to another room nor passed off as a message body.
-pub fn name_aad(channel: &str) -> Vec<u8> {
+pub(crate) fn name_aad(channel: &str) -> Vec<u8> {
     let mut aad = Vec::with_capacity(channel.len() + 9);
     aad.extend_from_slice(channel.as_bytes());
     aad.extend_from_slice(b"#presence");

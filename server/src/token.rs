@@ -25,17 +25,17 @@ use crate::admission::CredentialError;
 const LEEWAY_SECS: u64 = 5;
 /// Shortest secret accepted: HS256 is only as strong as its key, and RFC 7518 (3.2) asks for
 /// a key at least as long as the hash, 256 bits.
-pub const MIN_SECRET_BYTES: usize = 32;
+pub(crate) const MIN_SECRET_BYTES: usize = 32;
 
 /// Checks tokens against the node's secret and expectations.
-pub struct TokenAuth {
+pub(crate) struct TokenAuth {
     key: DecodingKey,
     validation: Validation,
 }
 
 /// What a token must say besides its signature.
 #[derive(Debug, Clone, Default)]
-pub struct Expected<'a> {
+pub(crate) struct Expected<'a> {
     /// Required value of `iss`.
     pub issuer: Option<&'a str>,
     /// Required member of `aud`.
@@ -51,7 +51,7 @@ struct Claims {
 
 /// A name taken from a valid token, and until when the token holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grant {
+pub(crate) struct Grant {
     /// The token's `sub`.
     pub name: String,
     /// `exp` plus the leeway; `None` when that lies beyond what the clock can represent.
@@ -67,7 +67,7 @@ pub struct Grant {
 pub struct WeakSecret;
 
 /// Refuses a secret shorter than [`MIN_SECRET_BYTES`].
-pub fn check_secret(secret: &[u8]) -> Result<(), WeakSecret> {
+pub(crate) fn check_secret(secret: &[u8]) -> Result<(), WeakSecret> {
     if secret.len() < MIN_SECRET_BYTES {
         return Err(WeakSecret);
     }
@@ -76,7 +76,7 @@ pub fn check_secret(secret: &[u8]) -> Result<(), WeakSecret> {
 
 impl TokenAuth {
     /// A checker of HS256 tokens signed with `secret` that say what `expected` asks for.
-    pub fn new(secret: &[u8], expected: &Expected<'_>) -> Self {
+    pub(crate) fn new(secret: &[u8], expected: &Expected<'_>) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECS;
         validation.validate_nbf = true;
@@ -100,7 +100,7 @@ impl TokenAuth {
 
     /// The user name a connection may use, given its token and the name it asked for, and
     /// until when it may use it.
-    pub fn name(
+    pub(crate) fn name(
         &self,
         token: Option<&str>,
         requested: Option<&str>,

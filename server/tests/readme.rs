@@ -69,9 +69,8 @@ struct Started {
 impl Started {
     fn signal_group(&self, signal: libc::c_int) {
         let group = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
-        // SAFETY: kill(2) has no memory-safety preconditions; a negative pid names the group
-        // this test created for the command, and nothing else.
-        unsafe { libc::kill(-group, signal) };
+        // The group this test created for the command, and nothing else.
+        let _ = support::kill(-group, signal);
     }
 
     fn wait(&mut self, timeout: Duration) -> ExitStatus {

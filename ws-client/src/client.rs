@@ -28,7 +28,7 @@ use crate::stats::{Board, ClientStats};
 
 /// Where the run is; clients watch it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Phase {
+pub(crate) enum Phase {
     Sending,
     /// Sending stopped; deliveries still arrive.
     Draining,
@@ -37,7 +37,7 @@ pub enum Phase {
 }
 
 /// What every client of a run shares.
-pub struct Shared {
+pub(crate) struct Shared {
     pub plan: Plan,
     pub targets: Vec<Target>,
     pub rooms: Vec<RoomLedger>,
@@ -47,7 +47,7 @@ pub struct Shared {
 }
 
 /// A client's contribution to the final count.
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub room: usize,
     /// When the `joined` of the connection open at the end arrived; `None` if the client was
     /// not joined when the run ended.
@@ -81,7 +81,7 @@ struct Member {
 }
 
 /// Runs client `index` until the run is done.
-pub async fn run(
+pub(crate) async fn run(
     index: usize,
     shared: Arc<Shared>,
     stats: Arc<ClientStats>,

@@ -18,7 +18,7 @@ use crate::connect::Sources;
 /// went missing or arrived twice.
 #[derive(Debug, Parser)]
 #[command(name = "ws-client", version)]
-pub struct Args {
+pub(crate) struct Args {
     /// WebSocket URL of a node or a load balancer; repeat to spread clients round-robin.
     #[arg(
         long = "url",
@@ -107,7 +107,7 @@ pub struct Args {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Mode {
+pub(crate) enum Mode {
     /// A client every 100 ms, each sending a message every 30 ms.
     FewClients,
     /// A client every 10 ms, each sending once on connecting and then every 5 s.
@@ -120,7 +120,7 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Mode::FewClients => "few-clients",
             Mode::ManyClients => "many-clients",
@@ -132,7 +132,7 @@ impl Mode {
 
 /// How the clients send.
 #[derive(Debug, Clone, Copy)]
-pub enum Pace {
+pub(crate) enum Pace {
     /// One message per interval (the first right after joining).
     Every(Duration),
     /// Refill the window whenever a reply arrives.
@@ -143,7 +143,7 @@ pub enum Pace {
 
 /// The resolved run.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub mode: Mode,
     pub urls: Vec<String>,
     pub clients: Option<usize>,
@@ -162,7 +162,7 @@ pub struct Plan {
 
 /// How http-ingest mode feeds the cluster.
 #[derive(Clone)]
-pub struct Ingest {
+pub(crate) struct Ingest {
     pub api_key: String,
     pub batch: usize,
 }
@@ -174,7 +174,7 @@ impl std::fmt::Debug for Ingest {
 }
 
 impl Args {
-    pub fn plan(&self) -> anyhow::Result<Plan> {
+    pub(crate) fn plan(&self) -> anyhow::Result<Plan> {
         let (clients, ramp, interval_ms, in_flight) = match self.mode {
             Mode::FewClients => (None, 10.0, Some(30), 64),
             Mode::ManyClients => (None, 100.0, Some(5_000), 64),

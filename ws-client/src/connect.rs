@@ -17,14 +17,14 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Error as WsError};
 
 /// A client's connection.
-pub type Ws = WebSocketStream<TcpStream>;
+pub(crate) type Ws = WebSocketStream<TcpStream>;
 
 /// How long a connect or a handshake may take before it counts as failed.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A node (or load balancer) to connect to, resolved once at start.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     addr: SocketAddr,
     authority: String,
     path: String,
@@ -32,7 +32,7 @@ pub struct Target {
 
 impl Target {
     /// Parses a `ws://host:port[/path]` URL; an empty path means `/ws`.
-    pub async fn resolve(url: &str) -> anyhow::Result<Target> {
+    pub(crate) async fn resolve(url: &str) -> anyhow::Result<Target> {
         let uri: Uri = url.parse().with_context(|| format!("--url {url}"))?;
         match uri.scheme_str() {
             Some("ws") => {}
@@ -66,12 +66,12 @@ impl Target {
     }
 
     /// The node's address, for plain HTTP requests to it.
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// `host:port` as the URL gave it, for the `Host` header.
-    pub fn authority(&self) -> &str {
+    pub(crate) fn authority(&self) -> &str {
         &self.authority
     }
 
@@ -86,7 +86,7 @@ impl Target {
 /// since each source address has its own range of ephemeral ports. Processes run side by
 /// side give each its own `first`, so they never compete for the same ports.
 #[derive(Debug, Clone, Copy)]
-pub struct Sources {
+pub(crate) struct Sources {
     pub first: Ipv4Addr,
     pub spread: u8,
 }
@@ -105,7 +105,7 @@ impl Sources {
 }
 
 /// Connects client `index` named `name`; the error is the failure's cause.
-pub async fn open(
+pub(crate) async fn open(
     target: &Target,
     index: usize,
     name: &str,
@@ -139,7 +139,7 @@ pub async fn open(
 }
 
 /// A short, stable name for an I/O failure, so that thousands of them group into a few lines.
-pub fn io_cause(step: &str, error: &io::Error) -> String {
+pub(crate) fn io_cause(step: &str, error: &io::Error) -> String {
     let what = match error.raw_os_error() {
         Some(24) => "too many open files".to_owned(),
         Some(99) => "no free local port".to_owned(),
@@ -157,7 +157,7 @@ pub fn io_cause(step: &str, error: &io::Error) -> String {
 }
 
 /// The same for WebSocket errors.
-pub fn ws_cause(step: &str, error: &WsError) -> String {
+pub(crate) fn ws_cause(step: &str, error: &WsError) -> String {
     match error {
         WsError::Io(e) => io_cause(step, e),
         WsError::Http(response) => format!("{step}: HTTP {}", response.status().as_u16()),

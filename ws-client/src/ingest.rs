@@ -31,7 +31,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 /// Starts `--in-flight` feeders; each counts as one client in the summary.
-pub fn start(
+pub(crate) fn start(
     shared: &Arc<Shared>,
     ingest: &Ingest,
     phase: &watch::Receiver<Phase>,

@@ -13,7 +13,7 @@ use crate::seqset::SeqSet;
 
 /// What became of one sent message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fate {
+pub(crate) enum Fate {
     /// No reply yet.
     Pending,
     /// The node acknowledged it: it was published and every member must get it.
@@ -26,7 +26,7 @@ pub enum Fate {
 
 /// The messages of one room, indexed by sequence number.
 #[derive(Default)]
-pub struct RoomLedger {
+pub(crate) struct RoomLedger {
     sends: Mutex<Sends>,
 }
 
@@ -39,7 +39,7 @@ struct Sends {
 impl RoomLedger {
     /// Allocates the next sequence number and its send time. Times never decrease along the
     /// sequence, which lets the final count find a member's first owed message by bisection.
-    pub fn register(&self) -> (u64, u64) {
+    pub(crate) fn register(&self) -> (u64, u64) {
         let mut sends = self.lock();
         let sent_us = now_us().max(sends.stamps.last().copied().unwrap_or(0));
         let seq = sends.stamps.len() as u64;
@@ -49,7 +49,7 @@ impl RoomLedger {
     }
 
     /// Records the reply to message `seq` (or its loss with the connection).
-    pub fn settle(&self, seq: u64, fate: Fate) {
+    pub(crate) fn settle(&self, seq: u64, fate: Fate) {
         let mut sends = self.lock();
         if let Some(slot) = usize::try_from(seq)
             .ok()
@@ -67,7 +67,7 @@ impl RoomLedger {
     }
 
     /// Ends the run for this room and prepares the count.
-    pub fn freeze(&self) -> Tally {
+    pub(crate) fn freeze(&self) -> Tally {
         let sends = std::mem::take(&mut *self.lock());
         let mut acked_before = Vec::with_capacity(sends.fates.len() + 1);
         let mut acked = 0u64;
@@ -93,7 +93,7 @@ impl RoomLedger {
 }
 
 /// A room's messages after sending stopped.
-pub struct Tally {
+pub(crate) struct Tally {
     stamps: Vec<u64>,
     /// `acked_before[i]`: acknowledged messages among sequence numbers `0..i`.
     acked_before: Vec<u64>,
@@ -104,13 +104,13 @@ pub struct Tally {
 }
 
 impl Tally {
-    pub fn sent(&self) -> u64 {
+    pub(crate) fn sent(&self) -> u64 {
         self.stamps.len() as u64
     }
 
     /// For a member joined since `joined_us` that received `seen`: how many deliveries it was
     /// owed, and how many of those it got.
-    pub fn account(&self, joined_us: u64, seen: &SeqSet) -> (u64, u64) {
+    pub(crate) fn account(&self, joined_us: u64, seen: &SeqSet) -> (u64, u64) {
         let len = self.stamps.len() as u64;
         let first = self.stamps.partition_point(|&sent| sent <= joined_us) as u64;
         let acked_in =

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Microseconds since the Unix epoch.
-pub fn now_us() -> u64 {
+pub(crate) fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
@@ -18,7 +18,7 @@ pub fn now_us() -> u64 {
 
 /// What a recipient reads back out of a message text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stamp {
+pub(crate) struct Stamp {
     /// Random tag of the ws-client run that sent it; other runs' messages are not accounted.
     pub run: u32,
     /// Position in the room's sequence of this run (0, 1, 2, …).
@@ -30,7 +30,7 @@ pub struct Stamp {
 }
 
 /// Writes `stamp` into `out` (cleared first) and pads it with `.` to `size` bytes.
-pub fn write(out: &mut String, stamp: Stamp, size: usize) {
+pub(crate) fn write(out: &mut String, stamp: Stamp, size: usize) {
     out.clear();
     // Writing into a String cannot fail.
     let _ = write!(
@@ -43,7 +43,7 @@ pub fn write(out: &mut String, stamp: Stamp, size: usize) {
 }
 
 /// Reads a stamp back; `None` for texts this tool did not write.
-pub fn parse(text: &str) -> Option<Stamp> {
+pub(crate) fn parse(text: &str) -> Option<Stamp> {
     let mut fields = text.split(' ');
     let run = u32::from_str_radix(fields.next()?, 16).ok()?;
     let seq = fields.next()?.parse().ok()?;

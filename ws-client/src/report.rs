@@ -13,7 +13,7 @@ use crate::stats::{Row, human, percentile_ms};
 
 /// Sender-to-recipient latency over the whole run, in milliseconds.
 #[derive(Debug, Clone, Serialize)]
-pub struct Latency {
+pub(crate) struct Latency {
     pub samples: u64,
     pub avg: f64,
     pub p50: f64,
@@ -24,7 +24,7 @@ pub struct Latency {
 }
 
 impl Latency {
-    pub fn of(histogram: &Histogram<u64>) -> Latency {
+    pub(crate) fn of(histogram: &Histogram<u64>) -> Latency {
         let empty = histogram.is_empty();
         Latency {
             samples: histogram.len(),
@@ -47,7 +47,7 @@ impl Latency {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Summary {
+pub(crate) struct Summary {
     pub mode: &'static str,
     pub urls: Vec<String>,
     pub rooms: usize,
@@ -95,7 +95,7 @@ pub struct Summary {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub summary: Summary,
     pub series: Vec<Row>,
 }
@@ -103,7 +103,7 @@ pub struct Report {
 impl Summary {
     /// Whether the run proved anything went wrong: something missing or duplicated, or nothing
     /// to check at all.
-    pub fn verdict(&self) -> Result<(), String> {
+    pub(crate) fn verdict(&self) -> Result<(), String> {
         if self.missing > 0 || self.duplicates > 0 {
             let late = if self.drain_complete {
                 ""
@@ -122,7 +122,7 @@ impl Summary {
     }
 
     /// The human summary.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         let l = &self.latency_ms;
         // Writing into a String cannot fail.
@@ -185,13 +185,13 @@ impl Summary {
 }
 
 impl Report {
-    pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
+    pub(crate) fn write_json(&self, path: &Path) -> anyhow::Result<()> {
         let json = serde_json::to_string_pretty(self)?;
         std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))
     }
 
     /// One row per status interval, then a `total` row for the whole run.
-    pub fn write_csv(&self, path: &Path) -> anyhow::Result<()> {
+    pub(crate) fn write_csv(&self, path: &Path) -> anyhow::Result<()> {
         std::fs::write(path, self.csv()).with_context(|| format!("writing {}", path.display()))
     }
 

@@ -23,7 +23,7 @@ const COLLECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The drain ends once no delivery arrived for this long.
 const QUIET: Duration = Duration::from_secs(1);
 
-pub async fn run(plan: Plan, open_file_limit: u64) -> anyhow::Result<Report> {
+pub(crate) async fn run(plan: Plan, open_file_limit: u64) -> anyhow::Result<Report> {
     let mut targets = Vec::with_capacity(plan.urls.len());
     for url in &plan.urls {
         targets.push(Target::resolve(url).await?);

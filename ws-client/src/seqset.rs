@@ -6,13 +6,13 @@
 
 /// Disjoint, non-adjacent half-open ranges, sorted.
 #[derive(Debug, Default, Clone)]
-pub struct SeqSet {
+pub(crate) struct SeqSet {
     ranges: Vec<(u64, u64)>,
 }
 
 impl SeqSet {
     /// Adds `seq`; false when it was already there (a duplicate).
-    pub fn insert(&mut self, seq: u64) -> bool {
+    pub(crate) fn insert(&mut self, seq: u64) -> bool {
         // The common case: the next number after the last one seen.
         match self.ranges.last_mut() {
             None => {
@@ -50,7 +50,7 @@ impl SeqSet {
     }
 
     /// The ranges, for counting.
-    pub fn ranges(&self) -> &[(u64, u64)] {
+    pub(crate) fn ranges(&self) -> &[(u64, u64)] {
         &self.ranges
     }
 }

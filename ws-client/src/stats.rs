@@ -15,7 +15,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 /// Latencies are recorded in microseconds, up to an hour, to three significant digits.
-pub fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3)
         .unwrap_or_else(|_| unreachable!("the bounds are valid"))
 }
@@ -28,7 +28,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// One client's counters.
-pub struct ClientStats {
+pub(crate) struct ClientStats {
     /// Every frame received.
     pub frames: AtomicU64,
     /// `message` frames received (deliveries).
@@ -56,7 +56,7 @@ const LATENCY_SHARDS: usize = 16;
 
 /// One line of the per-interval series.
 #[derive(Debug, Clone, Serialize)]
-pub struct Row {
+pub(crate) struct Row {
     /// Seconds since the run started.
     pub t_secs: f64,
     /// Cumulative: every frame received, messages sent, clients connected now.
@@ -72,7 +72,7 @@ pub struct Row {
 }
 
 /// What all clients share: the registry of their counters and the rare events.
-pub struct Board {
+pub(crate) struct Board {
     clients: Mutex<Vec<Arc<ClientStats>>>,
     connected: AtomicUsize,
     peak_connected: AtomicUsize,
@@ -87,7 +87,7 @@ pub struct Board {
 }
 
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Totals {
+pub(crate) struct Totals {
     pub frames: u64,
     pub messages: u64,
     pub sent: u64,
@@ -96,7 +96,7 @@ pub struct Totals {
 }
 
 impl Board {
-    pub fn new() -> Board {
+    pub(crate) fn new() -> Board {
         Board {
             clients: Mutex::new(Vec::new()),
             connected: AtomicUsize::new(0),
@@ -113,65 +113,65 @@ impl Board {
     }
 
     /// Records one delivery's latency, for client `client`.
-    pub fn record_latency(&self, client: usize, micros: u64) {
+    pub(crate) fn record_latency(&self, client: usize, micros: u64) {
         lock(&self.latency[client % LATENCY_SHARDS]).saturating_record(micros.max(1));
     }
 
     /// Registers a new client's counters.
-    pub fn add_client(&self) -> Arc<ClientStats> {
+    pub(crate) fn add_client(&self) -> Arc<ClientStats> {
         let stats = Arc::new(ClientStats::new());
         lock(&self.clients).push(Arc::clone(&stats));
         stats
     }
 
     /// `message` frames received so far, by all clients.
-    pub fn deliveries(&self) -> u64 {
+    pub(crate) fn deliveries(&self) -> u64 {
         lock(&self.clients)
             .iter()
             .map(|client| client.messages.load(Relaxed))
             .sum()
     }
 
-    pub fn clients_started(&self) -> usize {
+    pub(crate) fn clients_started(&self) -> usize {
         lock(&self.clients).len()
     }
 
-    pub fn connected(&self) {
+    pub(crate) fn connected(&self) {
         let now = self.connected.fetch_add(1, Relaxed) + 1;
         self.peak_connected.fetch_max(now, Relaxed);
     }
 
-    pub fn disconnected(&self) {
+    pub(crate) fn disconnected(&self) {
         self.connected.fetch_sub(1, Relaxed);
     }
 
-    pub fn peak_connected(&self) -> usize {
+    pub(crate) fn peak_connected(&self) -> usize {
         self.peak_connected.load(Relaxed)
     }
 
-    pub fn reconnecting(&self) {
+    pub(crate) fn reconnecting(&self) {
         self.reconnects.fetch_add(1, Relaxed);
     }
 
-    pub fn reconnects(&self) -> u64 {
+    pub(crate) fn reconnects(&self) -> u64 {
         self.reconnects.load(Relaxed)
     }
 
     /// A connection that failed or ended early, by cause.
-    pub fn failure(&self, cause: String) {
+    pub(crate) fn failure(&self, cause: String) {
         *lock(&self.failures).entry(cause).or_default() += 1;
     }
 
     /// An `error` frame, by code.
-    pub fn error(&self, code: &str) {
+    pub(crate) fn error(&self, code: &str) {
         *lock(&self.errors).entry(code.to_owned()).or_default() += 1;
     }
 
-    pub fn failures(&self) -> BTreeMap<String, u64> {
+    pub(crate) fn failures(&self) -> BTreeMap<String, u64> {
         lock(&self.failures).clone()
     }
 
-    pub fn errors(&self) -> BTreeMap<String, u64> {
+    pub(crate) fn errors(&self) -> BTreeMap<String, u64> {
         lock(&self.errors).clone()
     }
 
@@ -198,7 +198,7 @@ impl Board {
     }
 
     /// One status interval of `elapsed` ending `t_secs` after the start.
-    pub fn row(&self, t_secs: f64, elapsed: Duration) -> Row {
+    pub(crate) fn row(&self, t_secs: f64, elapsed: Duration) -> Row {
         let (totals, interval) = self.collect();
         let previous = std::mem::replace(&mut *lock(&self.last), totals);
         let per_sec = |now: u64, before: u64| {
@@ -217,13 +217,13 @@ impl Board {
     }
 
     /// Everything counted so far, with the whole run's latency histogram.
-    pub fn finish(&self) -> (Totals, Histogram<u64>) {
+    pub(crate) fn finish(&self) -> (Totals, Histogram<u64>) {
         let (totals, _) = self.collect();
         (totals, lock(&self.total_latency).clone())
     }
 }
 
-pub fn percentile_ms(histogram: &Histogram<u64>, percentile: f64) -> f64 {
+pub(crate) fn percentile_ms(histogram: &Histogram<u64>, percentile: f64) -> f64 {
     if histogram.is_empty() {
         return 0.0;
     }
@@ -232,7 +232,7 @@ pub fn percentile_ms(histogram: &Histogram<u64>, percentile: f64) -> f64 {
 
 /// The status line: the original tool's cumulative tuple first, so lines can be laid beside
 /// its published ones, then this interval's rates and latency.
-pub fn status_line(row: &Row) -> String {
+pub(crate) fn status_line(row: &Row) -> String {
     format!(
         "status: Status({}, {}, {})  {} deliveries/s  {} sends/s  p50 {:.2} ms  p99 {:.2} ms",
         row.received,
@@ -246,7 +246,7 @@ pub fn status_line(row: &Row) -> String {
 }
 
 /// 1234567.0 → "1.23M".
-pub fn human(value: f64) -> String {
+pub(crate) fn human(value: f64) -> String {
     if value >= 1e6 {
         format!("{:.2}M", value / 1e6)
     } else if value >= 1e3 {

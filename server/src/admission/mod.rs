@@ -32,7 +32,7 @@ mod refusal;
 #[cfg(test)]
 mod tests;
 
-pub use refusal::{CredentialError, Refusal};
+pub(crate) use refusal::{CredentialError, Refusal};
 
 /// Flags of connection admission.
 #[derive(Debug, Clone, clap::Args)]
@@ -107,7 +107,7 @@ fn parse_network(text: &str) -> Result<IpNet, String> {
 }
 
 /// The admission checks of one node, and the connections they let in.
-pub struct Admission {
+pub(crate) struct Admission {
     max_connections: usize,
     max_per_address: usize,
     trusted_proxies: Vec<IpNet>,
@@ -124,7 +124,7 @@ struct Counts {
 }
 
 /// A connection's places in the caps, given back on drop.
-pub struct Permit {
+pub(crate) struct Permit {
     counts: Arc<Counts>,
     address: Option<IpAddr>,
 }
@@ -142,7 +142,7 @@ impl Drop for Permit {
 }
 
 /// What the handshake asked for.
-pub struct Handshake<'a> {
+pub(crate) struct Handshake<'a> {
     /// The TCP peer's address.
     pub peer: IpAddr,
     /// The request's headers (`Origin`, `Host`, `X-Forwarded-For`, `Authorization`).
@@ -155,7 +155,7 @@ pub struct Handshake<'a> {
 
 /// A connection let in: its permit and the name it will use, or why the name is refused (the
 /// session says so in an error frame and closes with 1008).
-pub struct Admitted {
+pub(crate) struct Admitted {
     /// Its places in the caps, for as long as it is open.
     pub permit: Permit,
     /// The name it chats under, or the error frame that refuses it.
@@ -166,7 +166,7 @@ pub struct Admitted {
 
 impl Admission {
     /// The checks of `config`; refusals are counted in `metrics`.
-    pub fn new(config: &AdmissionConfig, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(config: &AdmissionConfig, metrics: Arc<Metrics>) -> Self {
         Admission {
             max_connections: config.max_connections,
             max_per_address: config.max_connections_per_address,
@@ -190,7 +190,7 @@ impl Admission {
     }
 
     /// Lets a handshake in, or says why not (counted); the refusal is the HTTP answer.
-    pub fn admit(&self, handshake: &Handshake<'_>) -> Result<Admitted, Refusal> {
+    pub(crate) fn admit(&self, handshake: &Handshake<'_>) -> Result<Admitted, Refusal> {
         let permit = if self.origin_allowed(handshake.headers) {
             self.permit(self.client_address(handshake.peer, handshake.headers))
         } else {
@@ -237,7 +237,7 @@ impl Admission {
     }
 
     /// The peer, or the client behind a trusted proxy.
-    pub fn client_address(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    pub(crate) fn client_address(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         if !self.is_trusted(peer) {
             return peer;
         }

@@ -20,7 +20,11 @@ use serde_json::value::RawValue;
 use super::Failure;
 
 /// The body of a JSON request, at most `limit` bytes long.
-pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Failure> {
+pub(super) async fn read_json(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, Failure> {
     if !is_json(headers) {
         return Err(Failure::unsupported_media_type());
     }
@@ -55,13 +59,13 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 /// The body as text; JSON is UTF-8.
-pub fn utf8(body: &[u8]) -> Result<&str, Failure> {
+pub(super) fn utf8(body: &[u8]) -> Result<&str, Failure> {
     std::str::from_utf8(body)
         .map_err(|_| Failure::bad_request("the request body is not valid UTF-8".to_owned()))
 }
 
 /// Parses and checks one message, as a WebSocket `send` is checked. Unknown fields are ignored.
-pub fn parse_message(json: &str, max_text_bytes: usize) -> Result<Publish<'_>, FrameError> {
+pub(super) fn parse_message(json: &str, max_text_bytes: usize) -> Result<Publish<'_>, FrameError> {
     // serde would take a JSON array for a struct too; a message is an object.
     if !json.trim_start().starts_with('{') {
         return Err(bad_message("a message must be a JSON object".to_owned()));
@@ -77,7 +81,7 @@ fn bad_message(message: String) -> FrameError {
 }
 
 /// A batch body, split into its messages.
-pub struct Batch<'a> {
+pub(super) struct Batch<'a> {
     /// The first messages, at most the batch limit, each still unparsed JSON.
     pub messages: Vec<&'a RawValue>,
     /// How many messages the body holds in all.
@@ -85,7 +89,7 @@ pub struct Batch<'a> {
 }
 
 /// Splits `{"messages":[…]}` into at most `max` messages (unknown top-level fields ignored).
-pub fn parse_batch(json: &str, max: usize) -> Result<Batch<'_>, serde_json::Error> {
+pub(super) fn parse_batch(json: &str, max: usize) -> Result<Batch<'_>, serde_json::Error> {
     let mut deserializer = serde_json::Deserializer::from_str(json);
     let batch = BatchSeed { max }.deserialize(&mut deserializer)?;
     deserializer.end()?;

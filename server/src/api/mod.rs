@@ -35,10 +35,10 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
-pub use caps::ApiCapsConfig;
+pub(crate) use caps::ApiCapsConfig;
 use caps::{Caps, Deadline};
 use failure::Failure;
-pub use keys::{ApiKeyError, ApiKeys};
+pub(crate) use keys::{ApiKeyError, ApiKeys};
 
 use crate::broker::{BrokerError, BrokerFuture};
 use crate::hub::Hub;
@@ -62,7 +62,7 @@ pub struct ApiLimits {
 }
 
 /// The API of one node.
-pub struct Api {
+pub(crate) struct Api {
     hub: Arc<Hub>,
     keys: ApiKeys,
     limits: ApiLimits,
@@ -73,7 +73,7 @@ pub struct Api {
 }
 
 impl Api {
-    pub fn new(
+    pub(crate) fn new(
         hub: Arc<Hub>,
         keys: ApiKeys,
         limits: ApiLimits,
@@ -153,7 +153,7 @@ impl Api {
 }
 
 /// The routes under `/api`: the endpoints with an API, a 404 for everything without one.
-pub fn router<S>(api: Option<Arc<Api>>) -> Router<S>
+pub(crate) fn router<S>(api: Option<Arc<Api>>) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {

@@ -31,10 +31,10 @@ use tokio::time::Sleep;
 use crate::admission::Refusal;
 use crate::metrics::Metrics;
 use pending::PendingSlot;
-pub use pending::{PendingConfig, PendingHandshakes};
+pub(crate) use pending::{PendingConfig, PendingHandshakes};
 
 /// Accepts TCP connections with TCP_NODELAY, a handshake deadline and a pending place.
-pub struct GuardedListener {
+pub(crate) struct GuardedListener {
     inner: TcpListener,
     timeout: Duration,
     pending: Arc<PendingHandshakes>,
@@ -43,7 +43,7 @@ pub struct GuardedListener {
 
 impl GuardedListener {
     /// Wraps `inner`: every connection it accepts gets `timeout` to finish its handshake.
-    pub fn new(
+    pub(crate) fn new(
         inner: TcpListener,
         timeout: Duration,
         pending: Arc<PendingHandshakes>,
@@ -106,11 +106,11 @@ struct HandshakeState {
 /// Marks a connection's handshake as done, which lifts its deadline and frees its pending
 /// place.
 #[derive(Clone, Debug)]
-pub struct Upgraded(Arc<HandshakeState>);
+pub(crate) struct Upgraded(Arc<HandshakeState>);
 
 impl Upgraded {
     /// Lifts the deadline and gives the pending place back (idempotent).
-    pub fn done(&self) {
+    pub(crate) fn done(&self) {
         self.0.done.store(true, Ordering::Relaxed);
         self.0.slot.release();
     }
@@ -119,7 +119,7 @@ impl Upgraded {
 /// What a handler learns about its connection: the peer's address and the switch that lifts
 /// the handshake deadline.
 #[derive(Clone, Debug)]
-pub struct Peer {
+pub(crate) struct Peer {
     /// The TCP peer's address.
     pub addr: SocketAddr,
     /// Lifts the handshake deadline once the connection is upgraded (or proved its API key).
@@ -137,7 +137,7 @@ impl Connected<IncomingStream<'_, GuardedListener>> for Peer {
 
 /// An accepted connection: reads fail once its handshake deadline passes, and it holds its
 /// pending place until it is upgraded or dropped.
-pub struct GuardedStream {
+pub(crate) struct GuardedStream {
     inner: TcpStream,
     /// Dropped once the connection is upgraded (or the deadline has fired).
     deadline: Option<Pin<Box<Sleep>>>,

@@ -40,7 +40,7 @@ pub struct PendingConfig {
 }
 
 /// The pending connections of one node.
-pub struct PendingHandshakes {
+pub(crate) struct PendingHandshakes {
     max_total: usize,
     max_per_address: usize,
     trusted_proxies: Vec<IpNet>,
@@ -92,7 +92,7 @@ impl Drop for PendingSlot {
 
 impl PendingHandshakes {
     /// No connection pending yet; `trusted_proxies` are exempt from the per-address cap.
-    pub fn new(config: &PendingConfig, trusted_proxies: &[IpNet]) -> Self {
+    pub(crate) fn new(config: &PendingConfig, trusted_proxies: &[IpNet]) -> Self {
         PendingHandshakes {
             max_total: config.max_pending_handshakes,
             max_per_address: config.max_pending_handshakes_per_address,

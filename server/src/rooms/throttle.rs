@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 /// Lets an event through at most once per interval and counts the ones held back, so a flood
 /// of forged payloads cannot flood the log.
-pub struct Throttle {
+pub(super) struct Throttle {
     interval: Duration,
     started: Instant,
     next_allowed_ms: AtomicU64,
@@ -14,7 +14,7 @@ pub struct Throttle {
 }
 
 impl Throttle {
-    pub fn new(interval: Duration) -> Self {
+    pub(super) fn new(interval: Duration) -> Self {
         Throttle {
             interval,
             started: Instant::now(),
@@ -24,7 +24,7 @@ impl Throttle {
     }
 
     /// `Some(number held back since the last one let through)` when this event may be logged.
-    pub fn allow(&self) -> Option<u64> {
+    pub(super) fn allow(&self) -> Option<u64> {
         let now = self.started.elapsed().as_millis() as u64;
         let next = self.next_allowed_ms.load(Ordering::Relaxed);
         let until = now + self.interval.as_millis() as u64;

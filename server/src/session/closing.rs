@@ -22,7 +22,7 @@ use crate::hub::Hub;
 
 /// How long a closing handshake, or sending the frames before it, may take before the
 /// connection is simply dropped.
-pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+pub(super) const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a lingering close reads on. A client reads the close code and stops writing within
 /// a round trip or two; waiting longer would only let a misbehaving one hold its slot.
 const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -34,8 +34,12 @@ const SCRATCH_BYTES: usize = 16 * 1024;
 
 /// Starts the closing handshake with `code` and waits briefly for the peer's answer: for closes
 /// that blame nobody (shutdown, idle), after which the peer has nothing left to send.
-pub async fn close_with<S>(hub: &Hub, ws: &mut WebSocketStream<S>, code: u16, reason: &'static str)
-where
+pub(super) async fn close_with<S>(
+    hub: &Hub,
+    ws: &mut WebSocketStream<S>,
+    code: u16,
+    reason: &'static str,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     hub.metrics().close(code);
@@ -50,7 +54,7 @@ where
 /// Closes for a violation: the close frame with `code`, then a lingering end, so the client
 /// reads the code even while it is still writing. A client that does not read at all gets no
 /// lingering: the close frame cannot reach it, so waiting would tell it nothing.
-pub async fn close_lingering<S>(
+pub(super) async fn close_lingering<S>(
     hub: &Hub,
     ws: &mut WebSocketStream<S>,
     code: u16,

@@ -7,7 +7,7 @@ use crate::flood::FloodPolicy;
 
 /// Per-connection limits.
 #[derive(Debug, Clone)]
-pub struct SessionLimits {
+pub(crate) struct SessionLimits {
     /// Largest chat text, in bytes.
     pub max_text_bytes: usize,
     /// Capacity of the outbound queue, in frames; overflowing it closes the connection.

@@ -21,7 +21,7 @@ mod idle;
 mod limits;
 mod replies;
 mod requests;
-pub mod write_deadline;
+pub(crate) mod write_deadline;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -45,7 +45,7 @@ use closing::{CLOSE_TIMEOUT, close_lingering};
 use ending::{End, read_error_end, write_error_end};
 use flood_state::FloodState;
 use idle::{IdleCheck, IdleStep};
-pub use limits::SessionLimits;
+pub(crate) use limits::SessionLimits;
 use replies::{Reply, error_frame, text_message};
 
 /// Most frames written between two flushes.
@@ -54,7 +54,7 @@ const WRITE_BATCH: usize = 256;
 /// Runs a connection to its end. `name` is the name to use, or why the connection may not
 /// chat (told to the client before a 1008 close); `expires`, when the token that gave the name
 /// stops being honoured (the connection is closed with 4003 then).
-pub async fn run<S>(
+pub(crate) async fn run<S>(
     mut ws: WebSocketStream<S>,
     name: Result<String, FrameError>,
     expires: Option<SystemTime>,

@@ -23,10 +23,10 @@ use tokio_tungstenite::tungstenite::Error as WsError;
 /// The error of a write that made no progress for the write timeout.
 #[derive(Debug, thiserror::Error)]
 #[error("a write made no progress for {0:?}")]
-pub struct WriteStalled(pub Duration);
+pub(crate) struct WriteStalled(pub Duration);
 
 /// Whether a WebSocket error is a write that timed out here.
-pub fn is_write_stall(error: &WsError) -> bool {
+pub(crate) fn is_write_stall(error: &WsError) -> bool {
     match error {
         WsError::Io(error) => error
             .get_ref()
@@ -36,7 +36,7 @@ pub fn is_write_stall(error: &WsError) -> bool {
 }
 
 /// `inner`, with writes failing once one has been pending without progress for `timeout`.
-pub struct WriteDeadline<S> {
+pub(crate) struct WriteDeadline<S> {
     inner: S,
     timeout: Duration,
     /// The timer, kept once created.
@@ -46,7 +46,7 @@ pub struct WriteDeadline<S> {
 }
 
 impl<S> WriteDeadline<S> {
-    pub fn new(inner: S, timeout: Duration) -> Self {
+    pub(crate) fn new(inner: S, timeout: Duration) -> Self {
         WriteDeadline {
             inner,
             timeout,

@@ -7,19 +7,19 @@ use serde_json::{Value, json};
 
 use super::{HttpResponse, Node};
 
-pub const API_KEY: &str = "test-api-key-7c1e5a90d3b2";
+pub(crate) const API_KEY: &str = "test-api-key-7c1e5a90d3b2";
 /// Bound of one API request; a batch of 20,000 takes seconds on a loaded debug build.
-pub const REQUEST: Duration = Duration::from_secs(60);
+pub(crate) const REQUEST: Duration = Duration::from_secs(60);
 
-pub fn bearer() -> String {
+pub(crate) fn bearer() -> String {
     format!("Bearer {API_KEY}")
 }
 
 /// The node id of [`api_node`]s.
-pub const SOLO: &str = "solo";
+pub(crate) const SOLO: &str = "solo";
 
 /// A node with the in-memory broker and the API on.
-pub async fn api_node(extra: &[&str]) -> Node {
+pub(crate) async fn api_node(extra: &[&str]) -> Node {
     let mut args = vec![
         "--listen",
         "127.0.0.1:0",
@@ -33,7 +33,7 @@ pub async fn api_node(extra: &[&str]) -> Node {
 }
 
 /// `method path` with the right key and a JSON body.
-pub async fn call(node: &Node, method: &str, path: &str, body: &str) -> HttpResponse {
+pub(crate) async fn call(node: &Node, method: &str, path: &str, body: &str) -> HttpResponse {
     let authorization = bearer();
     let headers = [
         ("Authorization", authorization.as_str()),
@@ -43,16 +43,16 @@ pub async fn call(node: &Node, method: &str, path: &str, body: &str) -> HttpResp
         .await
 }
 
-pub async fn post(node: &Node, path: &str, body: &Value) -> HttpResponse {
+pub(crate) async fn post(node: &Node, path: &str, body: &Value) -> HttpResponse {
     call(node, "POST", path, &body.to_string()).await
 }
 
-pub async fn get(node: &Node, path: &str) -> HttpResponse {
+pub(crate) async fn get(node: &Node, path: &str) -> HttpResponse {
     call(node, "GET", path, "").await
 }
 
 /// The JSON body of a response, which must say it is JSON.
-pub fn body(response: &HttpResponse) -> Value {
+pub(crate) fn body(response: &HttpResponse) -> Value {
     assert_eq!(
         response.header("content-type"),
         Some("application/json"),
@@ -62,7 +62,7 @@ pub fn body(response: &HttpResponse) -> Value {
 }
 
 /// Checks the status and the error code of a refused request.
-pub fn assert_error(response: &HttpResponse, status: u16, code: &str) {
+pub(crate) fn assert_error(response: &HttpResponse, status: u16, code: &str) {
     assert_eq!(response.status, status, "{response:?}");
     let body = body(response);
     assert_eq!(body["error"]["code"], code, "{body}");
@@ -74,6 +74,6 @@ pub fn assert_error(response: &HttpResponse, status: u16, code: &str) {
     );
 }
 
-pub fn message(room: &str, from: &str, text: &str) -> Value {
+pub(crate) fn message(room: &str, from: &str, text: &str) -> Value {
     json!({"room": room, "from": from, "text": text})
 }

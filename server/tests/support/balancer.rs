@@ -21,7 +21,7 @@ use super::{
 };
 
 /// The balancer's configuration, mounted by docker-compose.yml.
-pub const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/haproxy.cfg");
+pub(crate) const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/haproxy.cfg");
 
 /// The name the test's DNS server answers with the nodes' addresses.
 const NODES_NAME: &str = "nodes.chat.test";
@@ -33,12 +33,12 @@ const SLOTS: &str = "8";
 const CHECK_INTERVAL: &str = "200ms";
 
 /// The loopback address of the `i`-th balanced node: 127.0.0.2, 127.0.0.3, …
-pub fn node_ip(i: usize) -> Ipv4Addr {
+pub(crate) fn node_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, 2 + u8::try_from(i).expect("a few nodes"))
 }
 
 /// A port that was free on every address of `ips` a moment ago.
-pub fn shared_port(ips: &[Ipv4Addr]) -> u16 {
+pub(crate) fn shared_port(ips: &[Ipv4Addr]) -> u16 {
     for _ in 0..20 {
         let first = StdTcpListener::bind((ips[0], 0)).expect("bind a loopback address");
         let port = first.local_addr().expect("bound address").port();
@@ -54,7 +54,7 @@ pub fn shared_port(ips: &[Ipv4Addr]) -> u16 {
 }
 
 /// HAProxy, pointed by DNS at nodes listening on `port` of each address in `ips`.
-pub struct Balancer {
+pub(crate) struct Balancer {
     process: Process,
     addr: SocketAddr,
     stats: SocketAddr,
@@ -64,7 +64,7 @@ pub struct Balancer {
 
 /// One node slot of the balancer, as its stats page shows it.
 #[derive(Debug, Clone)]
-pub struct ServerState {
+pub(crate) struct ServerState {
     /// `ip:port` of the node.
     pub addr: String,
     /// `UP`, `DOWN`, `UP 1/2` (failing, still in rotation), `DOWN 1/2` (recovering), …
@@ -73,7 +73,7 @@ pub struct ServerState {
 
 impl ServerState {
     /// Whether new connections may go to this node.
-    pub fn in_rotation(&self) -> bool {
+    pub(crate) fn in_rotation(&self) -> bool {
         self.status.starts_with("UP")
     }
 }
@@ -91,7 +91,7 @@ fn haproxy_program() -> String {
 
 /// Runs `haproxy -c` on the configuration with `env`; returns whether it is valid and what
 /// HAProxy said.
-pub fn check_config(env: &[(String, String)]) -> (bool, String) {
+pub(crate) fn check_config(env: &[(String, String)]) -> (bool, String) {
     let output = Command::new(haproxy_program())
         .args(["-c", "-f", CONFIG])
         .env_clear()
@@ -138,7 +138,7 @@ async fn wait_listening(
 }
 
 impl Balancer {
-    pub async fn start(ips: &[Ipv4Addr], port: u16) -> Balancer {
+    pub(crate) async fn start(ips: &[Ipv4Addr], port: u16) -> Balancer {
         let dns = DnsServer::start(NODES_NAME, ips).await;
         let dir = TempDir::new("haproxy");
         let log = dir.path().join("haproxy.log");
@@ -172,39 +172,39 @@ impl Balancer {
         }
     }
 
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// What HAProxy has logged so far (its access log goes to standard output).
-    pub fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         self.process.log_text()
     }
 
     /// Makes the nodes' name resolve to `ips` from now on, as scaling a compose service does.
-    pub fn set_node_ips(&self, ips: &[Ipv4Addr]) {
+    pub(crate) fn set_node_ips(&self, ips: &[Ipv4Addr]) {
         self.dns.set_addresses(ips);
     }
 
     /// Where the stats page (`/stats`) and Prometheus metrics (`/metrics`) are served.
-    pub fn stats_addr(&self) -> SocketAddr {
+    pub(crate) fn stats_addr(&self) -> SocketAddr {
         self.stats
     }
 
     /// `ws://BALANCER/ws?name=…`
-    pub fn ws_url(&self, name: &str) -> String {
+    pub(crate) fn ws_url(&self, name: &str) -> String {
         format!("ws://{}/ws?name={}", self.addr, percent_encode(name))
     }
 
     /// Connects a client named `name` through the balancer and reads its welcome.
-    pub async fn client(&self, name: &str) -> Client {
+    pub(crate) async fn client(&self, name: &str) -> Client {
         let client = Client::connect(&self.ws_url(name)).await;
         assert_eq!(client.name(), name, "welcome name");
         client
     }
 
     /// Every node slot that has an address, from the stats page's CSV.
-    pub async fn servers(&self) -> Vec<ServerState> {
+    pub(crate) async fn servers(&self) -> Vec<ServerState> {
         let response = http_get(self.stats, "/stats;csv").await;
         assert_eq!(response.status, 200, "GET /stats;csv: {}", response.body);
         let mut lines = response.body.lines();
@@ -234,7 +234,7 @@ impl Balancer {
     }
 
     /// Polls the stats until the nodes in rotation are exactly `nodes`.
-    pub async fn wait_for_rotation(&self, nodes: &[SocketAddr], timeout: Duration) {
+    pub(crate) async fn wait_for_rotation(&self, nodes: &[SocketAddr], timeout: Duration) {
         let mut want: Vec<String> = nodes.iter().map(ToString::to_string).collect();
         want.sort();
         let deadline = Instant::now() + timeout;

@@ -24,11 +24,11 @@ fn project_dir() -> PathBuf {
 }
 
 /// Where the script saves screenshots: beside the build output, never committed.
-pub fn artifacts_dir() -> PathBuf {
+pub(crate) fn artifacts_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("../browser-test")
 }
 
-pub struct BrowserScript {
+pub(crate) struct BrowserScript {
     process: Process,
     stdin: ChildStdin,
     lines: mpsc::UnboundedReceiver<String>,
@@ -38,7 +38,7 @@ pub struct BrowserScript {
 
 impl BrowserScript {
     /// Starts the script with `env` added to its environment.
-    pub fn start(env: &[(&str, String)]) -> BrowserScript {
+    pub(crate) fn start(env: &[(&str, String)]) -> BrowserScript {
         let project = project_dir();
         assert!(
             project.join("node_modules/playwright-core").is_dir(),
@@ -83,7 +83,7 @@ impl BrowserScript {
 
     /// The script's next request, or `None` once it has closed its stdout (it is exiting).
     /// Panics at `deadline`.
-    pub async fn next_request(&mut self, deadline: Instant) -> Option<String> {
+    pub(crate) async fn next_request(&mut self, deadline: Instant) -> Option<String> {
         loop {
             match tokio::time::timeout_at(deadline, self.lines.recv()).await {
                 Err(_) => panic!("the browser script did not finish in time"),
@@ -97,14 +97,14 @@ impl BrowserScript {
     }
 
     /// Answers the request the script is waiting on.
-    pub fn answer(&mut self, line: &str) {
+    pub(crate) fn answer(&mut self, line: &str) {
         writeln!(self.stdin, "{line}")
             .and_then(|()| self.stdin.flush())
             .unwrap_or_else(|e| panic!("answer the browser script: {e}"));
     }
 
     /// Waits for the script to exit by itself.
-    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+    pub(crate) async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let status = wait_for_exit(&mut self.process, timeout).await;
         self.exited = true;
         status
@@ -123,8 +123,7 @@ impl Drop for BrowserScript {
         {
             // The group is the script and the browser it started; the script is not reaped
             // yet, so the group id still names them.
-            // SAFETY: kill(2) has no memory-safety preconditions.
-            unsafe { libc::kill(-pid, libc::SIGKILL) };
+            let _ = super::kill(-pid, libc::SIGKILL);
         }
     }
 }

@@ -20,7 +20,7 @@ use super::{QUIET, STEP, unique};
 
 /// A chat message as delivered to one client.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Chat {
+pub(crate) struct Chat {
     pub room: String,
     pub id: String,
     pub from: String,
@@ -51,7 +51,7 @@ impl Chat {
 
 /// What the server sent in its welcome frame.
 #[derive(Debug, Clone)]
-pub struct Welcome {
+pub(crate) struct Welcome {
     pub node: String,
     pub session: String,
     pub name: String,
@@ -67,7 +67,7 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A protocol v1 WebSocket client. Frames read while waiting for another one are kept in
 /// order and handed out by later reads, so no helper loses a frame.
-pub struct Client {
+pub(crate) struct Client {
     ws: Ws,
     welcome: Option<Welcome>,
     pending: VecDeque<ServerFrame<'static>>,
@@ -79,7 +79,7 @@ pub struct Client {
 
 /// What a `joined` reply carried.
 #[derive(Debug, Clone)]
-pub struct JoinedReply {
+pub(crate) struct JoinedReply {
     pub members: Vec<String>,
     pub history: Vec<Chat>,
     pub recovered: Option<bool>,
@@ -87,7 +87,7 @@ pub struct JoinedReply {
 
 impl Client {
     /// Completes the WebSocket handshake without reading anything.
-    pub async fn open(url: &str) -> Client {
+    pub(crate) async fn open(url: &str) -> Client {
         let (ws, response) = tokio::time::timeout(STEP, tokio_tungstenite::connect_async(url))
             .await
             .unwrap_or_else(|_| panic!("WebSocket handshake with {url} timed out"))
@@ -103,7 +103,7 @@ impl Client {
     }
 
     /// Connects and reads the welcome frame, which must come first.
-    pub async fn connect(url: &str) -> Client {
+    pub(crate) async fn connect(url: &str) -> Client {
         let mut client = Client::open(url).await;
         match client.recv().await {
             ServerFrame::Welcome {
@@ -124,45 +124,45 @@ impl Client {
         client
     }
 
-    pub fn welcome(&self) -> &Welcome {
+    pub(crate) fn welcome(&self) -> &Welcome {
         self.welcome
             .as_ref()
             .expect("client connected with a welcome")
     }
 
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.welcome().name
     }
 
-    pub async fn send_message(&mut self, message: Message) {
+    pub(crate) async fn send_message(&mut self, message: Message) {
         tokio::time::timeout(STEP, self.ws.send(message))
             .await
             .expect("WebSocket send timed out")
             .expect("WebSocket send");
     }
 
-    pub async fn send_frame(&mut self, frame: &ClientFrame<'_>) {
+    pub(crate) async fn send_frame(&mut self, frame: &ClientFrame<'_>) {
         let json = serde_json::to_string(frame).expect("client frames serialize");
         self.send_raw_text(&json).await;
     }
 
-    pub async fn send_raw_text(&mut self, text: &str) {
+    pub(crate) async fn send_raw_text(&mut self, text: &str) {
         self.send_message(Message::text(text)).await;
     }
 
-    pub async fn send_binary(&mut self, bytes: &[u8]) {
+    pub(crate) async fn send_binary(&mut self, bytes: &[u8]) {
         self.send_message(Message::Binary(Bytes::copy_from_slice(bytes)))
             .await;
     }
 
     /// A single final text frame with arbitrary (possibly invalid UTF-8) payload bytes.
-    pub async fn send_raw_text_frame(&mut self, payload: &[u8]) {
+    pub(crate) async fn send_raw_text_frame(&mut self, payload: &[u8]) {
         let frame = Frame::message(payload.to_vec(), OpCode::Data(Data::Text), true);
         self.send_message(Message::Frame(frame)).await;
     }
 
     /// Sends `text` to `room` with a fresh ref and returns the ref.
-    pub async fn send_chat(&mut self, room: &str, text: &str) -> String {
+    pub(crate) async fn send_chat(&mut self, room: &str, text: &str) -> String {
         let reference = unique("ref-");
         self.send_frame(&ClientFrame::Send {
             room: room.into(),
@@ -206,7 +206,7 @@ impl Client {
     }
 
     /// The next frame within `timeout`, or None; panics if the server closes.
-    pub async fn recv_within(&mut self, timeout: Duration) -> Option<ServerFrame<'static>> {
+    pub(crate) async fn recv_within(&mut self, timeout: Duration) -> Option<ServerFrame<'static>> {
         if let Some(frame) = self.pending.pop_front() {
             return Some(frame);
         }
@@ -220,7 +220,7 @@ impl Client {
     }
 
     /// The next frame; panics if none comes within `STEP`.
-    pub async fn recv(&mut self) -> ServerFrame<'static> {
+    pub(crate) async fn recv(&mut self) -> ServerFrame<'static> {
         self.recv_within(STEP)
             .await
             .unwrap_or_else(|| panic!("no frame within {STEP:?}"))
@@ -228,7 +228,7 @@ impl Client {
 
     /// The first frame matching `pred` within `timeout`, or None. Frames that do not match
     /// are kept for later reads, in order.
-    pub async fn recv_until_within(
+    pub(crate) async fn recv_until_within(
         &mut self,
         timeout: Duration,
         mut pred: impl FnMut(&ServerFrame<'static>) -> bool,
@@ -250,7 +250,7 @@ impl Client {
     }
 
     /// The first frame matching `pred` (described by `what`); panics after `STEP`.
-    pub async fn recv_until(
+    pub(crate) async fn recv_until(
         &mut self,
         what: &str,
         pred: impl FnMut(&ServerFrame<'static>) -> bool,
@@ -265,7 +265,7 @@ impl Client {
     }
 
     /// The ack or error answering the request with `reference`.
-    pub async fn reply_to(&mut self, reference: Option<&str>) -> ServerFrame<'static> {
+    pub(crate) async fn reply_to(&mut self, reference: Option<&str>) -> ServerFrame<'static> {
         self.recv_until(
             &format!("reply to ref {reference:?}"),
             |frame| match frame {
@@ -279,7 +279,7 @@ impl Client {
     }
 
     /// Waits for the ack of `reference` and returns the message id in it.
-    pub async fn ack(&mut self, reference: &str) -> String {
+    pub(crate) async fn ack(&mut self, reference: &str) -> String {
         match self.reply_to(Some(reference)).await {
             ServerFrame::Ack { id, .. } => {
                 assert!(!id.is_empty(), "ack with an empty id");
@@ -290,7 +290,7 @@ impl Client {
     }
 
     /// Waits for an error frame with `reference` and checks its code.
-    pub async fn expect_error(&mut self, code: ErrorCode, reference: Option<&str>) {
+    pub(crate) async fn expect_error(&mut self, code: ErrorCode, reference: Option<&str>) {
         match self.reply_to(reference).await {
             ServerFrame::Error { code: got, .. } if got == code => {}
             other => panic!("expected error {code} with ref {reference:?}, got {other:?}"),
@@ -298,12 +298,12 @@ impl Client {
     }
 
     /// Joins `room` and waits for `joined`.
-    pub async fn join(&mut self, room: &str) -> JoinedReply {
+    pub(crate) async fn join(&mut self, room: &str) -> JoinedReply {
         self.join_since(room, None).await
     }
 
     /// Joins `room`, saying which message was seen last, and waits for `joined`.
-    pub async fn join_since(&mut self, room: &str, since: Option<&str>) -> JoinedReply {
+    pub(crate) async fn join_since(&mut self, room: &str, since: Option<&str>) -> JoinedReply {
         let reference = unique("join-");
         self.send_frame(&ClientFrame::Join {
             room: room.into(),
@@ -341,12 +341,17 @@ impl Client {
     }
 
     /// The `presence` frames received so far, oldest first, and forgets them.
-    pub fn take_presence(&mut self) -> Vec<(PresenceEvent, String)> {
+    pub(crate) fn take_presence(&mut self) -> Vec<(PresenceEvent, String)> {
         std::mem::take(&mut self.presence)
     }
 
     /// Waits until a `presence` frame for `name` with `event` has arrived.
-    pub async fn wait_presence(&mut self, event: PresenceEvent, name: &str, timeout: Duration) {
+    pub(crate) async fn wait_presence(
+        &mut self,
+        event: PresenceEvent,
+        name: &str,
+        timeout: Duration,
+    ) {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if let Some(at) = self
@@ -374,7 +379,7 @@ impl Client {
     }
 
     /// Leaves `room` and waits for `left`.
-    pub async fn leave(&mut self, room: &str) {
+    pub(crate) async fn leave(&mut self, room: &str) {
         self.send_frame(&ClientFrame::Leave {
             room: room.into(),
             reference: None,
@@ -388,7 +393,7 @@ impl Client {
     }
 
     /// The next chat message with id `id`.
-    pub async fn message_with_id(&mut self, id: &str) -> Chat {
+    pub(crate) async fn message_with_id(&mut self, id: &str) -> Chat {
         let frame = self
             .recv_until(
                 &format!("message {id}"),
@@ -399,7 +404,7 @@ impl Client {
     }
 
     /// The next chat message whose text is `text`, if one comes within `timeout`.
-    pub async fn message_with_text_within(
+    pub(crate) async fn message_with_text_within(
         &mut self,
         text: &str,
         timeout: Duration,
@@ -414,7 +419,7 @@ impl Client {
     }
 
     /// The next `count` chat messages, in arrival order (other frames are kept).
-    pub async fn messages(&mut self, count: usize) -> Vec<Chat> {
+    pub(crate) async fn messages(&mut self, count: usize) -> Vec<Chat> {
         let mut chats = Vec::with_capacity(count);
         while chats.len() < count {
             let frame = self
@@ -429,7 +434,7 @@ impl Client {
     }
 
     /// Sends `text` to `room`, checks the ack and the sender's own copy, and returns the id.
-    pub async fn say(&mut self, room: &str, text: &str) -> String {
+    pub(crate) async fn say(&mut self, room: &str, text: &str) -> String {
         let reference = self.send_chat(room, text).await;
         let id = self.ack(&reference).await;
         let own = self.message_with_id(&id).await;
@@ -443,7 +448,7 @@ impl Client {
     }
 
     /// Asserts that nothing arrives for `window` and nothing unread is kept.
-    pub async fn expect_silence(&mut self, window: Duration) {
+    pub(crate) async fn expect_silence(&mut self, window: Duration) {
         assert!(
             self.pending.is_empty(),
             "{}: expected silence, but unread frames: {:?}",
@@ -462,7 +467,7 @@ impl Client {
     }
 
     /// Every frame unread so far plus whatever arrives within `window`.
-    pub async fn drain(&mut self, window: Duration) -> Vec<ServerFrame<'static>> {
+    pub(crate) async fn drain(&mut self, window: Duration) -> Vec<ServerFrame<'static>> {
         let mut frames: Vec<_> = self.pending.drain(..).collect();
         let deadline = tokio::time::Instant::now() + window;
         while let Some(event) = self.read_event(deadline).await {
@@ -475,12 +480,12 @@ impl Client {
     }
 
     /// Every frame read but not handed out yet, e.g. those [`Client::expect_close`] kept.
-    pub fn take_unread(&mut self) -> Vec<ServerFrame<'static>> {
+    pub(crate) fn take_unread(&mut self) -> Vec<ServerFrame<'static>> {
         self.pending.drain(..).collect()
     }
 
     /// Reads until the server's close frame (skipping data frames) and returns its code.
-    pub async fn expect_close(&mut self) -> u16 {
+    pub(crate) async fn expect_close(&mut self) -> u16 {
         let deadline = tokio::time::Instant::now() + STEP;
         loop {
             match self.read_event(deadline).await {
@@ -512,7 +517,7 @@ impl Client {
 
 /// `sender` says `text` in `room`; every client in `receivers` gets it exactly once, with the
 /// sender's name and the acked id. Returns the id.
-pub async fn exchange(
+pub(crate) async fn exchange(
     sender: &mut Client,
     room: &str,
     text: &str,
@@ -535,6 +540,6 @@ pub async fn exchange(
 }
 
 /// Asserts silence on every client at once.
-pub async fn expect_silence_all(clients: &mut [&mut Client], window: Duration) {
+pub(crate) async fn expect_silence_all(clients: &mut [&mut Client], window: Duration) {
     futures::future::join_all(clients.iter_mut().map(|c| c.expect_silence(window))).await;
 }

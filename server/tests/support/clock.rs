@@ -20,14 +20,14 @@ const TICK: Duration = Duration::from_millis(20);
 const SETTLE: Duration = Duration::from_millis(2);
 
 /// The paused clock of the current runtime; auto-advance is back on when dropped.
-pub struct FrozenClock {
+pub(crate) struct FrozenClock {
     /// Dropping it ends the blocking task that inhibits auto-advance.
     _hold: mpsc::Sender<()>,
 }
 
 impl FrozenClock {
     /// Pauses the clock of the current (current-thread) runtime.
-    pub fn freeze() -> FrozenClock {
+    pub(crate) fn freeze() -> FrozenClock {
         tokio::time::pause();
         let (hold, held) = mpsc::channel::<()>();
         drop(tokio::task::spawn_blocking(move || {
@@ -38,7 +38,7 @@ impl FrozenClock {
     }
 
     /// Runs `work` to its end while the clock ticks forward; its own deadlines bound it.
-    pub async fn during<T>(&self, work: impl Future<Output = T>) -> T {
+    pub(crate) async fn during<T>(&self, work: impl Future<Output = T>) -> T {
         let ticking = async {
             loop {
                 settle().await;
@@ -52,7 +52,7 @@ impl FrozenClock {
     }
 
     /// Lets `duration` of node time pass, tick by tick.
-    pub async fn pass(&self, duration: Duration) {
+    pub(crate) async fn pass(&self, duration: Duration) {
         self.during(tokio::time::sleep(duration)).await;
     }
 }

@@ -3,7 +3,7 @@
 use super::{Client, Node, RedisServer, key};
 
 /// Flags that switch flood control off, for tests that send (or join) faster than people type.
-pub const NO_FLOOD_LIMITS: [&str; 8] = [
+pub(crate) const NO_FLOOD_LIMITS: [&str; 8] = [
     "--send-rate",
     "0",
     "--name-send-rate",
@@ -15,21 +15,21 @@ pub const NO_FLOOD_LIMITS: [&str; 8] = [
 ];
 
 /// The key seed every node of a [`cluster`] shares.
-pub const KEY_A: u8 = 0xA1;
+pub(crate) const KEY_A: u8 = 0xA1;
 
 /// One Redis and several nodes `node-0`, `node-1`, … sharing key A. Nodes are dropped (killed)
 /// before Redis.
-pub struct Cluster {
+pub(crate) struct Cluster {
     pub nodes: Vec<Node>,
     pub redis: RedisServer,
 }
 
-pub async fn cluster(n: usize) -> Cluster {
+pub(crate) async fn cluster(n: usize) -> Cluster {
     cluster_with(n, &[]).await
 }
 
 /// [`cluster`] with `extra` command-line arguments for every node.
-pub async fn cluster_with(n: usize, extra: &[&str]) -> Cluster {
+pub(crate) async fn cluster_with(n: usize, extra: &[&str]) -> Cluster {
     let redis = RedisServer::start().await;
     let key_a = key(KEY_A);
     let mut nodes = Vec::with_capacity(n);
@@ -40,7 +40,7 @@ pub async fn cluster_with(n: usize, extra: &[&str]) -> Cluster {
 }
 
 /// Connects `name` to `node`, checks the welcome names the node, and joins `room`.
-pub async fn member(node: &Node, node_id: &str, name: &str, room: &str) -> Client {
+pub(crate) async fn member(node: &Node, node_id: &str, name: &str, room: &str) -> Client {
     let mut client = node.client(name).await;
     assert_eq!(client.welcome().node, node_id, "welcome node of {name}");
     client.join(room).await;

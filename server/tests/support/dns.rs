@@ -14,14 +14,14 @@ use tokio::task::JoinHandle;
 
 /// Answers `A <name>` with every address, `AAAA <name>` with none, and anything else with
 /// NXDOMAIN. Stops when dropped.
-pub struct DnsServer {
+pub(crate) struct DnsServer {
     addr: SocketAddr,
     addresses: Arc<Mutex<Vec<Ipv4Addr>>>,
     task: JoinHandle<()>,
 }
 
 impl DnsServer {
-    pub async fn start(name: &str, addresses: &[Ipv4Addr]) -> DnsServer {
+    pub(crate) async fn start(name: &str, addresses: &[Ipv4Addr]) -> DnsServer {
         let socket = UdpSocket::bind("127.0.0.1:0")
             .await
             .expect("bind the DNS socket");
@@ -48,12 +48,12 @@ impl DnsServer {
         }
     }
 
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// Answers with `addresses` from now on, as Docker's DNS does when containers come and go.
-    pub fn set_addresses(&self, addresses: &[Ipv4Addr]) {
+    pub(crate) fn set_addresses(&self, addresses: &[Ipv4Addr]) {
         *self.addresses.lock().expect("not poisoned") = addresses.to_vec();
     }
 }

@@ -9,21 +9,21 @@ use std::time::Duration;
 use super::{Client, HttpResponse, Metrics, http_get, http_request};
 
 /// A node's address and the helpers that need nothing more.
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     addr: SocketAddr,
 }
 
 impl Endpoint {
-    pub fn new(addr: SocketAddr) -> Endpoint {
+    pub(crate) fn new(addr: SocketAddr) -> Endpoint {
         Endpoint { addr }
     }
 
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// `ws://ADDR/ws`, with `?name=` (percent-encoded) when a name is given.
-    pub fn ws_url(&self, name: Option<&str>) -> String {
+    pub(crate) fn ws_url(&self, name: Option<&str>) -> String {
         match name {
             Some(name) => format!("ws://{}/ws?name={}", self.addr, percent_encode(name)),
             None => format!("ws://{}/ws", self.addr),
@@ -31,19 +31,19 @@ impl Endpoint {
     }
 
     /// Connects a client named `name` and reads its welcome.
-    pub async fn client(&self, name: &str) -> Client {
+    pub(crate) async fn client(&self, name: &str) -> Client {
         let client = Client::connect(&self.ws_url(Some(name))).await;
         assert_eq!(client.name(), name, "welcome name");
         client
     }
 
     /// A plain HTTP/1.1 GET of `path`.
-    pub async fn http_get(&self, path: &str) -> HttpResponse {
+    pub(crate) async fn http_get(&self, path: &str) -> HttpResponse {
         http_get(self.addr, path).await
     }
 
     /// A plain HTTP/1.1 request with `headers` and `body`, bounded by `timeout`.
-    pub async fn http(
+    pub(crate) async fn http(
         &self,
         method: &str,
         path: &str,
@@ -54,18 +54,18 @@ impl Endpoint {
         http_request(self.addr, method, path, headers, body, timeout).await
     }
 
-    pub async fn status_of(&self, path: &str) -> u16 {
+    pub(crate) async fn status_of(&self, path: &str) -> u16 {
         self.http_get(path).await.status
     }
 
-    pub async fn metrics(&self) -> Metrics {
+    pub(crate) async fn metrics(&self) -> Metrics {
         let response = self.http_get("/metrics").await;
         assert_eq!(response.status, 200, "GET /metrics: {}", response.body);
         Metrics(response.body)
     }
 
     /// The value of one series, e.g. `chat_errors_total{code="bad_request"}`; panics if absent.
-    pub async fn metric(&self, series: &str) -> f64 {
+    pub(crate) async fn metric(&self, series: &str) -> f64 {
         let metrics = self.metrics().await;
         metrics
             .value(series)
@@ -73,7 +73,7 @@ impl Endpoint {
     }
 }
 
-pub fn percent_encode(text: &str) -> String {
+pub(crate) fn percent_encode(text: &str) -> String {
     text.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

@@ -10,14 +10,14 @@ use tokio::net::TcpStream;
 use super::STEP;
 
 #[derive(Debug)]
-pub struct HttpResponse {
+pub(crate) struct HttpResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
 }
 
 impl HttpResponse {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -26,13 +26,13 @@ impl HttpResponse {
 }
 
 /// A minimal HTTP/1.1 GET with `Connection: close`, bounded by `STEP`.
-pub async fn http_get(addr: SocketAddr, path: &str) -> HttpResponse {
+pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> HttpResponse {
     http_request(addr, "GET", path, &[], &[], STEP).await
 }
 
 /// A minimal HTTP/1.1 request with `Connection: close`, bounded by `timeout`. A body, if any,
 /// is sent with its `Content-Length`.
-pub async fn http_request(
+pub(crate) async fn http_request(
     addr: SocketAddr,
     method: &str,
     path: &str,

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Endpoint, STEP};
 
 /// A node serving on an ephemeral loopback port of this process; shut down on drop.
-pub struct TestServer {
+pub(crate) struct TestServer {
     endpoint: Endpoint,
     stop: CancellationToken,
     served: Option<JoinHandle<Result<(), node::NodeError>>>,
@@ -29,12 +29,12 @@ pub struct TestServer {
 
 impl TestServer {
     /// A node with the in-memory broker and default flags.
-    pub async fn memory() -> TestServer {
+    pub(crate) async fn memory() -> TestServer {
         TestServer::start(&[]).await
     }
 
     /// A node configured by `args`, the flags of `chat-server` without the program name.
-    pub async fn start(args: &[&str]) -> TestServer {
+    pub(crate) async fn start(args: &[&str]) -> TestServer {
         let config =
             Config::try_parse_from(std::iter::once("chat-server").chain(args.iter().copied()))
                 .unwrap_or_else(|e| panic!("chat-server {args:?}: {e}"));
@@ -55,7 +55,7 @@ impl TestServer {
 
     /// Shuts the node down gracefully, as SIGTERM does for a process, and waits until it has
     /// stopped; panics if that takes longer than `STEP` beyond the drain deadline.
-    pub async fn shutdown(mut self) {
+    pub(crate) async fn shutdown(mut self) {
         self.stop.cancel();
         let served = self.served.take().expect("served until now");
         match tokio::time::timeout(STEP * 4, served).await {

@@ -1,11 +1,11 @@
 //! Reading values out of a node's `/metrics` scrape (Prometheus text format).
 
 /// The text of a `/metrics` scrape.
-pub struct Metrics(pub String);
+pub(crate) struct Metrics(pub String);
 
 impl Metrics {
     /// The value of the series written exactly as `series` (name plus `{labels}` if any).
-    pub fn value(&self, series: &str) -> Option<f64> {
+    pub(crate) fn value(&self, series: &str) -> Option<f64> {
         self.0
             .lines()
             .filter(|line| !line.starts_with('#'))
@@ -17,7 +17,7 @@ impl Metrics {
     }
 
     /// Whether any sample line belongs to metric family `name`.
-    pub fn has_family(&self, name: &str) -> bool {
+    pub(crate) fn has_family(&self, name: &str) -> bool {
         self.0.lines().any(|line| {
             !line.starts_with('#')
                 && line

@@ -17,13 +17,13 @@
 // Each test binary uses a different part of the harness.
 #![allow(dead_code, unused_imports)]
 
-pub mod api;
-pub mod balancer;
-pub mod browser;
+pub(crate) mod api;
+pub(crate) mod balancer;
+pub(crate) mod browser;
 mod client;
 mod clock;
 mod cluster;
-pub mod dns;
+pub(crate) mod dns;
 mod endpoint;
 mod http;
 mod in_process;
@@ -31,7 +31,7 @@ mod metrics;
 mod node;
 mod ports;
 mod process;
-pub mod raw;
+pub(crate) mod raw;
 mod redis;
 mod tokens;
 
@@ -40,26 +40,26 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 
-pub use client::{Chat, Client, JoinedReply, Welcome, exchange, expect_silence_all};
-pub use clock::FrozenClock;
-pub use cluster::{Cluster, KEY_A, NO_FLOOD_LIMITS, cluster, cluster_with, member};
-pub use endpoint::{Endpoint, percent_encode};
-pub use http::{HttpResponse, http_get, http_request};
-pub use in_process::TestServer;
-pub use metrics::Metrics;
-pub use node::{Node, listening_line, redis_node_args};
-pub use ports::{Started, candidate_port, on_candidate_ports, says_address_in_use};
-pub use process::{Process, TempDir, log_file, wait_for_exit};
-pub use redis::{RawSubscriber, RedisServer, TestCertificates};
-pub use tokens::{AUTH_SECRET, expect_unauthorized, jwt};
+pub(crate) use client::{Chat, Client, JoinedReply, Welcome, exchange, expect_silence_all};
+pub(crate) use clock::FrozenClock;
+pub(crate) use cluster::{Cluster, KEY_A, NO_FLOOD_LIMITS, cluster, cluster_with, member};
+pub(crate) use endpoint::{Endpoint, percent_encode};
+pub(crate) use http::{HttpResponse, http_get, http_request};
+pub(crate) use in_process::TestServer;
+pub(crate) use metrics::Metrics;
+pub(crate) use node::{Node, listening_line, redis_node_args};
+pub(crate) use ports::{Started, candidate_port, on_candidate_ports, says_address_in_use};
+pub(crate) use process::{Process, TempDir, kill, log_file, wait_for_exit};
+pub(crate) use redis::{RawSubscriber, RedisServer, TestCertificates};
+pub(crate) use tokens::{AUTH_SECRET, expect_unauthorized, jwt};
 
 /// Longest wait for one protocol step (a reply, a delivery, a process start).
-pub const STEP: Duration = Duration::from_secs(5);
+pub(crate) const STEP: Duration = Duration::from_secs(5);
 /// How long a client must stay quiet to show that nothing more (no duplicate) is coming.
-pub const QUIET: Duration = Duration::from_millis(300);
+pub(crate) const QUIET: Duration = Duration::from_millis(300);
 
 /// A base64 AES-256 key of 32 bytes derived from `seed`; different seeds give different keys.
-pub fn key(seed: u8) -> String {
+pub(crate) fn key(seed: u8) -> String {
     let bytes: Vec<u8> = (0..32u8)
         .map(|i| seed.wrapping_mul(31).wrapping_add(i))
         .collect();
@@ -67,13 +67,13 @@ pub fn key(seed: u8) -> String {
 }
 
 /// A string no other test or run uses, for refs, room names and markers.
-pub fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     format!("{prefix}{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Seconds since the Unix epoch.
-pub fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
@@ -81,7 +81,11 @@ pub fn now_secs() -> u64 {
 }
 
 /// Polls `check` every 100 ms until it returns true; panics after `timeout`.
-pub async fn wait_until(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
+pub(crate) async fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> bool,
+) {
     let deadline = Instant::now() + timeout;
     loop {
         if check().await {

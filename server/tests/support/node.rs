@@ -16,7 +16,7 @@ use super::process::{Process, TempDir, log_file, sigterm, wait_for_exit};
 use super::{Endpoint, RedisServer, STEP, wait_until};
 
 /// A running `chat-server` process.
-pub struct Node {
+pub(crate) struct Node {
     process: Process,
     endpoint: Endpoint,
     dir: TempDir,
@@ -26,7 +26,7 @@ pub struct Node {
 }
 
 /// The command line of a node that uses `redis` with node id `id` and `keys` (first encrypts).
-pub fn redis_node_args(redis: &RedisServer, id: &str, keys: &[&str]) -> Vec<String> {
+pub(crate) fn redis_node_args(redis: &RedisServer, id: &str, keys: &[&str]) -> Vec<String> {
     let mut args = vec![
         "--listen".to_owned(),
         "127.0.0.1:0".to_owned(),
@@ -44,25 +44,35 @@ pub fn redis_node_args(redis: &RedisServer, id: &str, keys: &[&str]) -> Vec<Stri
 
 impl Node {
     /// A single node with the in-memory broker.
-    pub async fn memory() -> Node {
+    pub(crate) async fn memory() -> Node {
         Node::spawn(&["--listen", "127.0.0.1:0"], &[]).await
     }
 
     /// A node on `redis` with node id `id` and `keys`, once it reports ready (connected to
     /// Redis; it listens before that).
-    pub async fn redis(redis: &RedisServer, id: &str, keys: &[&str]) -> Node {
+    pub(crate) async fn redis(redis: &RedisServer, id: &str, keys: &[&str]) -> Node {
         Node::redis_with(redis, id, keys, &[]).await
     }
 
     /// [`Node::redis`] with `extra` command-line arguments.
-    pub async fn redis_with(redis: &RedisServer, id: &str, keys: &[&str], extra: &[&str]) -> Node {
+    pub(crate) async fn redis_with(
+        redis: &RedisServer,
+        id: &str,
+        keys: &[&str],
+        extra: &[&str],
+    ) -> Node {
         let mut args = redis_node_args(redis, id, keys);
         args.extend(extra.iter().map(|arg| (*arg).to_owned()));
         Node::spawn_ready(&args).await
     }
 
     /// [`Node::redis`] listening on `listen`.
-    pub async fn redis_at(redis: &RedisServer, id: &str, keys: &[&str], listen: &str) -> Node {
+    pub(crate) async fn redis_at(
+        redis: &RedisServer,
+        id: &str,
+        keys: &[&str],
+        listen: &str,
+    ) -> Node {
         let mut args = redis_node_args(redis, id, keys);
         // The arguments begin with `--listen 127.0.0.1:0`.
         args[1] = listen.to_owned();
@@ -77,7 +87,7 @@ impl Node {
     }
 
     /// Waits until the node reports ready (connected to Redis; it listens before that).
-    pub async fn wait_ready(&self) {
+    pub(crate) async fn wait_ready(&self) {
         wait_until("the node is connected to Redis", STEP, async || {
             self.status_of("/readyz").await == 200
         })
@@ -86,7 +96,7 @@ impl Node {
 
     /// Starts `chat-server` with `args` and extra environment `env` (no other `CHAT_*`
     /// variables are passed on) and waits for its `listening on ADDR` line.
-    pub async fn spawn(args: &[impl AsRef<str>], env: &[(&str, &str)]) -> Node {
+    pub(crate) async fn spawn(args: &[impl AsRef<str>], env: &[(&str, &str)]) -> Node {
         let dir = TempDir::new("node");
         let log = dir.path().join("node.log");
         let mut child = node_command(args, env)
@@ -135,7 +145,7 @@ impl Node {
 
     /// Stops the node gracefully (SIGTERM, so clients get 1001) and starts it again with the
     /// same configuration on the same address, as an operator's restart does.
-    pub async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         self.sigterm();
         self.wait_exit(Duration::from_secs(15)).await;
         let mut args = self.args.clone();
@@ -165,14 +175,14 @@ impl Node {
     }
 
     /// A node configured only through `CHAT_*` environment variables.
-    pub async fn from_env(env: &[(&str, &str)]) -> Node {
+    pub(crate) async fn from_env(env: &[(&str, &str)]) -> Node {
         let no_args: [&str; 0] = [];
         Node::spawn(&no_args, env).await
     }
 
     /// Runs `chat-server` with `args` and `env` expecting it to exit by itself within
     /// `timeout`; returns its status and everything it wrote to stdout and stderr.
-    pub async fn run_to_exit(
+    pub(crate) async fn run_to_exit(
         args: &[impl AsRef<str>],
         env: &[(&str, &str)],
         timeout: Duration,
@@ -186,17 +196,17 @@ impl Node {
     }
 
     /// Where it listens; also reachable through [`Endpoint`], but usable as `Node::addr`.
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.endpoint.addr()
     }
 
     /// Everything the node has logged so far.
-    pub fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         self.process.log_text()
     }
 
     /// Resident memory of the node process, from `/proc`.
-    pub fn rss_kib(&self) -> u64 {
+    pub(crate) fn rss_kib(&self) -> u64 {
         let status = fs::read_to_string(format!("/proc/{}/status", self.pid()))
             .expect("read /proc/<pid>/status");
         status
@@ -206,21 +216,21 @@ impl Node {
             .expect("VmRSS in /proc/<pid>/status")
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.process.pid().expect("node is running")
     }
 
     /// Ends the node with SIGKILL: no goodbye to its clients or to Redis.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         self.process.kill();
     }
 
-    pub fn sigterm(&self) {
+    pub(crate) fn sigterm(&self) {
         sigterm(self.pid());
     }
 
     /// Waits for the node to exit by itself; panics (and the guard kills it) after `timeout`.
-    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+    pub(crate) async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         wait_for_exit(&mut self.process, timeout).await
     }
 }
@@ -253,7 +263,7 @@ impl Deref for Node {
 /// The address in the `listening on ADDR` line a `chat-server` prints on `stdout`, once it
 /// does. A thread reads the lines and keeps draining after that one, so the node never blocks
 /// on a full pipe.
-pub fn listening_line(stdout: ChildStdout) -> oneshot::Receiver<String> {
+pub(crate) fn listening_line(stdout: ChildStdout) -> oneshot::Receiver<String> {
     let (tx, rx) = oneshot::channel();
     std::thread::spawn(move || {
         let mut tx = Some(tx);

@@ -12,7 +12,7 @@ use std::net::TcpListener;
 const ATTEMPTS: usize = 8;
 
 /// How a start on candidate ports went.
-pub enum Started<T> {
+pub(crate) enum Started<T> {
     /// Up and listening on the ports it was given.
     Up(T),
     /// A port was taken meanwhile (the process said "Address already in use"): try others.
@@ -23,7 +23,7 @@ pub enum Started<T> {
 
 impl<T> Started<T> {
     /// The same outcome with what came up turned into something else.
-    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Started<U> {
+    pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> Started<U> {
         match self {
             Started::Up(up) => Started::Up(f(up)),
             Started::PortTaken(why) => Started::PortTaken(why),
@@ -33,7 +33,7 @@ impl<T> Started<T> {
 }
 
 /// A port that was free a moment ago (bound to 127.0.0.1:0 and released).
-pub fn candidate_port() -> u16 {
+pub(crate) fn candidate_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .expect("bind 127.0.0.1:0")
@@ -41,14 +41,17 @@ pub fn candidate_port() -> u16 {
 }
 
 /// Whether a process's log says it could not bind because the address was taken.
-pub fn says_address_in_use(log: &str) -> bool {
+pub(crate) fn says_address_in_use(log: &str) -> bool {
     log.contains("Address already in use")
 }
 
 /// Runs `start` until it comes up, trying new candidate ports (chosen by `start`) while the
 /// ports it picked turn out to be taken; panics naming `what` on any other failure, or when
 /// every attempt met a taken port.
-pub async fn on_candidate_ports<T>(what: &str, mut start: impl AsyncFnMut() -> Started<T>) -> T {
+pub(crate) async fn on_candidate_ports<T>(
+    what: &str,
+    mut start: impl AsyncFnMut() -> Started<T>,
+) -> T {
     let mut conflicts = Vec::new();
     for _ in 0..ATTEMPTS {
         match start().await {

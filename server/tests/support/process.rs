@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use super::unique;
 
 /// A directory under the system temp dir, removed on drop.
-pub struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
-    pub fn new(label: &str) -> TempDir {
+    pub(crate) fn new(label: &str) -> TempDir {
         let path = std::env::temp_dir().join(format!(
             "chat-it-{}-{}",
             std::process::id(),
@@ -25,7 +25,7 @@ impl TempDir {
         TempDir(path)
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }
@@ -38,7 +38,7 @@ impl Drop for TempDir {
 
 /// A child process that is killed (SIGKILL) and reaped on drop; its output goes to `log`,
 /// whose tail is printed when the test is failing.
-pub struct Process {
+pub(crate) struct Process {
     pub label: String,
     pub child: Option<Child>,
     pub log: PathBuf,
@@ -46,7 +46,11 @@ pub struct Process {
 
 impl Process {
     /// Spawns `command` with stdout and stderr appended to `log`; `label` and the pid name it.
-    pub fn spawn(command: &mut Command, label: &str, log: &Path) -> std::io::Result<Process> {
+    pub(crate) fn spawn(
+        command: &mut Command,
+        label: &str,
+        log: &Path,
+    ) -> std::io::Result<Process> {
         let child = command
             .stdin(Stdio::null())
             .stdout(log_file(log))
@@ -59,19 +63,19 @@ impl Process {
         })
     }
 
-    pub fn pid(&self) -> Option<u32> {
+    pub(crate) fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
 
     /// The exit status if the process has ended (and is reaped), without blocking.
-    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+    pub(crate) fn try_wait(&mut self) -> Option<ExitStatus> {
         let child = self.child.as_mut()?;
         child
             .try_wait()
             .unwrap_or_else(|e| panic!("{}: try_wait: {e}", self.label))
     }
 
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             // `Child::kill` does not signal a child that has already been reaped.
             let _ = child.kill();
@@ -79,13 +83,13 @@ impl Process {
         }
     }
 
-    pub fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         fs::read(&self.log)
             .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
             .unwrap_or_default()
     }
 
-    pub fn print_log_tail(&self) {
+    pub(crate) fn print_log_tail(&self) {
         let text = self.log_text();
         let lines: Vec<&str> = text.lines().collect();
         let tail = &lines[lines.len().saturating_sub(80)..];
@@ -109,7 +113,7 @@ impl Drop for Process {
     }
 }
 
-pub fn log_file(path: &Path) -> File {
+pub(crate) fn log_file(path: &Path) -> File {
     File::options()
         .create(true)
         .append(true)
@@ -118,25 +122,33 @@ pub fn log_file(path: &Path) -> File {
 }
 
 /// Sends SIGTERM to `pid`.
-pub fn sigterm(pid: u32) {
+pub(super) fn sigterm(pid: u32) {
     signal(pid, libc::SIGTERM);
 }
 
 /// Sends `signal` to `pid`, a process this harness started.
-pub fn signal(pid: u32, signal: libc::c_int) {
+pub(super) fn signal(pid: u32, signal: libc::c_int) {
     let pid = libc::pid_t::try_from(pid).expect("pid fits pid_t");
+    if let Err(error) = kill(pid, signal) {
+        panic!("kill -{signal} {pid}: {error}");
+    }
+}
+
+/// kill(2): `signal` to the process `target`, or to the process group `-target`, which this
+/// harness started. The one unsafe call of the tests: libc offers no safe wrapper.
+#[allow(unsafe_code)]
+pub(crate) fn kill(target: libc::pid_t, signal: libc::c_int) -> std::io::Result<()> {
     // SAFETY: kill(2) has no memory-safety preconditions.
-    let rc = unsafe { libc::kill(pid, signal) };
-    assert_eq!(
-        rc,
-        0,
-        "kill -{signal} {pid}: {}",
-        std::io::Error::last_os_error()
-    );
+    let rc = unsafe { libc::kill(target, signal) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Waits for `process` to exit by itself; panics (and the guard kills it) after `timeout`.
-pub async fn wait_for_exit(process: &mut Process, timeout: Duration) -> ExitStatus {
+pub(crate) async fn wait_for_exit(process: &mut Process, timeout: Duration) -> ExitStatus {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = process.try_wait() {

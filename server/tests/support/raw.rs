@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 use super::{Endpoint, STEP};
 
 /// One frame as a client would put it on the wire: masked unless `mask` is None.
-pub fn encode(header: FrameHeader, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn encode(header: FrameHeader, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + 14);
     Frame::from_payload(header, Bytes::copy_from_slice(payload))
         .format(&mut out)
@@ -31,7 +31,7 @@ pub fn encode(header: FrameHeader, payload: &[u8]) -> Vec<u8> {
 }
 
 /// A masked frame with `opcode`, final or not.
-pub fn frame(opcode: OpCode, is_final: bool, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn frame(opcode: OpCode, is_final: bool, payload: &[u8]) -> Vec<u8> {
     encode(
         FrameHeader {
             is_final,
@@ -44,20 +44,20 @@ pub fn frame(opcode: OpCode, is_final: bool, payload: &[u8]) -> Vec<u8> {
 }
 
 /// A masked, final text frame carrying `text` (or any bytes, valid UTF-8 or not).
-pub fn text(text: impl AsRef<[u8]>) -> Vec<u8> {
+pub(crate) fn text(text: impl AsRef<[u8]>) -> Vec<u8> {
     frame(OpCode::Data(Data::Text), true, text.as_ref())
 }
 
-pub fn binary(payload: &[u8]) -> Vec<u8> {
+pub(crate) fn binary(payload: &[u8]) -> Vec<u8> {
     frame(OpCode::Data(Data::Binary), true, payload)
 }
 
-pub fn ping(payload: &[u8]) -> Vec<u8> {
+pub(crate) fn ping(payload: &[u8]) -> Vec<u8> {
     frame(OpCode::Control(Control::Ping), true, payload)
 }
 
 /// `message` split into `pieces` frames: a text frame and continuations, the last one final.
-pub fn fragmented(message: &[u8], pieces: usize) -> Vec<u8> {
+pub(crate) fn fragmented(message: &[u8], pieces: usize) -> Vec<u8> {
     let size = message.len().div_ceil(pieces.max(1)).max(1);
     let chunks: Vec<&[u8]> = message.chunks(size).collect();
     let mut out = Vec::new();
@@ -82,7 +82,7 @@ fn node_path(node: &Endpoint, name: &str) -> String {
 
 /// What one read from the server gave.
 #[derive(Debug)]
-pub enum Incoming {
+pub(crate) enum Incoming {
     Frame(ServerFrame<'static>),
     Ping,
     Pong,
@@ -97,7 +97,7 @@ pub enum Incoming {
 }
 
 /// A WebSocket connection whose every outgoing byte is chosen by the test.
-pub struct RawSocket {
+pub(crate) struct RawSocket {
     reader: OwnedReadHalf,
     writer: Arc<Mutex<OwnedWriteHalf>>,
     buffer: Vec<u8>,
@@ -154,19 +154,23 @@ impl RawSocket {
     }
 
     /// Connects to `node` as `name` (percent-encoded in the URL) and reads nothing.
-    pub async fn connect_to(node: &Endpoint, name: &str) -> RawSocket {
+    pub(crate) async fn connect_to(node: &Endpoint, name: &str) -> RawSocket {
         RawSocket::connect(node.addr(), &node_path(node, name), None).await
     }
 
     /// Like [`RawSocket::connect_to`], with a kernel receive buffer of `bytes` (the kernel
     /// doubles it and has a floor of a few KiB).
-    pub async fn connect_with_receive_buffer(node: &Endpoint, name: &str, bytes: u32) -> RawSocket {
+    pub(crate) async fn connect_with_receive_buffer(
+        node: &Endpoint,
+        name: &str,
+        bytes: u32,
+    ) -> RawSocket {
         RawSocket::connect(node.addr(), &node_path(node, name), Some(bytes)).await
     }
 
     /// Writes `bytes` on a task of its own, so the test can read the server's answers while a
     /// large input is still going out (a server that stops reading would otherwise block it).
-    pub fn write(&self, bytes: Vec<u8>) -> JoinHandle<std::io::Result<()>> {
+    pub(crate) fn write(&self, bytes: Vec<u8>) -> JoinHandle<std::io::Result<()>> {
         let writer = Arc::clone(&self.writer);
         tokio::spawn(async move {
             let mut writer = writer.lock().await;
@@ -177,7 +181,7 @@ impl RawSocket {
 
     /// Writes `chunks` one after another, `interval` apart, on a task of its own: a client
     /// that is still writing a while after the server stopped listening to it.
-    pub fn write_paced(
+    pub(crate) fn write_paced(
         &self,
         chunks: Vec<Vec<u8>>,
         interval: Duration,
@@ -195,7 +199,7 @@ impl RawSocket {
     }
 
     /// The next frame from the server, or what ended the wait, by `deadline`.
-    pub async fn next(&mut self, deadline: Instant) -> Incoming {
+    pub(crate) async fn next(&mut self, deadline: Instant) -> Incoming {
         loop {
             if let Some(incoming) = self.parse_buffered() {
                 return incoming;
@@ -211,7 +215,7 @@ impl RawSocket {
     }
 
     /// The next frame within `STEP`.
-    pub async fn recv(&mut self) -> Incoming {
+    pub(crate) async fn recv(&mut self) -> Incoming {
         self.next(Instant::now() + STEP).await
     }
 

@@ -15,7 +15,7 @@ use super::ports::{Started, candidate_port, on_candidate_ports, says_address_in_
 use super::process::{Process, TempDir, log_file, signal};
 
 /// A private `redis-server` on an ephemeral loopback port, without persistence.
-pub struct RedisServer {
+pub(crate) struct RedisServer {
     process: Process,
     port: u16,
     /// Extra command-line arguments, kept for restarts.
@@ -25,13 +25,13 @@ pub struct RedisServer {
 
 impl RedisServer {
     /// Starts Redis on a free port, trying other ports if one is taken meanwhile.
-    pub async fn start() -> RedisServer {
+    pub(crate) async fn start() -> RedisServer {
         RedisServer::start_with(|_| Vec::new()).await.0
     }
 
     /// Starts Redis with its plain port plus a TLS port serving `certificates`; the harness
     /// keeps using the plain port. Returns the server and the TLS port.
-    pub async fn start_tls(certificates: &TestCertificates) -> (RedisServer, u16) {
+    pub(crate) async fn start_tls(certificates: &TestCertificates) -> (RedisServer, u16) {
         let path = |file: &str| certificates.dir.path().join(file).display().to_string();
         RedisServer::start_with(|tls_port| {
             vec![
@@ -72,37 +72,37 @@ impl RedisServer {
         (redis, second)
     }
 
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.port
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    pub fn client(&self) -> redis::Client {
+    pub(crate) fn client(&self) -> redis::Client {
         redis::Client::open(self.url()).expect("valid redis url")
     }
 
     /// Freezes Redis (SIGSTOP) with its connections open: commands wait for an answer, as
     /// with a Redis that hangs. The guard's SIGKILL still ends it.
-    pub fn pause(&self) {
+    pub(crate) fn pause(&self) {
         signal(self.process.pid().expect("redis is running"), libc::SIGSTOP);
     }
 
     /// Lets a paused Redis go on (SIGCONT).
-    pub fn resume(&self) {
+    pub(crate) fn resume(&self) {
         signal(self.process.pid().expect("redis is running"), libc::SIGCONT);
     }
 
     /// Kills Redis with SIGKILL (no goodbye to its clients) and reaps it.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         self.process.kill();
     }
 
     /// Starts Redis again on the same port, as after an outage (empty, like a crashed Redis
     /// without persistence).
-    pub async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         assert!(self.process.child.is_none(), "redis is still running");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -123,7 +123,7 @@ impl RedisServer {
     }
 
     /// A plain command connection.
-    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+    pub(crate) async fn connection(&self) -> redis::aio::MultiplexedConnection {
         tokio::time::timeout(STEP, self.client().get_multiplexed_async_connection())
             .await
             .expect("redis connect timed out")
@@ -131,7 +131,7 @@ impl RedisServer {
     }
 
     /// `PUBLISH channel payload` from a plain client; returns how many subscribers got it.
-    pub async fn publish(&self, channel: &str, payload: &[u8]) -> i64 {
+    pub(crate) async fn publish(&self, channel: &str, payload: &[u8]) -> i64 {
         let mut conn = self.connection().await;
         tokio::time::timeout(
             STEP,
@@ -147,7 +147,7 @@ impl RedisServer {
 
     /// How many subscribers Redis counts on `channel` (`PUBSUB NUMSUB`): one per node that is
     /// subscribed to it.
-    pub async fn subscribers(&self, channel: &str) -> i64 {
+    pub(crate) async fn subscribers(&self, channel: &str) -> i64 {
         let mut conn = self.connection().await;
         let (_, count): (String, i64) = tokio::time::timeout(
             STEP,
@@ -165,7 +165,7 @@ impl RedisServer {
     }
 
     /// A raw subscriber to every channel matching `pattern`.
-    pub async fn psubscribe(&self, pattern: &str) -> RawSubscriber {
+    pub(crate) async fn psubscribe(&self, pattern: &str) -> RawSubscriber {
         let mut pubsub = tokio::time::timeout(STEP, self.client().get_async_pubsub())
             .await
             .expect("redis connect timed out")
@@ -262,12 +262,12 @@ async fn redis_answers_ping(port: u16) -> bool {
 
 /// A private certificate authority and a certificate for `localhost` and 127.0.0.1 signed by
 /// it, made with the `openssl` command: `ca.pem`, `server.pem` and `server.key` in `dir`.
-pub struct TestCertificates {
+pub(crate) struct TestCertificates {
     pub dir: TempDir,
 }
 
 impl TestCertificates {
-    pub fn generate() -> TestCertificates {
+    pub(crate) fn generate() -> TestCertificates {
         let dir = TempDir::new("tls");
         let openssl = |command: &str| {
             let args: Vec<&str> = command.split_whitespace().collect();
@@ -301,19 +301,19 @@ impl TestCertificates {
         TestCertificates { dir }
     }
 
-    pub fn ca_file(&self) -> PathBuf {
+    pub(crate) fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.pem")
     }
 }
 
 /// What a raw Redis subscriber saw: the channel and the payload bytes.
-pub struct RawSubscriber {
+pub(crate) struct RawSubscriber {
     stream: redis::aio::PubSubStream,
 }
 
 impl RawSubscriber {
     /// Everything published within `window`.
-    pub async fn collect_for(&mut self, window: Duration) -> Vec<(String, Vec<u8>)> {
+    pub(crate) async fn collect_for(&mut self, window: Duration) -> Vec<(String, Vec<u8>)> {
         let deadline = tokio::time::Instant::now() + window;
         let mut seen = Vec::new();
         while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, self.stream.next()).await {

@@ -6,10 +6,10 @@ use chat_protocol::{ErrorCode, ServerFrame};
 use super::Client;
 
 /// A `--auth-secret` of the shortest length a node accepts, 32 bytes.
-pub const AUTH_SECRET: &str = "correct horse battery staple 32b";
+pub(crate) const AUTH_SECRET: &str = "correct horse battery staple 32b";
 
 /// An HS256 token signed with `secret` that says `claims`.
-pub fn jwt(secret: &str, claims: serde_json::Value) -> String {
+pub(crate) fn jwt(secret: &str, claims: serde_json::Value) -> String {
     jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
         &claims,
@@ -19,7 +19,7 @@ pub fn jwt(secret: &str, claims: serde_json::Value) -> String {
 }
 
 /// Opens `url` and expects the token refusal: an `unauthorized` error, then close 1008.
-pub async fn expect_unauthorized(url: &str) {
+pub(crate) async fn expect_unauthorized(url: &str) {
     let mut client = Client::open(url).await;
     match client.recv().await {
         ServerFrame::Error {
