@@ -155,39 +155,9 @@ async fn websocket(
     mut request: Request,
 ) -> Response {
     let headers = request.headers();
-    let has_token = |name: header::HeaderName, token: &str| {
-        headers.get_all(name).iter().any(|value| {
-            value
-                .to_str()
-                .unwrap_or("")
-                .split(',')
-                .any(|part| part.trim().eq_ignore_ascii_case(token))
-        })
-    };
-    if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
-        return (
-            StatusCode::UPGRADE_REQUIRED,
-            [(header::UPGRADE, "websocket")],
-            "this endpoint speaks WebSocket\n",
-        )
-            .into_response();
-    }
-    if headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .is_none_or(|v| v.as_bytes() != b"13")
-    {
-        return (
-            StatusCode::BAD_REQUEST,
-            [(header::SEC_WEBSOCKET_VERSION, "13")],
-            "unsupported WebSocket version\n",
-        )
-            .into_response();
-    }
-    let Some(accept) = headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .map(|key| derive_accept_key(key.as_bytes()))
-    else {
-        return (StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n").into_response();
+    let accept = match accept_key(headers) {
+        Ok(accept) => accept,
+        Err(refusal) => return refusal,
     };
     let admitted = state.admission.admit(&Handshake {
         peer: peer.addr.ip(),
@@ -239,4 +209,41 @@ async fn websocket(
         ],
     )
         .into_response()
+}
+
+/// The `Sec-WebSocket-Accept` value for a well-formed WebSocket upgrade request, or the answer
+/// to one that is not.
+fn accept_key(headers: &HeaderMap) -> Result<String, Response> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|value| {
+            value
+                .to_str()
+                .unwrap_or("")
+                .split(',')
+                .any(|part| part.trim().eq_ignore_ascii_case(token))
+        })
+    };
+    if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
+        return Err((
+            StatusCode::UPGRADE_REQUIRED,
+            [(header::UPGRADE, "websocket")],
+            "this endpoint speaks WebSocket\n",
+        )
+            .into_response());
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            [(header::SEC_WEBSOCKET_VERSION, "13")],
+            "unsupported WebSocket version\n",
+        )
+            .into_response());
+    }
+    headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map(|key| derive_accept_key(key.as_bytes()))
+        .ok_or_else(|| (StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n").into_response())
 }

@@ -174,6 +174,41 @@ impl std::fmt::Debug for Ingest {
 }
 
 impl Args {
+    /// The room names, each checked against the protocol's rules.
+    fn rooms(&self) -> anyhow::Result<Vec<String>> {
+        let rooms: Vec<String> = (0..self.rooms)
+            .map(|k| format!("{}-{k}", self.room_prefix))
+            .collect();
+        for room in &rooms {
+            chat_protocol::validate_room(room)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("--room-prefix gives the room name `{room}`"))?;
+        }
+        Ok(rooms)
+    }
+
+    fn check_names_and_sources(&self) -> anyhow::Result<()> {
+        // Names go into the URL unescaped, so keep them to characters that need no escaping.
+        if !self
+            .name_prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            || self.name_prefix.len() > 20
+        {
+            bail!("--name-prefix takes up to 20 characters of A-Z, a-z, 0-9, '-', '_', '.'");
+        }
+        let last = u32::from(self.first_source_address)
+            .saturating_add(u32::from(self.source_addresses).saturating_sub(1));
+        if self.source_addresses > 0
+            && !(self.first_source_address.is_loopback() && Ipv4Addr::from(last).is_loopback())
+        {
+            bail!(
+                "--first-source-address and --source-addresses must give addresses in 127.0.0.0/8"
+            );
+        }
+        Ok(())
+    }
+
     pub(crate) fn plan(&self) -> anyhow::Result<Plan> {
         let (clients, ramp, interval_ms, in_flight) = match self.mode {
             Mode::FewClients => (None, 10.0, Some(30), 64),
@@ -203,32 +238,8 @@ impl Args {
         if self.urls.is_empty() {
             bail!("give at least one --url");
         }
-        let rooms: Vec<String> = (0..self.rooms)
-            .map(|k| format!("{}-{k}", self.room_prefix))
-            .collect();
-        for room in &rooms {
-            chat_protocol::validate_room(room)
-                .map_err(anyhow::Error::msg)
-                .with_context(|| format!("--room-prefix gives the room name `{room}`"))?;
-        }
-        // Names go into the URL unescaped, so keep them to characters that need no escaping.
-        if !self
-            .name_prefix
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-            || self.name_prefix.len() > 20
-        {
-            bail!("--name-prefix takes up to 20 characters of A-Z, a-z, 0-9, '-', '_', '.'");
-        }
-        let last = u32::from(self.first_source_address)
-            .saturating_add(u32::from(self.source_addresses).saturating_sub(1));
-        if self.source_addresses > 0
-            && !(self.first_source_address.is_loopback() && Ipv4Addr::from(last).is_loopback())
-        {
-            bail!(
-                "--first-source-address and --source-addresses must give addresses in 127.0.0.0/8"
-            );
-        }
+        let rooms = self.rooms()?;
+        self.check_names_and_sources()?;
         let ingest = match (self.mode, &self.api_key) {
             (Mode::HttpIngest, None) => {
                 bail!("http-ingest mode needs the nodes' API key: --api-key or CHAT_API_KEY")
