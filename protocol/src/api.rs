@@ -29,11 +29,13 @@ pub mod code {
 /// One message to publish: the body of `POST /api/publish` and each element of a batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Publish<'a> {
+    /// The room to publish into, under the same rules as a WebSocket room name.
     #[serde(borrow)]
     pub room: Cow<'a, str>,
     /// The sender name members see, under the same rules as a WebSocket user name.
     #[serde(borrow)]
     pub from: Cow<'a, str>,
+    /// Not empty, and at most the node's text limit, as for a WebSocket `send`.
     #[serde(borrow)]
     pub text: Cow<'a, str>,
 }
@@ -58,6 +60,8 @@ impl Publish<'_> {
 /// The body of `POST /api/publish/batch`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishBatch<'a> {
+    /// At most the node's `--api-max-batch`; each is validated on its own, so an invalid one
+    /// fails alone.
     #[serde(borrow)]
     pub messages: Vec<Publish<'a>>,
 }
@@ -85,6 +89,7 @@ impl From<FrameError> for ApiError<'static> {
 /// The body of every failed request: `{"error":{"code":…,"message":…}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorReply<'a> {
+    /// Under its own key so that a batch's outcomes tell a failure from an `id`.
     #[serde(borrow)]
     pub error: ApiError<'a>,
 }
@@ -101,8 +106,10 @@ pub struct Published<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Outcome<'a> {
+    /// The broker accepted the message.
     #[serde(borrow)]
     Published(Published<'a>),
+    /// The message was invalid or the broker did not take it; counted in `failed`.
     #[serde(borrow)]
     Failed(ErrorReply<'a>),
 }
@@ -114,6 +121,7 @@ pub struct BatchReply<'a> {
     pub accepted: usize,
     /// Messages refused; each has an error in `results`.
     pub failed: usize,
+    /// One per message of the request, in the same order.
     #[serde(borrow)]
     pub results: Vec<Outcome<'a>>,
 }
