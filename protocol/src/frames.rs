@@ -1,0 +1,183 @@
+//! The frames themselves: what clients send, what the server sends, and the pieces they share.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::ErrorCode;
+
+/// A request from a client, as clients write it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame<'a> {
+    /// Enter a room; answered with `joined` once the node is subscribed to it.
+    Join {
+        /// Checked by [`validate_room`] in [`parse_client_frame`].
+        room: Cow<'a, str>,
+        /// The id of the last message the client saw in this room: the `joined` reply then
+        /// carries what came after it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<Cow<'a, str>>,
+        /// The client's `ref` (at most [`limits::MAX_REF_BYTES`]), echoed in the reply.
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Cow<'a, str>>,
+    },
+    /// Leave a room; answered with `left`, or `not_joined` if the connection is not in it.
+    Leave {
+        /// Checked by [`validate_room`] in [`parse_client_frame`].
+        room: Cow<'a, str>,
+        /// The client's `ref` (at most [`limits::MAX_REF_BYTES`]), echoed in the reply.
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Cow<'a, str>>,
+    },
+    /// Publish into a joined room; answered with `ack` once the broker accepted the message.
+    Send {
+        /// Checked by [`validate_room`] in [`parse_client_frame`]; a room the connection is not
+        /// in is refused with `not_joined`.
+        room: Cow<'a, str>,
+        /// Never empty from [`parse_client_frame`]; the size limit is the node's own, checked
+        /// with [`validate_text_size`].
+        text: Cow<'a, str>,
+        /// The client's `ref` (at most [`limits::MAX_REF_BYTES`]), echoed in the reply.
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Cow<'a, str>>,
+    },
+}
+
+/// A frame from the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame<'a> {
+    /// The first frame on every connection, before any reply.
+    Welcome {
+        /// The id of the node this connection landed on.
+        node: Cow<'a, str>,
+        /// A random id of this connection.
+        session: Cow<'a, str>,
+        /// The name the server stamps on this connection's messages: the one asked for, the
+        /// token's `sub`, or a guest name the server picked.
+        name: Cow<'a, str>,
+    },
+    /// The reply to `join`, sent once the node is subscribed to the room on the backplane.
+    Joined {
+        /// The room as the `join` named it.
+        room: Cow<'a, str>,
+        /// The distinct names of the room's members on every node, the joiner included.
+        #[serde(default)]
+        members: Vec<Cow<'a, str>>,
+        /// `message` frames, oldest first: those after `since`, or the most recent ones.
+        #[serde(default)]
+        history: Vec<EmbeddedFrame>,
+        /// Present when the join carried `since`: whether `history` holds every message after
+        /// it. `false` means some may be missing (history no longer reaches back that far).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+    },
+    /// The reply to `leave`.
+    Left {
+        /// The room the connection is no longer in.
+        room: Cow<'a, str>,
+    },
+    /// The reply to `send` once the broker (Redis) accepted the message; it may arrive before
+    /// or after the sender's own copy of the `message`.
+    Ack {
+        /// The `ref` of the `send`, if it carried one.
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Cow<'a, str>>,
+        /// The id the message got: the same as in its `message` frame.
+        id: Cow<'a, str>,
+    },
+    /// A chat message, delivered once to every member of the room, the sender included.
+    Message {
+        /// A [`MessageId`] in its text form, `"<epoch>-<seq>"`.
+        id: Cow<'a, str>,
+        /// The room the message was sent to.
+        room: Cow<'a, str>,
+        /// Set by the server: the sender connection's name, or the name a backend gave
+        /// through the HTTP API. A `from` in a client's request is ignored.
+        from: Cow<'a, str>,
+        /// Opaque UTF-8, delivered byte for byte; displaying it safely is the client's job.
+        text: Cow<'a, str>,
+        /// Unix time in milliseconds when the sender's node accepted the message.
+        ts: u64,
+    },
+    /// Someone joined or left a room this connection is in.
+    Presence {
+        /// The room whose membership changed.
+        room: Cow<'a, str>,
+        /// Whether the connection joined or left.
+        event: PresenceEvent,
+        /// The member's name; events are per connection, so a name may be announced twice.
+        name: Cow<'a, str>,
+    },
+    /// A refused request, or a refused handshake just before the close.
+    Error {
+        /// Stable; clients branch on it.
+        code: ErrorCode,
+        /// For humans; may change.
+        message: Cow<'a, str>,
+        /// The `ref` of the refused request, when it could be read.
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Cow<'a, str>>,
+        /// With `rate_limited`: milliseconds until a send will be accepted again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
+    },
+}
+
+/// A frame carried verbatim inside another (the `history` of `joined`): nodes hold history
+/// entries as serialized `message` frames and embed them without parsing them again.
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct EmbeddedFrame(pub Box<RawValue>);
+
+impl<'de> Deserialize<'de> for EmbeddedFrame {
+    // Through a `Value`: frames are internally tagged enums, whose buffered content a
+    // `RawValue` cannot be read from directly. Only readers of `joined` pay for this.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        EmbeddedFrame::new(value.to_string()).map_err(serde::de::Error::custom)
+    }
+}
+
+impl EmbeddedFrame {
+    /// Wraps serialized JSON, checking that it is one JSON value.
+    pub fn new(json: String) -> Result<Self, serde_json::Error> {
+        RawValue::from_string(json).map(EmbeddedFrame)
+    }
+
+    /// The frame's JSON text, to be written as is without serializing it again.
+    pub fn json(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for EmbeddedFrame {
+    /// Equal when they hold the same JSON value, whatever the order of its fields.
+    fn eq(&self, other: &Self) -> bool {
+        let value =
+            |frame: &EmbeddedFrame| serde_json::from_str::<serde_json::Value>(frame.json()).ok();
+        self.json() == other.json() || value(self) == value(other)
+    }
+}
+
+impl Eq for EmbeddedFrame {}
+
+/// What a `presence` frame reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceEvent {
+    /// A connection joined the room.
+    Join,
+    /// A connection left the room, closed, or went with its node (crashed or shut down).
+    Leave,
+}
+
+impl ServerFrame<'_> {
+    /// Serializes the frame; infallible because every field is a string or an integer.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self)
+            .unwrap_or_else(|_| unreachable!("server frames always serialize"))
+    }
+}
