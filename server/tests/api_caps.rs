@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chat_protocol::api::{BatchReply, Outcome, Publish, PublishBatch};
 use serde_json::json;
-use support::api::{API_KEY, SOLO, api_node, assert_error, body, message, post};
+use support::api::{API_KEY, SOLO, api_node, api_node_with_env, assert_error, body, message, post};
 use support::{KEY_A, Node, RedisServer, STEP, key, member, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -162,12 +162,6 @@ async fn a_big_batch_is_sealed_in_chunks_that_let_websocket_chat_through() {
     // order, so a chat message whose id falls inside the batch's ids was handled mid-batch.
     const COUNT: usize = 20_000;
     let args = [
-        "--listen",
-        "127.0.0.1:0",
-        "--node-id",
-        SOLO,
-        "--api-key",
-        API_KEY,
         "--outbound-queue",
         "50000",
         "--send-rate",
@@ -175,7 +169,7 @@ async fn a_big_batch_is_sealed_in_chunks_that_let_websocket_chat_through() {
         "--name-send-rate",
         "0",
     ];
-    let node = Node::spawn(&args, &[("TOKIO_WORKER_THREADS", "1")]).await;
+    let node = api_node_with_env(&args, &[("TOKIO_WORKER_THREADS", "1")]).await;
     let mut chatter = member(&node, SOLO, "chatter", "bulk").await;
 
     let texts: Vec<String> = (0..COUNT).map(|i| format!("bulk {i}")).collect();

@@ -20,6 +20,11 @@ pub(crate) const SOLO: &str = "solo";
 
 /// A node with the in-memory broker and the API on.
 pub(crate) async fn api_node(extra: &[&str]) -> Node {
+    api_node_with_env(extra, &[]).await
+}
+
+/// [`api_node`] with environment variables.
+pub(crate) async fn api_node_with_env(extra: &[&str], env: &[(&str, &str)]) -> Node {
     let mut args = vec![
         "--listen",
         "127.0.0.1:0",
@@ -29,7 +34,7 @@ pub(crate) async fn api_node(extra: &[&str]) -> Node {
         API_KEY,
     ];
     args.extend_from_slice(extra);
-    Node::spawn(&args, &[]).await
+    Node::spawn(&args, env).await
 }
 
 /// `method path` with the right key and a JSON body.
