@@ -19,6 +19,8 @@ use crate::envelope::{KeyError, Keyring};
 /// frame ([`crate::frame_budget`]).
 const MAX_HISTORY_SIZE: usize = 10_000;
 
+/// Everything a node is started with, parsed once at start-up; check it with
+/// [`validate`](Self::validate) before use.
 #[derive(Parser)]
 #[command(
     name = "chat-server",
@@ -110,12 +112,16 @@ pub struct Config {
     #[arg(long, env = "CHAT_WRITE_TIMEOUT", default_value_t = 10)]
     pub write_timeout_secs: u64,
 
+    // Doc comments on flattened fields never reach `--help`: the flags document themselves.
+    /// Flood control flags (send, name and join rates, debounce).
     #[command(flatten)]
     pub flood: crate::flood::FloodConfig,
 
+    /// Who may open a WebSocket: connection caps, allowed origins, tokens.
     #[command(flatten)]
     pub admission: crate::admission::AdmissionConfig,
 
+    /// Caps on connections still in their WebSocket handshake.
     #[command(flatten)]
     pub pending: crate::listener::PendingConfig,
 
@@ -140,6 +146,7 @@ pub struct Config {
     #[arg(long, env = "CHAT_API_MAX_BODY_BYTES")]
     pub api_max_body_bytes: Option<usize>,
 
+    /// Caps of the HTTP API: concurrent requests, messages in flight, request timeout.
     #[command(flatten)]
     pub api_caps: crate::api::ApiCapsConfig,
 }
@@ -147,32 +154,45 @@ pub struct Config {
 /// Why the configuration cannot run.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// Redis is configured but no key is: payloads must never cross Redis unsealed.
     #[error(
         "a key is required with --redis-url: make one with `openssl rand -base64 32` and pass it \
          with --key, CHAT_KEY or --key-file"
     )]
     MissingKey,
+    /// A key from --key or --key-file was refused.
     #[error("invalid key: {0} (make one with `openssl rand -base64 32`)")]
     InvalidKey(#[from] KeyError),
+    /// The --key-file could not be read.
     #[error("cannot read key file {path}: {source}")]
     KeyFile {
+        /// The file as given by the operator.
         path: PathBuf,
+        /// Why reading it failed.
         source: std::io::Error,
     },
+    /// An --api-key was refused (too weak, for one); the message never echoes it.
     #[error("invalid --api-key: {0}")]
     InvalidApiKey(#[from] ApiKeyError),
+    /// The --node-id is empty, too long, or has a control character or a '|'.
     #[error("--node-id must be 1 to 64 printable characters other than '|'")]
     InvalidNodeId,
+    /// The flag named (without its `--`) is 0 where 0 makes no sense.
     #[error("--{0} must be at least 1")]
     Zero(&'static str),
+    /// A flood control flag is out of range; the message names it.
     #[error("{0}")]
     Flood(&'static str),
+    /// --history-size is outside 1 to `MAX_HISTORY_SIZE`.
     #[error("--history-size must be 1 to {MAX_HISTORY_SIZE}")]
     HistorySize,
+    /// --max-text-bytes is too large for the frames the node writes.
     #[error(transparent)]
     FrameBudget(#[from] crate::frame_budget::BudgetError),
+    /// The --auth-secret is too short to be a safe HS256 secret.
     #[error(transparent)]
     WeakAuthSecret(#[from] crate::token::WeakSecret),
+    /// --api-max-in-flight is below --api-max-batch, so a full batch could never be admitted.
     #[error("--api-max-in-flight must be 0 (no limit) or at least --api-max-batch")]
     ApiInFlight,
 }
@@ -202,6 +222,8 @@ impl Config {
         }
     }
 
+    /// The --node-id, or the host name plus a random suffix when none is given; refuses an id
+    /// that is empty, over 64 characters, or has a control character or a '|'.
     pub fn node_id(&self) -> Result<String, ConfigError> {
         match &self.node_id {
             None => Ok(crate::ids::default_node_id()),
@@ -216,6 +238,8 @@ impl Config {
         }
     }
 
+    /// Refuses values the node cannot run with; called once at start-up, before any other
+    /// accessor is relied on.
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (name, value) in [
             ("max-text-bytes", self.max_text_bytes),
@@ -251,6 +275,7 @@ impl Config {
         self.flood.validate().map_err(ConfigError::Flood)
     }
 
+    /// How much history each room keeps, in messages and in age.
     pub fn history(&self) -> HistoryLimits {
         HistoryLimits {
             size: self.history_size,
@@ -263,6 +288,8 @@ impl Config {
         Ok(ApiKeys::new(&self.api_keys)?)
     }
 
+    /// The HTTP API's limits and caps; without --api-max-body-bytes a batch body may take 1 KiB
+    /// per message, never less than --max-frame-bytes.
     pub fn api_limits(&self) -> ApiLimits {
         ApiLimits {
             max_batch: self.api_max_batch,
@@ -279,6 +306,7 @@ impl Config {
         }
     }
 
+    /// How long shutdown waits for sessions to close before giving up on them.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
     }

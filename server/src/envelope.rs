@@ -22,6 +22,8 @@ use base64::Engine;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
+/// First byte of every envelope: bump it for a new layout, so old nodes refuse what they
+/// cannot read instead of misreading it.
 pub const VERSION: u8 = 1;
 const KEY_ID_LEN: usize = 4;
 const NONCE_LEN: usize = 12;
@@ -35,25 +37,46 @@ pub const KEY_LEN: usize = 32;
 /// Why a key given by the operator was refused. Never carries key material.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {
+    /// The key list is empty.
     #[error("no key given")]
     Empty,
+    /// A key is not standard base64 (after trimming whitespace).
     #[error("key #{index} is not valid base64")]
-    NotBase64 { index: usize },
+    NotBase64 {
+        /// Position of the key in the list, from 1.
+        index: usize,
+    },
+    /// A key does not decode to [`KEY_LEN`] bytes.
     #[error("key #{index} decodes to {len} bytes; a key is exactly 32 bytes")]
-    WrongLength { index: usize, len: usize },
+    WrongLength {
+        /// Position of the key in the list, from 1.
+        index: usize,
+        /// Bytes it decodes to.
+        len: usize,
+    },
+    /// A key is the same as one earlier in the list.
     #[error("key #{index} is given twice")]
-    Duplicate { index: usize },
+    Duplicate {
+        /// Position of the repeat in the list, from 1.
+        index: usize,
+    },
 }
 
 /// Why an envelope could not be opened. Any of these means the payload is dropped.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum OpenError {
+    /// Fewer bytes than [`OVERHEAD`]: not an envelope at all.
     #[error("payload shorter than an envelope")]
     TooShort,
+    /// The first byte is not [`VERSION`]: a newer node, or a payload never sealed (such as
+    /// plain JSON).
     #[error("unknown envelope version {0}")]
     UnknownVersion(u8),
+    /// Sealed with a key this node does not hold: typically mid-rotation, on a node not given
+    /// the new key yet.
     #[error("sealed with a key this node does not hold")]
     UnknownKey,
+    /// The tag does not match: the envelope was altered, or sealed for another channel.
     #[error("authentication failed: tampered, or sealed for another channel")]
     Forged,
 }

@@ -157,7 +157,7 @@ async fn websocket(
     let headers = request.headers();
     let accept = match accept_key(headers) {
         Ok(accept) => accept,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     let admitted = state.admission.admit(&Handshake {
         peer: peer.addr.ip(),
@@ -211,9 +211,37 @@ async fn websocket(
         .into_response()
 }
 
-/// The `Sec-WebSocket-Accept` value for a well-formed WebSocket upgrade request, or the answer
-/// to one that is not.
-fn accept_key(headers: &HeaderMap) -> Result<String, Response> {
+/// Why a request to `/ws` is not a WebSocket upgrade this node can take.
+enum BadUpgrade {
+    NotWebSocket,
+    Version,
+    MissingKey,
+}
+
+impl IntoResponse for BadUpgrade {
+    fn into_response(self) -> Response {
+        match self {
+            BadUpgrade::NotWebSocket => (
+                StatusCode::UPGRADE_REQUIRED,
+                [(header::UPGRADE, "websocket")],
+                "this endpoint speaks WebSocket\n",
+            )
+                .into_response(),
+            BadUpgrade::Version => (
+                StatusCode::BAD_REQUEST,
+                [(header::SEC_WEBSOCKET_VERSION, "13")],
+                "unsupported WebSocket version\n",
+            )
+                .into_response(),
+            BadUpgrade::MissingKey => {
+                (StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n").into_response()
+            }
+        }
+    }
+}
+
+/// The `Sec-WebSocket-Accept` value for a well-formed WebSocket upgrade request.
+fn accept_key(headers: &HeaderMap) -> Result<String, BadUpgrade> {
     let has_token = |name: header::HeaderName, token: &str| {
         headers.get_all(name).iter().any(|value| {
             value
@@ -224,26 +252,16 @@ fn accept_key(headers: &HeaderMap) -> Result<String, Response> {
         })
     };
     if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
-        return Err((
-            StatusCode::UPGRADE_REQUIRED,
-            [(header::UPGRADE, "websocket")],
-            "this endpoint speaks WebSocket\n",
-        )
-            .into_response());
+        return Err(BadUpgrade::NotWebSocket);
     }
     if headers
         .get(header::SEC_WEBSOCKET_VERSION)
         .is_none_or(|v| v.as_bytes() != b"13")
     {
-        return Err((
-            StatusCode::BAD_REQUEST,
-            [(header::SEC_WEBSOCKET_VERSION, "13")],
-            "unsupported WebSocket version\n",
-        )
-            .into_response());
+        return Err(BadUpgrade::Version);
     }
     headers
         .get(header::SEC_WEBSOCKET_KEY)
         .map(|key| derive_accept_key(key.as_bytes()))
-        .ok_or_else(|| (StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n").into_response())
+        .ok_or(BadUpgrade::MissingKey)
 }

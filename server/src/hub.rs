@@ -33,6 +33,7 @@ use crate::rooms::{Member, MemberId, Outbox, Position, Recovery, Resync, Rooms};
 /// How long to wait before asking history again for a room's missed messages.
 const RESYNC_RETRY: Duration = Duration::from_millis(250);
 
+/// One per node, shared by its sessions, the HTTP API and the recovery task.
 pub struct Hub {
     node_id: String,
     channel_prefix: String,
@@ -47,7 +48,12 @@ pub struct Hub {
 
 /// What a `joined` reply carries.
 pub struct Joined {
+    /// Names of the room's members on every node, sorted and distinct; names that cannot be
+    /// opened are left out.
     pub members: Vec<String>,
+    /// `message` frames, oldest first: with `since`, those after it (the newest ones when
+    /// history no longer reaches back that far); without, the newest ones no older than
+    /// `--history-max-age-secs`. Cut to the frame budget only when the reply is written.
     pub history: Vec<EmbeddedFrame>,
     /// Whether `history` holds everything after the join's `since`; `None` without `since`.
     pub recovered: Option<bool>,
@@ -55,17 +61,26 @@ pub struct Joined {
 
 /// What the hub is built from.
 pub struct HubParts {
+    /// This node's name; presence keys are `<node_id>|<member id>`, so it must not contain '|'.
     pub node_id: String,
+    /// `--redis-prefix`: room channels are named `<prefix>:room:<room>`.
     pub redis_prefix: String,
+    /// The node's local rooms, shared with the broker that delivers into them.
     pub rooms: Arc<Rooms>,
+    /// The backplane messages are published to and read back from.
     pub broker: SharedBroker,
+    /// Where members are announced, cluster-wide, under sealed names.
     pub presence: SharedPresence,
+    /// Seals what the hub publishes: messages and member names.
     pub keyring: Arc<Keyring>,
+    /// The node's counters.
     pub metrics: Arc<Metrics>,
+    /// How much history a joiner is given.
     pub history: HistoryLimits,
 }
 
 impl Hub {
+    /// A hub over `parts`; it starts no task: run [`Hub::recover`] alongside it.
     pub fn new(parts: HubParts) -> Self {
         Hub {
             node_id: parts.node_id,
@@ -80,14 +95,18 @@ impl Hub {
         }
     }
 
+    /// This node's name, as clients see it in `welcome`.
     pub fn node_id(&self) -> &str {
         &self.node_id
     }
 
+    /// The node's counters, also served on `/metrics`.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
 
+    /// Whether the broker can take requests now; while it cannot, joins and API publishes are
+    /// refused and the node reports itself not ready.
     pub fn is_ready(&self) -> bool {
         self.broker.is_ready()
     }
@@ -200,6 +219,8 @@ impl Hub {
         self.rooms.member_count(channel)
     }
 
+    /// Withdraws `member` from the room's presence and from the local room; the room's last
+    /// local member unsubscribes this node from its channel.
     pub fn leave(&self, channel: &str, member: MemberId) {
         self.presence.remove(channel, &self.presence_key(member));
         self.rooms

@@ -25,6 +25,8 @@
 //! - [`listener`]: the port's listener: a deadline on every handshake, and caps on connections
 //!   before their upgrade;
 //! - [`host_guard`]: the host names a loopback-bound node answers (DNS rebinding).
+#![warn(missing_docs)]
+
 mod admission;
 mod api;
 pub mod broker;

@@ -24,7 +24,12 @@ use crate::envelope;
 #[derive(Debug, PartialEq, Eq)]
 pub enum Relayed {
     /// A chat message: `sealed` is at `payload[offset..]`.
-    Message { id: MessageId, offset: usize },
+    Message {
+        /// The id the broker assigned, in clear: it is outside the seal.
+        id: MessageId,
+        /// Where the sealed body starts: just after the newline that ends the id.
+        offset: usize,
+    },
     /// A member came or went: their sealed name is at `payload[1..]`.
     Presence(PresenceEvent),
 }

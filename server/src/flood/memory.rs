@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 /// How often stale entries are swept out.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
+/// A [`NameLimiter`] whose limits hold on this node only; every check is [`Check::Ready`].
 pub struct MemoryLimiter {
     rate: Option<Rate>,
     window_ns: u64,
@@ -35,6 +36,8 @@ pub struct MemoryLimiter {
 }
 
 impl MemoryLimiter {
+    /// A limiter of `rate` per name (`None`: no rate) with a debounce of `window` (`None`: no
+    /// debounce); rate refusals are counted in `metrics`.
     pub fn new(
         rate: Option<Rate>,
         window: Option<Duration>,
@@ -120,6 +123,7 @@ impl MemoryLimiter {
         self.names.len() + self.recent.len()
     }
 
+    /// True when no entry is held; entries at rest stay until the next sweep.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

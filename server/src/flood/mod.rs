@@ -96,18 +96,22 @@ impl FloodConfig {
         Ok(())
     }
 
+    /// The per-connection budget of joins and leaves; `None` when --join-rate is 0.
     pub fn join_rate(&self) -> Option<Rate> {
         Rate::new(self.join_rate, self.join_burst)
     }
 
+    /// The per-connection send rate; `None` when --send-rate is 0.
     pub fn connection_rate(&self) -> Option<Rate> {
         Rate::new(self.send_rate, self.send_burst)
     }
 
+    /// The cluster-wide send rate per user name; `None` when --name-send-rate is 0.
     pub fn name_rate(&self) -> Option<Rate> {
         Rate::new(self.name_send_rate, self.name_send_burst)
     }
 
+    /// The debounce window for repeated texts; `None` when --duplicate-window-ms is 0.
     pub fn duplicate_window(&self) -> Option<Duration> {
         (self.duplicate_window_ms > 0).then(|| Duration::from_millis(self.duplicate_window_ms))
     }
@@ -116,9 +120,11 @@ impl FloodConfig {
 /// The outcome of a check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
+    /// The request may go ahead; for a send, it may be published.
     Allowed,
     /// Over the rate; a send will be accepted again after this many milliseconds.
     Limited {
+        /// Rounded up and at least 1, so a client that waits this long is not refused again.
         retry_after_ms: u64,
     },
     /// The same text was sent into the same room within the debounce window.
@@ -127,7 +133,9 @@ pub enum Verdict {
 
 /// A verdict now (in memory) or after a round trip (Redis).
 pub enum Check {
+    /// Decided without waiting: the connection's own rate, or the in-memory limiter.
     Ready(Verdict),
+    /// Decided by Redis; the session awaits it before publishing.
     Pending(BoxFuture<'static, Verdict>),
 }
 
@@ -140,10 +148,13 @@ pub trait NameLimiter: Send + Sync {
 /// What a session needs for flood control, shared by every session of a node.
 #[derive(Clone)]
 pub struct FloodPolicy {
+    /// Sends of one connection; `None`: unlimited.
     pub connection_rate: Option<Rate>,
     /// Joins and leaves of one connection.
     pub join_rate: Option<Rate>,
+    /// Rate-limited requests in a row after which the connection is closed (0: never).
     pub close_after: u32,
+    /// The per-name limit and debounce, in memory or in Redis.
     pub names: Arc<dyn NameLimiter>,
 }
 
@@ -167,6 +178,7 @@ pub struct FloodGuard {
 }
 
 impl FloodGuard {
+    /// A guard with full budgets, for a connection that has just opened.
     pub fn new(policy: FloodPolicy) -> Self {
         FloodGuard {
             policy,

@@ -61,12 +61,14 @@ impl Drops {
         Drops { counters }
     }
 
+    /// Adds `dropped` payloads to `reason`'s counter.
     pub fn count(&self, reason: DropReason, dropped: u64) {
         if let Some((_, counter)) = self.counters.iter().find(|(r, _)| *r == reason) {
             counter.inc_by(dropped);
         }
     }
 
+    /// Payloads dropped for `reason` since the node started.
     pub fn get(&self, reason: DropReason) -> u64 {
         self.counters
             .iter()

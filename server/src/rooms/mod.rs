@@ -72,6 +72,7 @@ pub enum Position {
 
 /// A local member of a room.
 pub struct Member {
+    /// The member's connection queue; fan-out never waits on it.
     pub outbox: Outbox,
     /// Messages up to this id are not delivered: the member has them already (its `since`).
     pub after: Option<MessageId>,

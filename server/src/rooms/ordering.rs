@@ -26,7 +26,9 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 /// dropped here can only come back from history, which keeps `--history-size` messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeldBudget {
+    /// Most messages held per room (65,536 by default).
     pub messages: usize,
+    /// Most bytes of frames held per room (8 MiB by default).
     pub bytes: usize,
 }
 
@@ -66,10 +68,12 @@ impl Held {
         self.bytes
     }
 
+    /// Messages held.
     pub fn len(&self) -> usize {
         self.messages.len()
     }
 
+    /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
         self.messages.is_empty()
     }
@@ -78,11 +82,22 @@ impl Held {
 /// Where a room stands in its message sequence.
 pub enum Sequence {
     /// New on this node: messages wait until the room learns where history stands.
-    Positioning { held: Held },
+    Positioning {
+        /// What arrived before the room learned where history stands.
+        held: Held,
+    },
     /// Delivering as messages arrive; `last` is the newest delivered.
-    Live { last: Option<MessageId> },
+    Live {
+        /// The newest id delivered (`None`: history was empty and nothing was delivered since).
+        last: Option<MessageId>,
+    },
     /// Missing messages after `last` are being fetched; new ones wait.
-    Recovering { last: Option<MessageId>, held: Held },
+    Recovering {
+        /// The newest id delivered; history is read from just after it.
+        last: Option<MessageId>,
+        /// What arrived meanwhile, [`settle`]d against history once it is read.
+        held: Held,
+    },
 }
 
 /// How a live message's id relates to the last one a room delivered.
@@ -98,6 +113,7 @@ pub enum Order {
     Unconfirmed,
 }
 
+/// How `id` relates to `last`, the newest id the room delivered (`None`: nothing yet).
 pub fn order(last: Option<MessageId>, id: MessageId) -> Order {
     match last {
         Some(last) if id <= last => Order::Duplicate,
