@@ -29,6 +29,32 @@ async fn unfinished_publish(node: &Node, length: usize, sent: usize) -> TcpStrea
     stream
 }
 
+/// `count` requests that hold an API place each, waiting for a body that never comes.
+async fn hold_places(node: &Node, count: usize) -> Vec<TcpStream> {
+    let mut held = Vec::new();
+    for _ in 0..count {
+        held.push(unfinished_publish(node, 100, 10).await);
+    }
+    held
+}
+
+/// Waits until the places `held` are taken and a further publish is refused with 503. A held
+/// request that reached the node while a probe had the last place was refused itself, so it
+/// holds nothing: it is sent again.
+async fn wait_until_full(node: &Node, held: &mut [TcpStream], what: &str) {
+    let publish = message("lobby", "Bot", "are you taking messages?");
+    wait_until(what, STEP, async || {
+        for stream in held.iter_mut() {
+            // Anything to read (an answer, or the end) means the node is done with it.
+            if !matches!(stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) {
+                *stream = unfinished_publish(node, 100, 10).await;
+            }
+        }
+        post(node, "/api/publish", &publish).await.status == 503
+    })
+    .await;
+}
+
 /// Waits until a publish of one message on `node` answers `status`.
 async fn wait_for_publish_status(node: &Node, status: u16, what: &str) {
     let publish = message("lobby", "Bot", "are you taking messages?");
@@ -41,12 +67,9 @@ async fn wait_for_publish_status(node: &Node, status: u16, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_beyond_the_concurrency_cap_get_503_with_retry_after() {
     let node = api_node(&["--api-max-concurrent", "2"]).await;
-    let mut held = Vec::new();
-    for _ in 0..2 {
-        held.push(unfinished_publish(&node, 100, 10).await);
-    }
+    let mut held = hold_places(&node, 2).await;
     let publish = message("lobby", "Bot", "one too many");
-    wait_for_publish_status(&node, 503, "a third request is refused").await;
+    wait_until_full(&node, &mut held, "a third request is refused").await;
     let refused = post(&node, "/api/publish", &publish).await;
     assert_error(&refused, 503, "unavailable");
     assert_eq!(refused.header("retry-after"), Some("1"), "{refused:?}");
@@ -104,8 +127,8 @@ async fn a_body_that_trickles_in_is_cut_at_the_request_deadline() {
 async fn requests_without_the_key_are_not_held_to_the_caps() {
     // Callers without the key learn nothing, not even how busy the node is.
     let node = api_node(&["--api-max-concurrent", "1"]).await;
-    let _held = unfinished_publish(&node, 100, 10).await;
-    wait_for_publish_status(&node, 503, "the cap is reached").await;
+    let mut held = hold_places(&node, 1).await;
+    wait_until_full(&node, &mut held, "the cap is reached").await;
     let anonymous = node.http("GET", "/api/stats", &[], &[], STEP).await;
     assert_eq!(anonymous.status, 401, "{anonymous:?}");
 }
