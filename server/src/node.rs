@@ -117,7 +117,10 @@ impl Node {
             hub,
             api,
             limits: session_limits(config, names),
-            admission: Arc::new(Admission::new(&config.admission, metrics.clone())),
+            admission: Arc::new(Admission::new(
+                &config.admission,
+                metrics.limits.refusals.clone(),
+            )),
             max_frame_bytes: config.max_frame_bytes,
             shutdown,
             sessions: TaskTracker::new(),

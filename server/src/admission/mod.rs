@@ -25,14 +25,13 @@ use chat_protocol::{ErrorCode, FrameError};
 use dashmap::DashMap;
 use ipnet::IpNet;
 
-use crate::metrics::Metrics;
 use crate::token::{self, Expected, TokenAuth, WeakSecret};
 
 mod refusal;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use refusal::{CredentialError, Refusal};
+pub(crate) use refusal::{CredentialError, Refusal, RefusalCounts};
 
 /// Flags of connection admission.
 #[derive(Debug, Clone, clap::Args)]
@@ -114,7 +113,7 @@ pub(crate) struct Admission {
     allowed_origins: Vec<String>,
     auth: Option<TokenAuth>,
     open: Arc<Counts>,
-    metrics: Arc<Metrics>,
+    refusals: RefusalCounts,
 }
 
 #[derive(Default)]
@@ -165,8 +164,8 @@ pub(crate) struct Admitted {
 }
 
 impl Admission {
-    /// The checks of `config`; refusals are counted in `metrics`.
-    pub(crate) fn new(config: &AdmissionConfig, metrics: Arc<Metrics>) -> Self {
+    /// The checks of `config`; refusals are counted in `refusals`.
+    pub(crate) fn new(config: &AdmissionConfig, refusals: RefusalCounts) -> Self {
         Admission {
             max_connections: config.max_connections,
             max_per_address: config.max_connections_per_address,
@@ -185,7 +184,7 @@ impl Admission {
                 TokenAuth::new(secret.as_bytes(), &expected)
             }),
             open: Arc::default(),
-            metrics,
+            refusals,
         }
     }
 
@@ -209,7 +208,7 @@ impl Admission {
                 })
             }
             Err(refusal) => {
-                self.metrics.limits.refused(refusal);
+                self.refusals.count(refusal);
                 Err(refusal)
             }
         }
@@ -303,7 +302,7 @@ impl Admission {
         };
         let token = handshake.token.or_else(|| bearer(handshake.headers));
         let grant = auth.name(token, handshake.name).map_err(|error| {
-            self.metrics.limits.refused(Refusal::Unauthorized);
+            self.refusals.count(Refusal::Unauthorized);
             FrameError::new(ErrorCode::Unauthorized, error.to_string())
         })?;
         Ok((grant.name, grant.expires))

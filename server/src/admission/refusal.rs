@@ -3,12 +3,14 @@
 //!
 //! Each refusal decides here, and only here, how it is answered (an HTTP status and body, or
 //! nothing when the socket is just closed) and under which `cause` it is counted in
-//! `chat_connections_refused_total`. This module depends on nothing else of the node, so the
-//! listener, the host guard, admission and the metrics can all name it without depending on
-//! one another.
+//! `chat_connections_refused_total`, whose counters ([`RefusalCounts`]) live here too. This
+//! module depends on nothing else of the node, so the listener, the host guard, admission and
+//! the metrics can all name it, and admission counts its refusals without depending on the
+//! metrics.
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use prometheus::{IntCounter, IntCounterVec, Opts};
 
 /// Why a connection was refused or cut before it became a chat session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,4 +138,49 @@ pub enum CredentialError {
     /// An API request whose bearer key matches none of the node's keys.
     #[error("the API key is not valid")]
     WrongKey,
+}
+
+/// `chat_connections_refused_total`, with the counter of every cause resolved up front so that
+/// counting a refusal costs one atomic add. Clones count into the same series.
+#[derive(Clone)]
+pub struct RefusalCounts {
+    by_cause: Vec<(Refusal, IntCounter)>,
+    series: IntCounterVec,
+}
+
+impl RefusalCounts {
+    /// The series, unregistered, with every cause at 0.
+    pub fn new() -> Self {
+        let series = IntCounterVec::new(
+            Opts::new(
+                "chat_connections_refused_total",
+                "Connections refused before they became chat sessions, by cause",
+            ),
+            &["cause"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let by_cause = Refusal::ALL
+            .iter()
+            .map(|cause| (*cause, series.with_label_values(&[cause.label()])))
+            .collect();
+        RefusalCounts { by_cause, series }
+    }
+
+    /// Counts one refusal.
+    pub fn count(&self, cause: Refusal) {
+        if let Some((_, counter)) = self.by_cause.iter().find(|(c, _)| *c == cause) {
+            counter.inc();
+        }
+    }
+
+    /// The series, to register where metrics are served.
+    pub fn series(&self) -> IntCounterVec {
+        self.series.clone()
+    }
+}
+
+impl Default for RefusalCounts {
+    fn default() -> Self {
+        Self::new()
+    }
 }

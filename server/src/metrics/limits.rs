@@ -1,13 +1,13 @@
 //! Metrics of the abuse limits: rate limiting, flood closes and connections refused, with every
 //! labelled series resolved once so that counting costs one atomic add.
 //!
-//! The `cause` labels are [`Refusal`]'s: admission owns what a refusal is, this module only
-//! counts it.
+//! Refused connections are counted in admission's [`RefusalCounts`]: admission owns what a
+//! refusal is and counts it without knowing this module, which only serves the series.
 
 use prometheus::{IntCounter, IntCounterVec, Registry};
 
 use super::{counter, counter_vec, register_all};
-use crate::admission::Refusal;
+use crate::admission::{Refusal, RefusalCounts};
 
 /// The series of the abuse limits.
 pub struct LimitMetrics {
@@ -25,9 +25,9 @@ pub struct LimitMetrics {
     pub idle_closes: IntCounter,
     /// Connections closed because a write to them made no progress for the write timeout.
     pub write_timeouts: IntCounter,
-    refused: Vec<(Refusal, IntCounter)>,
+    /// Connections refused before they became chat sessions, by cause.
+    pub refusals: RefusalCounts,
     rate_limited_vec: IntCounterVec,
-    refused_vec: IntCounterVec,
 }
 
 impl LimitMetrics {
@@ -37,11 +37,6 @@ impl LimitMetrics {
             "chat_rate_limited_total",
             "Requests refused with rate_limited, by the limit that refused them",
             &["scope"],
-        );
-        let refused_vec = counter_vec(
-            "chat_connections_refused_total",
-            "Connections refused before they became chat sessions, by cause",
-            &["cause"],
         );
         LimitMetrics {
             rate_limited_connection: rate_limited_vec.with_label_values(&["connection"]),
@@ -63,20 +58,14 @@ impl LimitMetrics {
                 "chat_write_timeouts_total",
                 "Connections closed (4001) because a write to them made no progress in time",
             ),
-            refused: Refusal::ALL
-                .iter()
-                .map(|cause| (*cause, refused_vec.with_label_values(&[cause.label()])))
-                .collect(),
+            refusals: RefusalCounts::new(),
             rate_limited_vec,
-            refused_vec,
         }
     }
 
     /// Counts a refused connection.
     pub fn refused(&self, cause: Refusal) {
-        if let Some((_, counter)) = self.refused.iter().find(|(c, _)| *c == cause) {
-            counter.inc();
-        }
+        self.refusals.count(cause);
     }
 
     /// Serves these series with `registry`.
@@ -85,7 +74,7 @@ impl LimitMetrics {
             registry,
             [
                 Box::new(self.rate_limited_vec.clone()) as Box<dyn prometheus::core::Collector>,
-                Box::new(self.refused_vec.clone()),
+                Box::new(self.refusals.series()),
                 Box::new(self.rate_limit_fallbacks.clone()),
                 Box::new(self.flood_closes.clone()),
                 Box::new(self.idle_closes.clone()),
