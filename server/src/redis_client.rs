@@ -43,8 +43,9 @@ pub(crate) struct Backoff {
 }
 
 impl Backoff {
-    /// Waits spread over ±20%, so that the nodes of a cluster, which all lost Redis at the
-    /// same moment, do not all hit it again at the same moment when it recovers.
+    /// Waits from `min` doubling up to `max`, spread over ±20%, so that the nodes of a cluster,
+    /// which all lost Redis at the same moment, do not all hit it again at the same moment when
+    /// it recovers.
     pub(crate) fn jittered(min: Duration, max: Duration) -> Self {
         Backoff {
             min,
@@ -54,8 +55,9 @@ impl Backoff {
         }
     }
 
-    /// Waits of exactly the computed length.
-    pub(crate) fn exact(min: Duration, max: Duration) -> Self {
+    /// Waits of exactly the computed length, for tests of the schedule itself.
+    #[cfg(test)]
+    fn exact(min: Duration, max: Duration) -> Self {
         Backoff {
             jitter: false,
             ..Backoff::jittered(min, max)

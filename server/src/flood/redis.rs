@@ -178,7 +178,7 @@ fn text_digest(name: &str, room: &str, text: &str) -> String {
 /// Connects, waits until a check reports the connection lost, and connects again, with
 /// capped exponential backoff, for as long as the node runs.
 async fn keep_connected(client: redis::Client, shared: Arc<Shared>) {
-    let mut backoff = Backoff::exact(MIN_BACKOFF, MAX_BACKOFF);
+    let mut backoff = Backoff::jittered(MIN_BACKOFF, MAX_BACKOFF);
     loop {
         let connecting =
             tokio::time::timeout(CHECK_TIMEOUT, client.get_multiplexed_async_connection());
