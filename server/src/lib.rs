@@ -42,6 +42,7 @@ mod ids;
 mod listener;
 pub mod metrics;
 pub mod node;
+mod per_label;
 mod presence;
 mod redis_client;
 pub mod relay;

@@ -208,7 +208,7 @@ impl Admission {
                 })
             }
             Err(refusal) => {
-                self.refusals.count(refusal);
+                self.refusals.inc(refusal);
                 Err(refusal)
             }
         }
@@ -302,7 +302,7 @@ impl Admission {
         };
         let token = handshake.token.or_else(|| bearer(handshake.headers));
         let grant = auth.name(token, handshake.name).map_err(|error| {
-            self.refusals.count(Refusal::Unauthorized);
+            self.refusals.inc(Refusal::Unauthorized);
             FrameError::new(ErrorCode::Unauthorized, error.to_string())
         })?;
         Ok((grant.name, grant.expires))

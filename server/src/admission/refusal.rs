@@ -10,7 +10,8 @@
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use prometheus::{IntCounter, IntCounterVec, Opts};
+
+use crate::per_label::PerLabel;
 
 /// Why a connection was refused or cut before it became a chat session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,47 +141,18 @@ pub enum CredentialError {
     WrongKey,
 }
 
-/// `chat_connections_refused_total`, with the counter of every cause resolved up front so that
-/// counting a refusal costs one atomic add. Clones count into the same series.
-#[derive(Clone)]
-pub struct RefusalCounts {
-    by_cause: Vec<(Refusal, IntCounter)>,
-    series: IntCounterVec,
-}
+/// `chat_connections_refused_total`, by cause.
+pub(crate) type RefusalCounts = PerLabel<Refusal>;
 
 impl RefusalCounts {
     /// The series, unregistered, with every cause at 0.
-    pub fn new() -> Self {
-        let series = IntCounterVec::new(
-            Opts::new(
-                "chat_connections_refused_total",
-                "Connections refused before they became chat sessions, by cause",
-            ),
-            &["cause"],
+    pub(crate) fn connections_refused() -> Self {
+        PerLabel::new(
+            "chat_connections_refused_total",
+            "Connections refused before they became chat sessions, by cause",
+            "cause",
+            &Refusal::ALL,
+            Refusal::label,
         )
-        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
-        let by_cause = Refusal::ALL
-            .iter()
-            .map(|cause| (*cause, series.with_label_values(&[cause.label()])))
-            .collect();
-        RefusalCounts { by_cause, series }
-    }
-
-    /// Counts one refusal.
-    pub fn count(&self, cause: Refusal) {
-        if let Some((_, counter)) = self.by_cause.iter().find(|(c, _)| *c == cause) {
-            counter.inc();
-        }
-    }
-
-    /// The series, to register where metrics are served.
-    pub fn series(&self) -> IntCounterVec {
-        self.series.clone()
-    }
-}
-
-impl Default for RefusalCounts {
-    fn default() -> Self {
-        Self::new()
     }
 }

@@ -11,7 +11,7 @@ struct Flags {
 
 fn admission(args: &[&str]) -> Admission {
     let flags = Flags::try_parse_from(std::iter::once("test").chain(args.iter().copied())).unwrap();
-    Admission::new(&flags.admission, RefusalCounts::new())
+    Admission::new(&flags.admission, RefusalCounts::connections_refused())
 }
 
 fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {

@@ -58,14 +58,14 @@ impl LimitMetrics {
                 "chat_write_timeouts_total",
                 "Connections closed (4001) because a write to them made no progress in time",
             ),
-            refusals: RefusalCounts::new(),
+            refusals: RefusalCounts::connections_refused(),
             rate_limited_vec,
         }
     }
 
     /// Counts a refused connection.
     pub fn refused(&self, cause: Refusal) {
-        self.refusals.count(cause);
+        self.refusals.inc(cause);
     }
 
     /// Serves these series with `registry`.

@@ -16,6 +16,8 @@ mod frames;
 mod limits;
 
 use chat_protocol::ErrorCode;
+
+use crate::per_label::PerLabel;
 use prometheus::core::Collector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
@@ -61,7 +63,7 @@ pub struct Metrics {
     pub limits: LimitMetrics,
     /// `joined` replies cut to fit, and frames that did not fit.
     pub frames: FrameMetrics,
-    errors: Vec<(ErrorCode, IntCounter)>,
+    errors: PerLabel<ErrorCode>,
     closes: IntCounterVec,
 }
 
@@ -69,15 +71,13 @@ impl Metrics {
     /// Creates and registers every node-wide series.
     pub fn new() -> Self {
         let registry = Registry::new();
-        let errors_vec = counter_vec(
+        let errors = PerLabel::new(
             "chat_errors_total",
             "Error frames sent to clients, by code",
-            &["code"],
+            "code",
+            &ErrorCode::ALL,
+            ErrorCode::as_str,
         );
-        let errors = ErrorCode::ALL
-            .iter()
-            .map(|code| (*code, errors_vec.with_label_values(&[code.as_str()])))
-            .collect();
         let closes = counter_vec(
             "chat_closes_total",
             "Connections closed by the server, by close code",
@@ -134,13 +134,13 @@ impl Metrics {
             closes,
             registry,
         };
-        metrics.register_all(errors_vec);
+        metrics.register_all();
         metrics.limits.register(&metrics.registry);
         metrics.frames.register(&metrics.registry);
         metrics
     }
 
-    fn register_all(&self, errors: IntCounterVec) {
+    fn register_all(&self) {
         let collectors: [Box<dyn Collector>; 16] = [
             Box::new(self.connections.clone()),
             Box::new(self.connections_total.clone()),
@@ -156,7 +156,7 @@ impl Metrics {
             Box::new(self.broker_ready.clone()),
             Box::new(self.slow_consumer_closes.clone()),
             Box::new(self.publish_duration.clone()),
-            Box::new(errors),
+            Box::new(self.errors.series()),
             Box::new(self.closes.clone()),
         ];
         register_all(&self.registry, collectors);
@@ -164,16 +164,12 @@ impl Metrics {
 
     /// Counts an error frame sent to a client.
     pub fn error(&self, code: ErrorCode) {
-        if let Some((_, counter)) = self.errors.iter().find(|(c, _)| *c == code) {
-            counter.inc();
-        }
+        self.errors.inc(code);
     }
 
     /// Error frames sent so far, by code.
     pub fn errors_by_code(&self) -> impl Iterator<Item = (ErrorCode, u64)> + '_ {
-        self.errors
-            .iter()
-            .map(|(code, counter)| (*code, counter.get()))
+        self.errors.counts()
     }
 
     /// Registers series that another module owns, so that they are served with these.

@@ -84,7 +84,7 @@ impl Inbound for Rooms {
             return;
         };
         if payload.len() > self.max_payload {
-            self.drops.count(DropReason::Oversize, 1);
+            self.drops.inc(DropReason::Oversize);
             return self.warn_dropped(channel, "larger than any envelope a node builds");
         }
         match relay::parse(&payload) {
@@ -93,7 +93,7 @@ impl Inbound for Rooms {
                 self.deliver_message(channel, id, payload);
             }
             Some(Relayed::Presence(_)) if payload.len() > relay::MAX_PRESENCE_PAYLOAD_LEN => {
-                self.drops.count(DropReason::Oversize, 1);
+                self.drops.inc(DropReason::Oversize);
                 self.warn_dropped(channel, "a presence payload longer than any name");
             }
             Some(Relayed::Presence(event)) => {

@@ -6,9 +6,8 @@
 //! is worth an alert: either nodes disagree on `--max-text-bytes`, or something other than a
 //! node writes to Redis.
 
-use prometheus::{IntCounter, IntCounterVec, Opts};
-
 use crate::metrics::Metrics;
+use crate::per_label::PerLabel;
 
 /// Why a payload from the backplane was dropped without being delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,42 +36,20 @@ impl DropReason {
     }
 }
 
-/// `chat_backplane_dropped_total{reason}`, one handle per reason so counting is one atomic add.
-pub struct Drops {
-    counters: Vec<(DropReason, IntCounter)>,
-}
+/// `chat_backplane_dropped_total{reason}`.
+pub type Drops = PerLabel<DropReason>;
 
 impl Drops {
     /// Creates the series and serves it with `metrics`.
-    pub fn new(metrics: &Metrics) -> Self {
-        let series = IntCounterVec::new(
-            Opts::new(
-                "chat_backplane_dropped_total",
-                "Backplane payloads dropped unopened or undelivered, by reason",
-            ),
-            &["reason"],
-        )
-        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
-        let counters = DropReason::ALL
-            .iter()
-            .map(|reason| (*reason, series.with_label_values(&[reason.label()])))
-            .collect();
-        metrics.register(series);
-        Drops { counters }
-    }
-
-    /// Adds `dropped` payloads to `reason`'s counter.
-    pub fn count(&self, reason: DropReason, dropped: u64) {
-        if let Some((_, counter)) = self.counters.iter().find(|(r, _)| *r == reason) {
-            counter.inc_by(dropped);
-        }
-    }
-
-    /// Payloads dropped for `reason` since the node started.
-    pub fn get(&self, reason: DropReason) -> u64 {
-        self.counters
-            .iter()
-            .find(|(r, _)| *r == reason)
-            .map_or(0, |(_, counter)| counter.get())
+    pub fn backplane_dropped(metrics: &Metrics) -> Self {
+        let drops = PerLabel::new(
+            "chat_backplane_dropped_total",
+            "Backplane payloads dropped unopened or undelivered, by reason",
+            "reason",
+            &DropReason::ALL,
+            DropReason::label,
+        );
+        metrics.register(drops.series());
+        drops
     }
 }

@@ -128,7 +128,7 @@ impl Rooms {
         Rooms {
             rooms: DashMap::new(),
             keyring,
-            drops: Drops::new(&metrics),
+            drops: Drops::backplane_dropped(&metrics),
             metrics,
             max_payload: relay::max_payload_len(chat_protocol::limits::DEFAULT_MAX_TEXT_BYTES),
             held_budget: HeldBudget::default(),

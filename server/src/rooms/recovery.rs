@@ -108,8 +108,9 @@ impl Rooms {
     /// genuine (a forged id is not in history, so it is not asked about twice).
     fn settled(&self, channel: &str, generation: u64, settled: &Settled) {
         self.drops
-            .count(DropReason::Unconfirmed, settled.unconfirmed);
-        self.drops.count(DropReason::HeldBudget, settled.overflowed);
+            .inc_by(DropReason::Unconfirmed, settled.unconfirmed);
+        self.drops
+            .inc_by(DropReason::HeldBudget, settled.overflowed);
         if settled.incomplete() {
             self.request_resync(channel, generation, settled.last, true);
         }
