@@ -62,21 +62,6 @@ impl Held {
         self.messages.push((id, frame));
         true
     }
-
-    /// Bytes of frames held.
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-
-    /// Messages held.
-    pub fn len(&self) -> usize {
-        self.messages.len()
-    }
-
-    /// Whether nothing is held.
-    pub fn is_empty(&self) -> bool {
-        self.messages.is_empty()
-    }
 }
 
 /// Where a room stands in its message sequence.
@@ -254,7 +239,10 @@ mod tests {
         assert!(!held.hold(budget, id(2), Utf8Bytes::from("123")));
         assert!(held.hold(budget, id(3), Utf8Bytes::from("12")));
         assert!(!held.hold(budget, id(4), Utf8Bytes::from("1")));
-        assert_eq!((held.len(), held.bytes(), held.overflowed), (2, 10, 2));
+        assert_eq!(
+            (held.messages.len(), held.bytes, held.overflowed),
+            (2, 10, 2)
+        );
         let counted = HeldBudget {
             messages: 1,
             bytes: usize::MAX,
