@@ -31,6 +31,19 @@ pub enum ClientFrame<'a> {
         #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
         reference: Option<Cow<'a, str>>,
     },
+    /// Ask for a page of a joined room's member names, in sort order; answered with
+    /// `members`, or `not_joined` if the connection is not in the room.
+    Members {
+        /// Checked by [`validate_room`] in [`parse_client_frame`].
+        room: Cow<'a, str>,
+        /// The page starts after this name (the last one of the previous page); without it,
+        /// at the first name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<Cow<'a, str>>,
+        /// The client's `ref` (at most [`limits::MAX_REF_BYTES`]), echoed in the reply.
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Cow<'a, str>>,
+    },
     /// Publish into a joined room; answered with `ack` once the broker accepted the message.
     Send {
         /// Checked by [`validate_room`] in [`parse_client_frame`]; a room the connection is not
@@ -63,9 +76,16 @@ pub enum ServerFrame<'a> {
     Joined {
         /// The room as the `join` named it.
         room: Cow<'a, str>,
-        /// The distinct names of the room's members on every node, the joiner included.
+        /// How many distinct names the room's members have, on every node, the joiner
+        /// included.
+        count: u64,
+        /// The first of those names in sort order: at most the node's `--members-max`.
         #[serde(default)]
         members: Vec<Cow<'a, str>>,
+        /// Whether the room has names after the last of `members`: ask for them with a
+        /// `members` request.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        more_members: bool,
         /// `message` frames, oldest first: those after `since`, or the most recent ones.
         #[serde(default)]
         history: Vec<EmbeddedFrame>,
@@ -102,14 +122,36 @@ pub enum ServerFrame<'a> {
         /// Unix time in milliseconds when the sender's node accepted the message.
         ts: u64,
     },
-    /// Someone joined or left a room this connection is in.
+    /// The reply to `members`: a page of a room's member names.
+    Members {
+        /// The room the names are of.
+        room: Cow<'a, str>,
+        /// How many distinct names the room's members have, on every node.
+        count: u64,
+        /// The names after the request's `after`, in sort order: at most `--members-max`.
+        members: Vec<Cow<'a, str>>,
+        /// Whether there are names after the last of `members`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        more_members: bool,
+        /// The `ref` of the request, if it carried one.
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Cow<'a, str>>,
+    },
+    /// The members of a room this connection is in changed: at most one per room per
+    /// `--presence-interval-ms`, with what changed since the previous one.
     Presence {
         /// The room whose membership changed.
         room: Cow<'a, str>,
-        /// Whether the connection joined or left.
-        event: PresenceEvent,
-        /// The member's name; events are per connection, so a name may be announced twice.
-        name: Cow<'a, str>,
+        /// How many distinct names the room's members have now, on every node.
+        count: u64,
+        /// Names that were not in the room at the previous `presence` (or `joined`) and are
+        /// now. With `leaves`, absent when the room is too large for names (above
+        /// `--presence-names-max`) or too many changed at once: then only `count` is known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        joins: Option<Vec<Cow<'a, str>>>,
+        /// Names that were in the room and no longer are; present exactly when `joins` is.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        leaves: Option<Vec<Cow<'a, str>>>,
     },
     /// A refused request, or a refused handshake just before the close.
     Error {
@@ -163,16 +205,6 @@ impl PartialEq for EmbeddedFrame {
 }
 
 impl Eq for EmbeddedFrame {}
-
-/// What a `presence` frame reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PresenceEvent {
-    /// A connection joined the room.
-    Join,
-    /// A connection left the room, closed, or went with its node (crashed or shut down).
-    Leave,
-}
 
 impl ServerFrame<'_> {
     /// Serializes the frame; infallible because every field is a string or an integer.

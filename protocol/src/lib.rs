@@ -17,6 +17,6 @@ mod parse;
 mod tests;
 
 pub use codes::ErrorCode;
-pub use frames::{ClientFrame, EmbeddedFrame, PresenceEvent, ServerFrame};
+pub use frames::{ClientFrame, EmbeddedFrame, ServerFrame};
 pub use ids::{InvalidMessageId, MessageId};
 pub use parse::{FrameError, parse_client_frame, validate_name, validate_room, validate_text_size};

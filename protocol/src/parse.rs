@@ -51,9 +51,14 @@ struct RawFrame<'a> {
     text: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     since: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    after: Option<Cow<'a, str>>,
     #[serde(rename = "ref", borrow, default)]
     reference: Option<Cow<'a, str>>,
 }
+
+/// The longest a name can be in UTF-8: every character four bytes.
+const MAX_NAME_BYTES: usize = limits::MAX_NAME_CHARS * 4;
 
 /// Just the `ref`, read leniently from a frame that failed to parse as a whole.
 #[derive(Deserialize)]
@@ -104,6 +109,19 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame<'_>, FrameError> {
             room: checked_room(raw.room, reference_str)?,
             reference,
         }),
+        "members" => {
+            let room = checked_room(raw.room, reference_str)?;
+            if raw.after.as_ref().is_some_and(|after| after.len() > MAX_NAME_BYTES) {
+                let message = format!("`after` is longer than {MAX_NAME_BYTES} bytes");
+                return Err(FrameError::new(ErrorCode::BadRequest, message)
+                    .with_reference(reference_str));
+            }
+            Ok(ClientFrame::Members {
+                room,
+                after: raw.after,
+                reference,
+            })
+        }
         "send" => {
             let room = checked_room(raw.room, reference_str)?;
             let text = raw.text.filter(|t| !t.is_empty()).ok_or_else(|| {

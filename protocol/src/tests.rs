@@ -32,6 +32,22 @@ fn parses_every_request_type() {
         }
     );
     assert_eq!(
+        parse_client_frame(r#"{"type":"members","room":"lobby","after":"Bob","ref":"m"}"#)
+            .unwrap(),
+        ClientFrame::Members {
+            room: "lobby".into(),
+            after: Some("Bob".into()),
+            reference: Some("m".into())
+        }
+    );
+    assert_eq!(
+        code_of(&format!(
+            r#"{{"type":"members","room":"lobby","after":"{}"}}"#,
+            "x".repeat(129)
+        )),
+        ErrorCode::BadRequest
+    );
+    assert_eq!(
         parse_client_frame(r#"{"type":"send","room":"lobby","text":"hi \"you\"","ref":"c1"}"#)
             .unwrap(),
         ClientFrame::Send {
@@ -180,27 +196,55 @@ fn joined_embeds_history_frames_verbatim() {
     let message = r#"{"type":"message","id":"5-0","room":"r","from":"a","text":"t","ts":1}"#;
     let joined = ServerFrame::Joined {
         room: "r".into(),
+        count: 2,
         members: vec!["a".into()],
+        more_members: true,
         history: vec![EmbeddedFrame::new(message.to_owned()).unwrap()],
         recovered: Some(true),
     };
     assert_eq!(
         joined.to_json(),
         format!(
-            r#"{{"type":"joined","room":"r","members":["a"],"history":[{message}],"recovered":true}}"#
+            r#"{{"type":"joined","room":"r","count":2,"members":["a"],"more_members":true,"history":[{message}],"recovered":true}}"#
         )
-    );
-    let presence = ServerFrame::Presence {
-        room: "r".into(),
-        event: PresenceEvent::Leave,
-        name: "a".into(),
-    };
-    assert_eq!(
-        presence.to_json(),
-        r#"{"type":"presence","room":"r","event":"leave","name":"a"}"#
     );
     let parsed: ServerFrame<'_> = serde_json::from_str(&joined.to_json()).unwrap();
     assert_eq!(parsed, joined);
+}
+
+#[test]
+fn presence_and_member_pages_have_the_documented_shape() {
+    let presence = ServerFrame::Presence {
+        room: "r".into(),
+        count: 3,
+        joins: Some(vec!["b".into()]),
+        leaves: Some(vec![]),
+    };
+    assert_eq!(
+        presence.to_json(),
+        r#"{"type":"presence","room":"r","count":3,"joins":["b"],"leaves":[]}"#
+    );
+    let count_only = ServerFrame::Presence {
+        room: "r".into(),
+        count: 5000,
+        joins: None,
+        leaves: None,
+    };
+    assert_eq!(
+        count_only.to_json(),
+        r#"{"type":"presence","room":"r","count":5000}"#
+    );
+    let page = ServerFrame::Members {
+        room: "r".into(),
+        count: 3,
+        members: vec!["c".into()],
+        more_members: false,
+        reference: Some("m1".into()),
+    };
+    assert_eq!(
+        page.to_json(),
+        r#"{"type":"members","room":"r","count":3,"members":["c"],"ref":"m1"}"#
+    );
 }
 
 #[test]

@@ -36,6 +36,9 @@ fn check_accepted(frame: &ClientFrame<'_>) {
         ClientFrame::Join {
             room, reference, ..
         }
+        | ClientFrame::Members {
+            room, reference, ..
+        }
         | ClientFrame::Leave { room, reference } => (room, reference),
         ClientFrame::Send {
             room,
