@@ -12,7 +12,6 @@
 //! a gap or a duplicate, and a client that says which message it saw last (`since`) gets
 //! exactly what came after it, or learns that history no longer reaches back that far.
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -30,7 +29,9 @@ use crate::metrics::Metrics;
 use crate::presence::{PresenceConfig, PresenceEntry, SharedPresence, name_aad};
 use crate::relay;
 use crate::rooms::roster::Loaded;
-use crate::rooms::{Member, MemberId, MemberPage, Outbox, Position, Recovery, Resync, Rooms};
+use crate::rooms::{
+    Member, MemberId, MemberPage, Outbox, Position, Recovery, Resync, Rooms, Roster,
+};
 
 /// How long to wait before asking history again for a room's missed messages.
 const RESYNC_RETRY: Duration = Duration::from_millis(250);
@@ -202,13 +203,28 @@ impl Hub {
             .members_page(channel, after, self.presence_config.page_size())
     }
 
-    /// The names of `room`'s members on every node, read from presence (for the HTTP API,
-    /// whose node may have no member in the room).
-    pub fn members(&self, channel: &str) -> BrokerFuture<Vec<String>> {
+    /// A page of the names in any room, after `after`: from the node's roster when it has
+    /// members there, otherwise read from presence (for the HTTP API, whose node may have no
+    /// member in the room; that read is as large as the room).
+    pub fn members_page_anywhere(
+        &self,
+        channel: &str,
+        after: Option<&str>,
+    ) -> BrokerFuture<MemberPage> {
+        if let Some(page) = self.members_page(channel, after) {
+            return futures::future::ready(Ok(page)).boxed();
+        }
         let members = self.presence.members(channel);
         let rooms = self.rooms.clone();
         let channel = channel.to_owned();
-        async move { Ok(open_names(&rooms, &channel, members.await?)) }.boxed()
+        let after = after.map(str::to_owned);
+        let page_size = self.presence_config.page_size();
+        async move {
+            let mut roster = Roster::loading();
+            roster.load(0, open_members(&rooms, &channel, members.await?));
+            Ok(roster.page(after.as_deref(), page_size))
+        }
+        .boxed()
     }
 
     /// Subscribes a room that is new on this node, finds the newest message in its history
@@ -433,8 +449,17 @@ async fn read_roster(
     generation: u64,
     load: u64,
 ) -> Result<Loaded, BrokerError> {
-    let entries = presence.members(channel).await?;
-    let snapshot = entries
+    let snapshot = open_members(rooms, channel, presence.members(channel).await?);
+    Ok(rooms.roster_loaded(channel, generation, load, snapshot))
+}
+
+/// Opens the names of presence entries; those that do not open are dropped and counted.
+fn open_members(
+    rooms: &Rooms,
+    channel: &str,
+    entries: Vec<PresenceEntry>,
+) -> Vec<(String, String)> {
+    entries
         .into_iter()
         .filter_map(|entry| {
             let name = rooms
@@ -443,20 +468,5 @@ async fn read_roster(
                 .ok()?;
             Some((entry.member, name))
         })
-        .collect();
-    Ok(rooms.roster_loaded(channel, generation, load, snapshot))
-}
-
-/// Opens sealed member names into a sorted list of distinct names.
-fn open_names(rooms: &Rooms, channel: &str, sealed: Vec<PresenceEntry>) -> Vec<String> {
-    let names: BTreeSet<String> = sealed
-        .into_iter()
-        .filter_map(|entry| {
-            rooms
-                .open_name(channel, entry.sealed_name)
-                .map_err(|reason| rooms.dropped(channel, &reason))
-                .ok()
-        })
-        .collect();
-    names.into_iter().collect()
+        .collect()
 }

@@ -307,20 +307,43 @@ async fn rooms_list_members_and_count_this_nodes_subscribers() {
     let reply = body(&get(&node, &room("count")).await);
     assert_eq!(
         reply,
-        json!({"room": "count", "members": ["a", "b"], "subscribers": 2})
+        json!({"room": "count", "count": 2, "members": ["a", "b"], "subscribers": 2})
     );
     b.leave("count").await;
     let reply = body(&get(&node, &room("count")).await);
     assert_eq!(
-        (&reply["members"], &reply["subscribers"]),
-        (&json!(["a"]), &json!(1))
+        (&reply["count"], &reply["members"], &reply["subscribers"]),
+        (&json!(1), &json!(["a"]), &json!(1))
     );
     // Rooms exist implicitly: an empty one is no error.
     let reply = body(&get(&node, &room("empty.room")).await);
     assert_eq!(
         reply,
-        json!({"room": "empty.room", "members": [], "subscribers": 0})
+        json!({"room": "empty.room", "count": 0, "members": [], "subscribers": 0})
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_members_come_in_pages_on_nodes_with_and_without_members() {
+    let redis = RedisServer::start().await;
+    let key_a = key(KEY_A);
+    let args = ["--api-key", API_KEY, "--members-max", "2"];
+    let with = Node::redis_with(&redis, "node-0", &[&key_a], &args).await;
+    let without = Node::redis_with(&redis, "node-1", &[&key_a], &args).await;
+    let mut members = Vec::new();
+    for name in ["e", "a", "d", "c", "b"] {
+        members.push(member(&with, "node-0", name, "paged").await);
+    }
+    for node in [&with, &without] {
+        let first = body(&get(node, "/api/rooms/paged").await);
+        assert_eq!(
+            (&first["count"], &first["members"], &first["more_members"]),
+            (&json!(5), &json!(["a", "b"]), &json!(true))
+        );
+        let last = body(&get(node, "/api/rooms/paged?after=c").await);
+        assert_eq!(last["members"], json!(["d", "e"]));
+        assert_eq!(last.get("more_members"), None, "no more after e");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -224,3 +224,32 @@ async fn counts_converge_after_churn_and_a_killed_node_leaves_the_count() {
     let mut late = cluster.nodes[0].client("late").await;
     assert_eq!(late.join("churn").await.count, on_node_0 + 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_pages_share_the_join_budget() {
+    let node = Node::memory().await;
+    let mut pager = node.client("pager").await;
+    pager.join("budget").await;
+    // The join took one of the burst of 20; the rest go to pages, then one is refused.
+    for _ in 0..19 {
+        assert_eq!(pager.members("budget", None).await.count, 1);
+    }
+    pager
+        .send_frame(&chat_protocol::ClientFrame::Members {
+            room: "budget".into(),
+            after: None,
+            reference: Some("over".into()),
+        })
+        .await;
+    match pager.reply_to(Some("over")).await {
+        chat_protocol::ServerFrame::Error {
+            code: chat_protocol::ErrorCode::RateLimited,
+            retry_after_ms: Some(wait),
+            ..
+        } => assert!(wait > 0 && wait <= 1000, "{wait}"),
+        other => panic!("expected rate_limited, got {other:?}"),
+    }
+    // The connection carries on once the budget allows.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(pager.members("budget", None).await.members, ["pager"]);
+}

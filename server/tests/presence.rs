@@ -213,3 +213,39 @@ async fn presence_stays_exact_under_churn() {
 
 /// Joins in flight at once in the churn test.
 const CONCURRENT_JOINS: usize = 50;
+
+/// After Redis comes back empty, every node announces its members again and reads its rosters
+/// again: a departure lost during the outage is forgotten, and counts are right on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rosters_are_read_again_after_redis_comes_back_empty() {
+    let mut cluster = cluster(2).await;
+    let (mut alice, _bob) = alice_and_bob(&cluster).await;
+    let mut carol = cluster.nodes[1].client("carol").await;
+    carol.join("lobby").await;
+    alice.wait_count("lobby", 3, support::STEP).await;
+
+    cluster.redis.kill();
+    for node in &cluster.nodes {
+        support::wait_until(
+            "the node notices Redis is gone",
+            support::STEP,
+            async || node.status_of("/readyz").await == 503,
+        )
+        .await;
+    }
+    // Carol's departure cannot reach Redis now.
+    drop(carol);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.redis.restart().await;
+    for node in &cluster.nodes {
+        support::wait_until("the node is back", Duration::from_secs(15), async || {
+            node.status_of("/readyz").await == 200
+        })
+        .await;
+    }
+    alice.wait_count("lobby", 2, Duration::from_secs(10)).await;
+    let mut dave = cluster.nodes[0].client("dave").await;
+    let joined = dave.join("lobby").await;
+    assert_eq!(joined.members, ["alice", "bob", "dave"]);
+    assert_eq!(joined.count, 3);
+}

@@ -21,8 +21,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -31,7 +31,7 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use chat_protocol::api::{Publish, Published};
 use chat_protocol::{ErrorCode, FrameError, MessageId, validate_room};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
@@ -260,30 +260,50 @@ async fn settle(publication: BrokerFuture<MessageId>) -> Result<String, FrameErr
 #[derive(Serialize)]
 struct RoomReply<'a> {
     room: &'a str,
-    /// The distinct names of the room's members on every node, sorted.
+    /// How many distinct names the room's members have, on every node.
+    count: u64,
+    /// A page of those names, sorted: at most `--members-max`, after the query's `after`.
     members: Vec<String>,
+    /// Whether names follow the last of `members`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    more_members: bool,
     /// Connections on this node that joined the room.
     subscribers: usize,
 }
 
-/// `GET /api/rooms/{room}`: who is in a room. Rooms exist implicitly, so any valid name has an
-/// answer; an empty room has no members.
+/// `?after=<name>`: the page of names after that one.
+#[derive(Deserialize)]
+struct RoomQuery {
+    after: Option<String>,
+}
+
+/// `GET /api/rooms/{room}[?after=<name>]`: how many are in a room, and a page of their names.
+/// Rooms exist implicitly, so any valid name has an answer; an empty room has no members.
 async fn room(
     State(api): State<Arc<Api>>,
     room: Result<Path<String>, PathRejection>,
+    query: Result<Query<RoomQuery>, QueryRejection>,
 ) -> Result<Response, Failure> {
+    let Query(RoomQuery { after }) =
+        query.map_err(|rejection| Failure::bad_request(rejection.body_text()))?;
     // A path that does not even decode to text cannot be a valid room name.
     let room = room.map_or_else(|_| String::new(), |Path(room)| room);
     validate_room(&room).map_err(|message| {
         Failure::invalid_message(FrameError::new(ErrorCode::InvalidRoom, message))
     })?;
     let channel = api.hub.channel(&room);
-    let members = api.hub.members(&channel).await.map_err(|error| {
-        Failure::unavailable(format!("members unknown: {error}; try again shortly"))
-    })?;
+    let page = api
+        .hub
+        .members_page_anywhere(&channel, after.as_deref())
+        .await
+        .map_err(|error| {
+            Failure::unavailable(format!("members unknown: {error}; try again shortly"))
+        })?;
     let reply = RoomReply {
         room: &room,
-        members,
+        count: page.count,
+        members: page.names,
+        more_members: page.more,
         subscribers: api.hub.local_members(&channel),
     };
     Ok(json(StatusCode::OK, &reply))
