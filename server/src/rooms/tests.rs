@@ -52,6 +52,17 @@ fn never_ready() -> Ready {
 }
 
 impl Fixture {
+    /// Adds a member; returns the room's generation when it is new (and still positioning).
+    fn add(&self, member_id: MemberId, outbox: Outbox, after: Option<MessageId>) -> Option<u64> {
+        let mut generation = None;
+        let joining = member(member_id, outbox, after);
+        self.rooms.add(CHANNEL, "c", member_id, joining, |g| {
+            generation = Some(g);
+            never_ready()
+        });
+        generation
+    }
+
     /// Adds a member; a new room is positioned at `last` right away. Returns the
     /// member's queue and the room's generation.
     fn join(
@@ -61,18 +72,7 @@ impl Fixture {
         last: Option<MessageId>,
     ) -> (mpsc::Receiver<Utf8Bytes>, u64) {
         let (outbox, queue) = Outbox::new(64);
-        let mut generation = None;
-        self.rooms.add(
-            CHANNEL,
-            "c",
-            member_id,
-            member(member_id, outbox, after),
-            |g| {
-                generation = Some(g);
-                never_ready()
-            },
-        );
-        if let Some(generation) = generation {
+        if let Some(generation) = self.add(member_id, outbox, after) {
             self.rooms.positioned(CHANNEL, generation, last);
             self.rooms.roster_loaded(CHANNEL, generation, 0, Vec::new());
         }
@@ -175,11 +175,7 @@ fn fans_out_one_shared_frame_and_flags_slow_consumers() {
 fn holds_messages_until_positioned_then_delivers_only_newer_ones() {
     let f = fixture();
     let (outbox, mut queue) = Outbox::new(64);
-    let mut generation = 0;
-    f.rooms.add(CHANNEL, "c", 1, member(1, outbox, None), |g| {
-        generation = g;
-        never_ready()
-    });
+    let generation = f.add(1, outbox, None).unwrap();
     f.deliver(4);
     f.deliver(5);
     assert!(received(&mut queue).is_empty());
@@ -345,11 +341,7 @@ fn presence_reports_take_at_most_half_a_queue_and_close_nobody() {
     let f = fixture();
     let (outbox, mut queue) = Outbox::new(8);
     let flag = outbox.overflowed().clone();
-    let mut generation = 0;
-    f.rooms.add(CHANNEL, "c", 1, member(1, outbox, None), |g| {
-        generation = g;
-        never_ready()
-    });
+    let generation = f.add(1, outbox, None).unwrap();
     f.rooms.positioned(CHANNEL, generation, Some(id(0)));
     f.rooms.roster_loaded(CHANNEL, generation, 0, Vec::new());
     for i in 0..20 {
@@ -369,11 +361,7 @@ fn presence_reports_take_at_most_half_a_queue_and_close_nobody() {
 fn a_roster_loads_on_top_of_what_was_heard_meanwhile() {
     let f = fixture();
     let (outbox, mut queue) = Outbox::new(64);
-    let mut generation = 0;
-    f.rooms.add(CHANNEL, "c", 1, member(1, outbox, None), |g| {
-        generation = g;
-        never_ready()
-    });
+    let generation = f.add(1, outbox, None).unwrap();
     f.remote_join("far|1", "Ada");
     f.remote_leave("far|2");
     let snapshot = vec![
