@@ -152,11 +152,12 @@ export function createPeople(ui, io) {
         renderPaging();
         return;
       }
-      frame.joins.forEach(add);
+      // Leaves first, so that at the cap the names that came take the places of those gone.
       frame.leaves.forEach((name) => {
         // The server announces a name's leave only once its last connection left.
         if (name !== state.me) state.names.delete(name);
       });
+      frame.joins.forEach(add);
       renderNames();
     },
 
