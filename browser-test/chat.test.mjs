@@ -22,9 +22,9 @@ import { mkdirSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
 import {
-  DESKTOP, PHONE, assertNoProblems, connected, join, log, members, messageWithText, openPage,
-  received, required, say, screenshot, scriptedServer, settledMessage, shownMessage, sleep,
-  submitJoin, systemLines, until, watch, WAIT_MS,
+  DESKTOP, PHONE, WAIT_MS, assertNoProblems, connected, join, log, members, messageWithText,
+  openPage, openScripted, received, required, say, screenshot, settledMessage, shownMessage,
+  sleep, systemLines, until,
 } from './pages.mjs';
 import { bigRoom, scriptedPeople } from './people.mjs';
 
@@ -220,13 +220,7 @@ function chat(id, from, text) {
 }
 
 async function scriptedProtocol(browser) {
-  const context = await browser.newContext({ viewport: DESKTOP });
-  const server = scriptedServer();
-  await server.route(context);
-  const page = watch(await context.newPage(), 'scripted');
-  await page.clock.install();
-  await page.goto(`${NODE1}/#room=scripted`);
-  await submitJoin(page, 'Ada');
+  const { context, server, page } = await openScripted(browser, NODE1, 'scripted');
   const first = await server.connection(1);
   const firstJoin = await received(first, 'join');
   assert.equal(firstJoin.room, 'scripted');

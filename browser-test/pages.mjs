@@ -177,3 +177,16 @@ export function scriptedServer() {
 export async function received(connection, type, index = 0) {
   return until(`a ${type} frame`, () => connection.received.filter((f) => f.type === type)[index]);
 }
+
+// A page of `origin` whose `/ws` is a scripted server and whose clock the test controls, with
+// Ada joining the room `scripted`.
+export async function openScripted(browser, origin, label) {
+  const context = await browser.newContext({ viewport: DESKTOP });
+  const server = scriptedServer();
+  await server.route(context);
+  const page = watch(await context.newPage(), label);
+  await page.clock.install();
+  await page.goto(`${origin}/#room=scripted`);
+  await submitJoin(page, 'Ada');
+  return { context, server, page };
+}

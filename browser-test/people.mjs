@@ -8,8 +8,8 @@
 
 import assert from 'node:assert/strict';
 import {
-  DESKTOP, assertNoProblems, connected, join, log, members, openPage, received, screenshot,
-  scriptedServer, sleep, submitJoin, until, watch,
+  DESKTOP, assertNoProblems, connected, join, log, members, openPage, openScripted, received,
+  screenshot, sleep, until, watch,
 } from './pages.mjs';
 
 // More than one page of names (the server's --members-max is 100 by default).
@@ -100,13 +100,7 @@ function names(from, count) {
 }
 
 export async function scriptedPeople(browser, node1) {
-  const context = await browser.newContext({ viewport: DESKTOP });
-  const server = scriptedServer();
-  await server.route(context);
-  const page = watch(await context.newPage(), 'scripted people');
-  await page.clock.install();
-  await page.goto(`${node1}/#room=scripted`);
-  await submitJoin(page, 'Ada');
+  const { context, server, page } = await openScripted(browser, node1, 'scripted people');
   const socket = await server.connection(1);
   await received(socket, 'join');
 
