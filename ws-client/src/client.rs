@@ -352,6 +352,7 @@ impl Session<'_> {
             }
             ServerFrame::Welcome { .. }
             | ServerFrame::Left { .. }
+            | ServerFrame::Members { .. }
             | ServerFrame::Presence { .. } => {}
         }
         Ok(())
