@@ -76,13 +76,14 @@ export async function bigRoom(browser, node1, node2) {
   await showMore(bea).waitFor({ state: 'visible' });
   assert.deepEqual((await members(bea)).slice(0, 3), ['Ada', 'Bea', 'crowd-000']);
   await shows(ada, CROWD + 2, CROWD + 2);
+  await showMore(bea).scrollIntoViewIfNeeded();
+  await screenshot(bea, 'big-room.png', DESKTOP);
   await showMore(bea).click();
   await shows(bea, CROWD + 2, CROWD + 2);
   await showMore(bea).waitFor({ state: 'hidden' });
   assert.deepEqual(await members(bea), ['Ada', 'Bea', ...crowdNames]);
   const pages = bea.serverFrames.filter((frame) => frame.type === 'members');
   assert.equal(pages.length, 1, 'one page of names after the first');
-  await screenshot(bea, 'big-room.png', DESKTOP);
 
   log(`${CROWD_LEAVING} leave: both pages follow`);
   await leaveCrowd(crowd, CROWD_LEAVING);
