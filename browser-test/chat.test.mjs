@@ -12,14 +12,21 @@
 // - against a scripted socket (playwright's WebSocket routing) with the page's clock under
 //   the test's control: exact protocol steps a real server cannot be made to take on demand
 //   (a pending send, a rate-limit error, a close with 1001 while time stands still) and the
-//   fields of newer servers (members, presence, history, `since`, `recovered`).
+//   fields of newer servers (members, presence, history, `since`, `recovered`);
+// - the people panel (`people.mjs`): counts and names in a room of 150 on the real nodes, and
+//   against the scripted socket a rate-limited page of names and the cap on names held.
 
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
-import { join as joinPath } from 'node:path';
 import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
+import {
+  DESKTOP, PHONE, WAIT_MS, assertNoProblems, connected, join, log, members, messageWithText,
+  openPage, openScripted, received, required, say, screenshot, settledMessage, shownMessage,
+  sleep, systemLines, until,
+} from './pages.mjs';
+import { bigRoom, scriptedPeople } from './people.mjs';
 
 const NODE1 = required('CHAT_TEST_NODE1_URL');
 const NODE2 = required('CHAT_TEST_NODE2_URL');
@@ -27,8 +34,6 @@ const ARTIFACTS = required('CHAT_TEST_ARTIFACTS');
 // A node started with --auth-secret, and that secret, to sign tokens as a login service would.
 const AUTH_NODE = required('CHAT_TEST_AUTH_URL');
 const AUTH_SECRET = required('CHAT_TEST_AUTH_SECRET');
-// Every wait is generous: the machine running the tests may be busy.
-const WAIT_MS = 30_000;
 
 const CHROMIUM_ARGS = [
   '--headless',
@@ -41,31 +46,6 @@ const CHROMIUM_ARGS = [
   '--disable-sync',
 ];
 
-const DESKTOP = { width: 1280, height: 800 };
-const PHONE = { width: 390, height: 844 };
-
-function required(name) {
-  const value = process.env[name];
-  if (!value) throw new Error(`${name} is not set; run this through \`cargo test --test browser\``);
-  return value;
-}
-
-function log(text) {
-  console.log(`[browser] ${text}`);
-}
-
-const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
-
-async function until(what, check, timeoutMs = WAIT_MS) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting until ${what}`);
-    await sleep(25);
-  }
-}
-
 // ---- requests to the test that started this script ------------------------------------------
 
 const replies = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
@@ -75,113 +55,6 @@ async function ask(command) {
   const { value, done } = await replies.next();
   assert.ok(!done, `no answer to ${command}: stdin closed`);
   assert.equal(value, 'ok', `answer to ${command}`);
-}
-
-// ---- pages --------------------------------------------------------------------------------------
-
-// Records what must never happen on a page: dialogs (a script injected through a message
-// would call alert) and uncaught errors.
-function watch(page, label) {
-  page.problems = [];
-  page.on('dialog', (dialog) => {
-    page.problems.push(`${label}: dialog ${dialog.type()} "${dialog.message()}"`);
-    dialog.dismiss().catch(() => {});
-  });
-  page.on('pageerror', (error) => page.problems.push(`${label}: page error ${error.message}`));
-  page.on('console', (message) => {
-    if (/Content.Security.Policy/i.test(message.text())) {
-      page.problems.push(`${label}: ${message.text()}`);
-    }
-  });
-  return page;
-}
-
-function assertNoProblems(...pages) {
-  assert.deepEqual(pages.flatMap((page) => page.problems), [], 'dialogs, errors or CSP reports');
-}
-
-async function openPage(context, url, label) {
-  const page = watch(await context.newPage(), label);
-  // What the server said, so checks can follow servers that send more (members, history).
-  page.serverFrames = [];
-  page.on('websocket', (socket) => socket.on('framereceived', ({ payload }) => {
-    try {
-      page.serverFrames.push(JSON.parse(payload));
-    } catch (_) {
-      // Not JSON: the page reports it itself.
-    }
-  }));
-  const response = await page.goto(url);
-  assert.equal(response.status(), 200, `GET ${url}`);
-  const csp = response.headers()['content-security-policy'] || '';
-  assert.match(csp, /script-src 'self'/, 'the page comes with a strict CSP');
-  assert.match(csp, /default-src 'none'/, 'the page comes with a strict CSP');
-  return page;
-}
-
-async function submitJoin(page, name) {
-  await page.fill('#name', name);
-  await page.click('#join-button');
-  await page.locator('#chat').waitFor({ state: 'visible', timeout: WAIT_MS });
-}
-
-async function join(page, name) {
-  await submitJoin(page, name);
-  await connected(page);
-}
-
-async function connected(page) {
-  await page.locator('#status[data-state="connected"]').waitFor({ timeout: WAIT_MS });
-}
-
-async function say(page, text) {
-  await page.fill('#text', text);
-  await page.press('#text', 'Enter');
-}
-
-function messageWithText(page, text) {
-  return page.locator('#messages .message').filter({
-    has: page.locator('.text', { hasText: text }),
-  });
-}
-
-// Waits until exactly one message with `text` is shown and returns what it displays.
-async function shownMessage(page, text) {
-  const item = messageWithText(page, text);
-  await item.first().waitFor({ timeout: WAIT_MS });
-  assert.equal(await item.count(), 1, `"${text}" is shown once`);
-  return item.evaluate((node) => ({
-    from: node.querySelector('.from').textContent,
-    text: node.querySelector('.text').textContent,
-    time: node.querySelector('.time').textContent,
-    own: node.classList.contains('own'),
-    pending: node.classList.contains('pending'),
-    failed: node.classList.contains('failed'),
-    error: node.querySelector('.error')?.textContent ?? '',
-    retry: node.querySelector('.retry') !== null,
-    id: node.dataset.id ?? '',
-  }));
-}
-
-async function settledMessage(page, text) {
-  await until(`"${text}" is acknowledged`, async () => !(await shownMessage(page, text)).pending);
-  return shownMessage(page, text);
-}
-
-async function members(page) {
-  return page.locator('#members .member').allTextContents();
-}
-
-async function systemLines(page) {
-  return page.locator('#messages .system').allTextContents();
-}
-
-async function screenshot(page, file, viewport) {
-  await page.setViewportSize(viewport);
-  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-  assert.ok(overflow <= 0, `no horizontal scrolling at ${viewport.width} px (overflow ${overflow} px)`);
-  await page.screenshot({ path: joinPath(ARTIFACTS, file) });
-  log(`saved ${joinPath(ARTIFACTS, file)}`);
 }
 
 // ---- against real nodes -------------------------------------------------------------------------
@@ -228,10 +101,11 @@ async function acrossNodes(browser) {
       'no element was made from message text');
   }
 
-  log('the people list: members if the server reports them, else the names seen');
-  await until('A lists Ada and Bob', async () => (await members(a)).join() === 'Ada,Bob');
-  assert.equal(await a.textContent('#people-title'),
-    Array.isArray(joined.members) ? 'In this room' : 'Seen in this room');
+  log('the people list: the count and the names, on both nodes');
+  for (const page of [a, b]) {
+    await until('the page lists Ada and Bob', async () => (await members(page)).join() === 'Ada,Bob'
+      && (await page.textContent('#people-title')) === '2 people here');
+  }
 
   log('an error frame from the server is shown next to its message');
   const longText = `${'too long '.repeat(30)}end`; // over node 2's --max-text-bytes of 200
@@ -340,62 +214,24 @@ async function signIn(browser) {
 
 // ---- against a scripted socket ------------------------------------------------------------------
 
-// Plays the server's side of /ws for one page: every connection the page opens is recorded
-// with the frames it sent.
-function scriptedServer() {
-  const connections = [];
-  return {
-    connections,
-    async route(context) {
-      await context.routeWebSocket(/\/ws(\?.*)?$/, (ws) => {
-        const connection = {
-          url: new URL(ws.url()),
-          received: [],
-          send: (frame) => ws.send(JSON.stringify(frame)),
-          close: (code) => ws.close({ code, reason: '' }),
-        };
-        ws.onMessage((data) => connection.received.push(JSON.parse(data)));
-        connections.push(connection);
-        connection.send({
-          type: 'welcome',
-          node: `scripted-${connections.length}`,
-          session: `s${connections.length}`,
-          name: connection.url.searchParams.get('name'),
-        });
-      });
-    },
-    async connection(n) {
-      return until(`connection ${n}`, () => connections[n - 1]);
-    },
-  };
-}
-
-async function received(connection, type, index = 0) {
-  return until(`a ${type} frame`, () => connection.received.filter((f) => f.type === type)[index]);
-}
 
 function chat(id, from, text) {
   return { type: 'message', room: 'scripted', id, from, text, ts: Date.UTC(2026, 0, 5, 9, 30) };
 }
 
 async function scriptedProtocol(browser) {
-  const context = await browser.newContext({ viewport: DESKTOP });
-  const server = scriptedServer();
-  await server.route(context);
-  const page = watch(await context.newPage(), 'scripted');
-  await page.clock.install();
-  await page.goto(`${NODE1}/#room=scripted`);
-  await submitJoin(page, 'Ada');
+  const { context, server, page } = await openScripted(browser, NODE1, 'scripted');
   const first = await server.connection(1);
   const firstJoin = await received(first, 'join');
   assert.equal(firstJoin.room, 'scripted');
   assert.equal(firstJoin.since, undefined, 'a first join asks for no history');
 
-  log('members, history and presence from a newer server');
+  log('members, history and presence');
   first.send({
     type: 'joined',
     room: 'scripted',
-    members: ['Bob', 'Ada'],
+    count: 2,
+    members: ['Ada', 'Bob'],
     history: [chat('m1', 'Bob', 'from history'), chat('m2', 'Ada', 'my earlier message')],
     recovered: true,
   });
@@ -403,12 +239,12 @@ async function scriptedProtocol(browser) {
   assert.equal((await shownMessage(page, 'from history')).from, 'Bob');
   assert.equal((await shownMessage(page, 'my earlier message')).own, true);
   assert.deepEqual(await members(page), ['Ada', 'Bob']);
-  assert.equal(await page.textContent('#people-title'), 'In this room');
+  assert.equal(await page.textContent('#people-title'), '2 people here');
   assert.doesNotMatch((await systemLines(page)).join('\n'), /not shown|missing/);
-  first.send({ type: 'presence', room: 'scripted', event: 'join', name: 'Cy' });
-  first.send({ type: 'presence', room: 'scripted', event: 'leave', name: 'Bob' });
-  first.send({ type: 'presence', room: 'elsewhere', event: 'join', name: 'Eve' });
+  first.send({ type: 'presence', room: 'scripted', count: 2, joins: ['Cy'], leaves: ['Bob'] });
+  first.send({ type: 'presence', room: 'elsewhere', count: 9, joins: ['Eve'], leaves: [] });
   await until('Cy in, Bob out', async () => (await members(page)).join() === 'Ada,Cy');
+  assert.equal(await page.textContent('#people-title'), '2 people here');
   first.send(chat('m1', 'Bob', 'from history')); // a repeat is shown once
   first.send(chat('m3', 'Cy', 'hello, live'));
   await shownMessage(page, 'hello, live');
@@ -452,6 +288,7 @@ async function scriptedProtocol(browser) {
   second.send({
     type: 'joined',
     room: 'scripted',
+    count: 2,
     members: ['Ada', 'Bob'],
     history: [chat('m4', 'Ada', 'wait for it'), chat('m5', 'Ada', 'echo first'),
       chat('m6', 'Bob', 'while you were away')],
@@ -480,7 +317,7 @@ async function scriptedProtocol(browser) {
   const third = await server.connection(3);
   assert.equal((await received(third, 'join')).since, 'm6');
   third.send({
-    type: 'joined', room: 'scripted', members: ['Ada'],
+    type: 'joined', room: 'scripted', count: 1, members: ['Ada'],
     history: [chat('m7', 'Ada', 'ack lost')], recovered: true,
   });
   await connected(page);
@@ -505,7 +342,9 @@ const browser = await chromium.launch({
 });
 try {
   await scriptedProtocol(browser);
+  await scriptedPeople(browser, NODE1);
   await acrossNodes(browser);
+  await bigRoom(browser, NODE1, NODE2);
   await signIn(browser);
   log('all passed');
 } finally {

@@ -1,4 +1,7 @@
 // Browser client for protocol v1. Served by every node, so it talks only to its own origin.
+// A module, so the people panel can live in a file of its own.
+import { createPeople } from './people.js';
+
 (function () {
   'use strict';
 
@@ -41,8 +44,8 @@
   [
     'join', 'join-form', 'join-button', 'name', 'name-error', 'room', 'room-error',
     'chat', 'room-name', 'me', 'node', 'status', 'reconnect', 'members-toggle', 'member-count',
-    'leave', 'messages', 'jump', 'people-title', 'members', 'notice', 'composer', 'text',
-    'text-hint',
+    'leave', 'messages', 'jump', 'people-title', 'members', 'members-note', 'members-more',
+    'notice', 'composer', 'text', 'text-hint',
   ].forEach((id) => {
     ui[id.replace(/-(\w)/g, (_, c) => c.toUpperCase())] = document.getElementById(id);
   });
@@ -79,11 +82,18 @@
     // can fill the gap.
     lastId: '',
     sentSince: false, // whether the pending join asked for the messages after lastId
-    // True once the server reports the room's members; until then the list holds the names
-    // seen in the room, which only grows.
-    presence: false,
-    members: new Set(),
   };
+
+  const people = createPeople(
+    {
+      title: ui.peopleTitle,
+      badge: ui.memberCount,
+      list: ui.members,
+      note: ui.membersNote,
+      more: ui.membersMore,
+    },
+    { send: sendFrame, ref: () => nextRef('m'), notice },
+  );
 
   // ---- validation -------------------------------------------------------------------------
 
@@ -244,16 +254,12 @@
 
   function resetRoomView() {
     ui.messages.replaceChildren();
-    ui.members.replaceChildren();
-    ui.memberCount.textContent = '0';
+    people.reset(state.room, state.me);
     state.pending.clear();
     state.byId.clear();
     state.early.clear();
     state.unconfirmed = [];
     state.lastId = '';
-    state.presence = false;
-    state.members.clear();
-    ui.peopleTitle.textContent = 'Seen in this room';
     state.everJoined = false;
     state.stick = true;
     ui.jump.hidden = true;
@@ -282,40 +288,6 @@
   function setPeopleOpen(open) {
     ui.chat.classList.toggle('people-open', open);
     ui.membersToggle.setAttribute('aria-expanded', String(open));
-  }
-
-  function addMember(name) {
-    if (typeof name !== 'string' || !name || state.members.has(name)) return;
-    state.members.add(name);
-    renderMembers();
-  }
-
-  function removeMember(name) {
-    // Another connection under this page's name leaving does not take this one out.
-    if (name === state.me || !state.members.delete(name)) return;
-    renderMembers();
-  }
-
-  // A joined reply that lists the members makes the list exact from then on.
-  function setMembers(names) {
-    state.presence = true;
-    ui.peopleTitle.textContent = 'In this room';
-    state.members.clear();
-    names.forEach((name) => {
-      if (typeof name === 'string' && name) state.members.add(name);
-    });
-    state.members.add(state.me);
-    renderMembers();
-  }
-
-  function renderMembers() {
-    const names = [...state.members].sort((a, b) => a.localeCompare(b));
-    ui.members.replaceChildren(...names.map((n) => {
-      const item = make('li', n === state.me ? 'member me' : 'member', n);
-      item.title = n;
-      return item;
-    }));
-    ui.memberCount.textContent = String(names.length);
   }
 
   // ---- message list -----------------------------------------------------------------------
@@ -484,7 +456,6 @@
   function onMessage(frame, fromHistory) {
     // History frames may leave out the room: they come inside the joined reply for it.
     if (!frame || typeof frame.id !== 'string' || (frame.room || state.room) !== state.room) return;
-    if (!state.presence) addMember(frame.from);
     const known = state.byId.get(frame.id);
     // History is oldest first and may repeat what is shown; only news moves the mark.
     if (!(fromHistory && known)) state.lastId = frame.id;
@@ -539,7 +510,9 @@
   function failAllPending(reason) {
     const items = [...state.pending.values()];
     [...state.pending.keys()].forEach((ref) => failMessage(ref, reason));
-    state.unconfirmed.push(...items);
+    // Entries pruned from the log can no longer be confirmed in place; dropping them keeps
+    // this list as bounded as the log.
+    state.unconfirmed = [...state.unconfirmed, ...items].filter((item) => item.isConnected);
   }
 
   // An own message from history that matches one whose ack was lost with the connection was
@@ -564,6 +537,8 @@
       failMessage(frame.ref, describeError(frame), frame.code);
     } else if (frame.ref && frame.ref === state.joinRef) {
       onJoinError(frame);
+    } else if (frame.ref && people.error(frame)) {
+      // A `members` request: the panel retries it or says why it failed.
     } else if (frame.code !== 'invalid_name' && frame.code !== 'unauthorized') {
       // Both are followed by a 1008 close, which says what to do.
       notice(frame.message || frame.code);
@@ -619,6 +594,7 @@
     const socket = state.socket;
     state.socket = null;
     state.joined = false;
+    people.disconnected();
     if (socket) socket.close(1000, 'leaving');
   }
 
@@ -647,6 +623,7 @@
       case 'ack': onAck(frame); break;
       case 'message': onMessage(frame, false); break;
       case 'presence': onPresence(frame); break;
+      case 'members': if (frame.room === state.room) people.page(frame); break;
       case 'error': onError(frame); break;
       // 'left' needs nothing: the page drops the socket right after leaving. Types added by
       // newer servers are ignored so this page keeps working against them.
@@ -671,11 +648,7 @@
     state.attempt = 0;
     setStatus('connected', 'connected');
     notice('');
-    if (Array.isArray(frame.members)) {
-      setMembers(frame.members);
-    } else {
-      addMember(state.me);
-    }
+    people.joined(frame, state.me);
     // Servers without history send none; then the page says plainly what it cannot show.
     const history = Array.isArray(frame.history) ? frame.history : null;
     // The gap lies before whatever the server could replay.
@@ -693,10 +666,7 @@
   }
 
   function onPresence(frame) {
-    if (frame.room !== state.room) return;
-    if (frame.event === 'join') addMember(frame.name);
-    // Names seen stay listed; only a server that reports members says who left.
-    if (frame.event === 'leave' && state.presence) removeMember(frame.name);
+    if (frame.room === state.room) people.presence(frame);
   }
 
   function onClose(event) {
@@ -704,6 +674,7 @@
     const wasWelcomed = state.welcomed;
     state.socket = null;
     state.joined = false;
+    people.disconnected();
     failAllPending('connection lost — not confirmed');
     if (event.code === 1008 && state.lastError && state.lastError.code === 'invalid_name') {
       returnToJoin({ name: `Name refused: ${state.lastError.message || 'not accepted'}` });

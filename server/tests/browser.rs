@@ -3,9 +3,11 @@
 //! chat in one room, hostile text stays text, a server error shows next to its message, and
 //! node 1 restarts on the same port while page A reconnects by itself. On a third node, which
 //! requires tokens, a sign-in link chats under its token's name and a forged or expiring token
-//! is explained to the person instead of retried. The script also checks
-//! the page's protocol handling against a scripted socket and saves screenshots at phone and
-//! desktop width under `target/browser-test/`.
+//! is explained to the person instead of retried. In a room that 150 WebSockets fill past
+//! the first page of names, pages on both nodes show the count as people join and leave, and
+//! "Show more" loads the rest. The script also checks the page's protocol handling against a
+//! scripted socket and saves screenshots at phone and desktop width under
+//! `target/browser-test/`.
 
 mod support;
 
