@@ -111,10 +111,15 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame<'_>, FrameError> {
         }),
         "members" => {
             let room = checked_room(raw.room, reference_str)?;
-            if raw.after.as_ref().is_some_and(|after| after.len() > MAX_NAME_BYTES) {
+            if raw
+                .after
+                .as_ref()
+                .is_some_and(|after| after.len() > MAX_NAME_BYTES)
+            {
                 let message = format!("`after` is longer than {MAX_NAME_BYTES} bytes");
-                return Err(FrameError::new(ErrorCode::BadRequest, message)
-                    .with_reference(reference_str));
+                return Err(
+                    FrameError::new(ErrorCode::BadRequest, message).with_reference(reference_str)
+                );
             }
             Ok(ClientFrame::Members {
                 room,

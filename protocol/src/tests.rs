@@ -32,8 +32,7 @@ fn parses_every_request_type() {
         }
     );
     assert_eq!(
-        parse_client_frame(r#"{"type":"members","room":"lobby","after":"Bob","ref":"m"}"#)
-            .unwrap(),
+        parse_client_frame(r#"{"type":"members","room":"lobby","after":"Bob","ref":"m"}"#).unwrap(),
         ClientFrame::Members {
             room: "lobby".into(),
             after: Some("Bob".into()),

@@ -63,6 +63,7 @@ fn publish(c: &mut Criterion) {
         keyring: keyring(),
         metrics,
         history,
+        presence_config: Default::default(),
     });
     let mut group = c.benchmark_group("publish");
     group.throughput(Throughput::Elements(1));
@@ -96,6 +97,9 @@ fn fan_out(c: &mut Criterion) {
                 outbox,
                 after: None,
                 sealed_name: Bytes::new(),
+                key: format!("bench|{member}").into(),
+                name: format!("guest-{member}").into(),
+                seen_changes: 0,
             };
             let mut new_room = None;
             rooms.add(CHANNEL, "lobby", member as u64, joining, |generation| {

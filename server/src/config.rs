@@ -121,6 +121,10 @@ pub struct Config {
     #[command(flatten)]
     pub admission: crate::admission::AdmissionConfig,
 
+    /// Member pages and presence reports.
+    #[command(flatten)]
+    pub presence: crate::presence::PresenceConfig,
+
     /// Caps on connections still in their WebSocket handshake.
     #[command(flatten)]
     pub pending: crate::listener::PendingConfig,

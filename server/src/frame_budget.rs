@@ -8,14 +8,16 @@
 //! the node, not the client's doing: the session closes with 1011 and counts it.
 //!
 //! Where each frame's bound comes from:
-//! - `welcome`, `presence`, `ack`, `left`: names, rooms, refs, node ids and message ids all
-//!   have protocol limits, which keep these frames under a few KiB;
+//! - `welcome`, `ack`, `left`: names, rooms, refs, node ids and message ids all have protocol
+//!   limits, which keep these frames under a few KiB;
+//! - `presence` and `members`: their names are cut to [`MEMBERS_BUDGET`] where they are
+//!   chosen (a roster's pages and reports, [`crate::rooms`]);
 //! - `error`: the message is cut to [`MAX_ERROR_MESSAGE_BYTES`] here, whatever produced it;
 //! - `message`: grows with the text, up to 6 bytes per byte of text once JSON-escaped (a
 //!   control character becomes `\u0001`); [`check_max_text_bytes`] refuses at start-up a
 //!   `--max-text-bytes` whose largest frame would not fit in a `joined` frame's history;
-//! - `joined`: grows with the room. [`joined_frame`] is the one place its member list and its
-//!   history are cut to their shares of the budget.
+//! - `joined`: its member list is a page (as `members`), and [`joined_frame`] is the one place
+//!   its history is cut to its share of the budget.
 
 use chat_protocol::ServerFrame;
 
@@ -32,9 +34,9 @@ const CONTROL_HEADROOM: usize = 1024;
 pub(crate) const FRAME_BUDGET: usize =
     MAX_WRITE_BUFFER_BYTES - WRITE_BUFFER_BYTES - CONTROL_HEADROOM;
 
-/// The share of a `joined` frame for its member list. Names take at most 131 bytes each once
-/// quoted (32 characters of up to 4 bytes), usually a tenth of that: some hundreds to a few
-/// thousand names, and the rest of the budget stays for history whatever the room's size.
+/// The share of a `joined` frame for its member list, and the most bytes of names in a
+/// `members` or `presence` frame. Names take at most 259 bytes each once quoted (32 characters
+/// of up to 4 bytes, each `"` or `\` escaped), usually a tenth of that.
 pub(crate) const MEMBERS_BUDGET: usize = 32 * 1024;
 
 /// The fixed part of a `joined` frame: its field names, a room name of at most 64 bytes and
@@ -121,34 +123,31 @@ pub(crate) fn explain_history_fit(history_size: usize, max_text_bytes: usize) {
     }
 }
 
-/// The `joined` frame for `room`, cut to the budget: the first members (in name order) that
-/// fit [`MEMBERS_BUDGET`], and the newest history that fits [`HISTORY_BUDGET`]. History stays
+/// The `joined` frame for `room`, cut to the budget: its page of members (already within
+/// [`MEMBERS_BUDGET`]) and the newest history that fits [`HISTORY_BUDGET`]. History stays
 /// contiguous, so a client can still tell a gap by the ids; when a `since` join loses part of
 /// it, `recovered` becomes `false`.
 pub(crate) fn joined_frame(room: &str, joined: Joined, metrics: &FrameMetrics) -> String {
     let Joined {
-        mut members,
+        members,
         mut history,
         recovered,
     } = joined;
-    let kept_members = fitting(
-        members.iter().map(|name| json_string_len(name)),
-        MEMBERS_BUDGET,
-    );
     let kept_history = fitting(
         history.iter().rev().map(|frame| frame.json().len()),
         HISTORY_BUDGET,
     );
     let history_trimmed = kept_history < history.len();
-    if kept_members < members.len() || history_trimmed {
+    if history_trimmed {
         metrics.joined_trimmed.inc();
-        members.truncate(kept_members);
         let left_out = history.len() - kept_history;
         history.drain(..left_out);
     }
     let frame = ServerFrame::Joined {
         room: room.into(),
-        members: members.into_iter().map(Into::into).collect(),
+        count: members.count,
+        members: members.names.into_iter().map(Into::into).collect(),
+        more_members: members.more,
         history,
         recovered: recovered.map(|complete| complete && !history_trimmed),
     };
@@ -179,7 +178,7 @@ pub(crate) fn bounded_error_message(mut message: String) -> String {
 }
 
 /// The length of `text` as a JSON string, quotes included, as serde_json writes it.
-fn json_string_len(text: &str) -> usize {
+pub(crate) fn json_string_len(text: &str) -> usize {
     let escaped: usize = text
         .bytes()
         .map(|byte| match byte {
@@ -193,9 +192,10 @@ fn json_string_len(text: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use chat_protocol::{EmbeddedFrame, ErrorCode, PresenceEvent, limits};
+    use chat_protocol::{EmbeddedFrame, ErrorCode, limits};
 
     use super::*;
+    use crate::rooms::MemberPage;
 
     /// The worst name: 32 characters of 4 bytes each.
     fn widest_name() -> String {
@@ -252,11 +252,6 @@ mod tests {
             ServerFrame::Welcome {
                 node: "😀".repeat(64).into(),
                 session: "s".repeat(64).into(),
-                name: widest_name().into(),
-            },
-            ServerFrame::Presence {
-                room: widest_room().into(),
-                event: PresenceEvent::Leave,
                 name: widest_name().into(),
             },
             ServerFrame::Ack {
@@ -324,7 +319,7 @@ mod tests {
         let text = "\u{1}".repeat(limits::DEFAULT_MAX_TEXT_BYTES);
         let full = history(100, &text);
         let joined = Joined {
-            members: vec!["ada".into()],
+            members: page(),
             history: full.clone(),
             recovered: Some(true),
         };
@@ -346,7 +341,7 @@ mod tests {
         assert_eq!(metrics.joined_trimmed.get(), 1);
 
         let small = Joined {
-            members: vec!["ada".into()],
+            members: page(),
             history: history_of_small(),
             recovered: Some(true),
         };
@@ -355,35 +350,15 @@ mod tests {
         assert_eq!(metrics.joined_trimmed.get(), 1, "nothing left out");
     }
 
-    fn history_of_small() -> Vec<EmbeddedFrame> {
-        history(100, "hello")
+    fn page() -> MemberPage {
+        MemberPage {
+            count: 1,
+            names: vec!["ada".into()],
+            more: false,
+        }
     }
 
-    #[test]
-    fn joined_cuts_a_long_member_list_to_its_share() {
-        let metrics = FrameMetrics::new();
-        let members: Vec<String> = (0..2000)
-            .map(|i| format!("{}{i:04}", widest_name()))
-            .collect();
-        let joined = Joined {
-            members: members.clone(),
-            history: history_of_small(),
-            recovered: None,
-        };
-        let json = joined_frame("room", joined, &metrics);
-        let ServerFrame::Joined {
-            members: kept,
-            history,
-            recovered,
-            ..
-        } = serde_json::from_str(&json).unwrap()
-        else {
-            panic!("not a joined frame");
-        };
-        assert!(!kept.is_empty() && kept.len() < members.len());
-        assert_eq!(kept, members[..kept.len()]);
-        assert_eq!(history.len(), 100, "members do not take history's share");
-        assert_eq!(recovered, None);
-        assert!(json.len() <= FRAME_BUDGET);
+    fn history_of_small() -> Vec<EmbeddedFrame> {
+        history(100, "hello")
     }
 }

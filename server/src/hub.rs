@@ -6,14 +6,15 @@
 //! sender's name, then sealed for the room's channel and handed to the broker, which assigns
 //! the id while storing it in history. Receiving nodes only open it.
 //!
-//! Joining answers with the room's members and history. The history is read up to the
+//! Joining answers with a page of the room's members, from the node's roster of the room (read
+//! from presence once per room, not once per join; see [`crate::presence`]), and its history. The history is read up to the
 //! position where the joiner's live messages start (see [`Position`]), so the two meet without
 //! a gap or a duplicate, and a client that says which message it saw last (`since`) gets
 //! exactly what came after it, or learns that history no longer reaches back that far.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use chat_protocol::{EmbeddedFrame, MessageId};
@@ -26,9 +27,10 @@ use crate::broker::{
 use crate::envelope::Keyring;
 use crate::ids::now_ms;
 use crate::metrics::Metrics;
-use crate::presence::{SharedPresence, name_aad};
+use crate::presence::{PresenceConfig, PresenceEntry, SharedPresence, name_aad};
 use crate::relay;
-use crate::rooms::{Member, MemberId, Outbox, Position, Recovery, Resync, Rooms};
+use crate::rooms::roster::Loaded;
+use crate::rooms::{Member, MemberId, MemberPage, Outbox, Position, Recovery, Resync, Rooms};
 
 /// How long to wait before asking history again for a room's missed messages.
 const RESYNC_RETRY: Duration = Duration::from_millis(250);
@@ -43,14 +45,14 @@ pub struct Hub {
     keyring: Arc<Keyring>,
     metrics: Arc<Metrics>,
     history: HistoryLimits,
+    presence_config: PresenceConfig,
     member_ids: AtomicU64,
 }
 
 /// What a `joined` reply carries.
 pub struct Joined {
-    /// Names of the room's members on every node, sorted and distinct; names that cannot be
-    /// opened are left out.
-    pub members: Vec<String>,
+    /// The first page of the room's names, and how many there are.
+    pub members: MemberPage,
     /// `message` frames, oldest first: with `since`, those after it (the newest ones when
     /// history no longer reaches back that far); without, the newest ones no older than
     /// `--history-max-age-secs`. Cut to the frame budget only when the reply is written.
@@ -77,6 +79,8 @@ pub struct HubParts {
     pub metrics: Arc<Metrics>,
     /// How much history a joiner is given.
     pub history: HistoryLimits,
+    /// Page sizes and how presence is reported.
+    pub presence_config: PresenceConfig,
 }
 
 impl Hub {
@@ -91,6 +95,7 @@ impl Hub {
             keyring: parts.keyring,
             metrics: parts.metrics,
             history: parts.history,
+            presence_config: parts.presence_config,
             member_ids: AtomicU64::new(1),
         }
     }
@@ -143,10 +148,14 @@ impl Hub {
             return Err(BrokerError::Disconnected);
         }
         let sealed_name = self.keyring.seal(&name_aad(channel), name.as_bytes());
+        let key = self.presence_key(member);
         let joining = Member {
             outbox: outbox.clone(),
             after: since,
             sealed_name: sealed_name.clone(),
+            key: key.as_str().into(),
+            name: name.into(),
+            seen_changes: 0,
         };
         let position = self
             .rooms
@@ -157,8 +166,8 @@ impl Hub {
         let presence = self.presence.clone();
         let rooms = self.rooms.clone();
         let channel = channel.to_owned();
-        let key = self.presence_key(member);
         let limits = self.history;
+        let page_size = self.presence_config.page_size();
         Ok(async move {
             let through = match position {
                 Position::After(last) => last,
@@ -166,9 +175,8 @@ impl Hub {
             };
             // Queued together, so they share one round trip.
             let added = presence.add(&channel, &key, sealed_name);
-            let members = presence.members(&channel);
             let history = read_history(&*broker, &channel, since, through, limits);
-            let (added, members, history) = futures::join!(added, members, history);
+            let (added, history) = futures::join!(added, history);
             added?;
             let (entries, recovered) = history?;
             let history = rooms
@@ -177,7 +185,9 @@ impl Hub {
                 .filter_map(|(_, frame)| EmbeddedFrame::new(frame.as_str().to_owned()).ok())
                 .collect();
             Ok(Joined {
-                members: open_names(&rooms, &channel, members?),
+                members: rooms
+                    .members_page(&channel, None, page_size)
+                    .unwrap_or_else(MemberPage::empty),
                 history,
                 recovered,
             })
@@ -185,7 +195,15 @@ impl Hub {
         .boxed())
     }
 
-    /// The names of `room`'s members on every node.
+    /// A page of the names in a room this node has members in, after `after`: from the
+    /// node's roster, with no round trip. `None` without a local member.
+    pub fn members_page(&self, channel: &str, after: Option<&str>) -> Option<MemberPage> {
+        self.rooms
+            .members_page(channel, after, self.presence_config.page_size())
+    }
+
+    /// The names of `room`'s members on every node, read from presence (for the HTTP API,
+    /// whose node may have no member in the room).
     pub fn members(&self, channel: &str) -> BrokerFuture<Vec<String>> {
         let members = self.presence.members(channel);
         let rooms = self.rooms.clone();
@@ -193,11 +211,12 @@ impl Hub {
         async move { Ok(open_names(&rooms, &channel, members.await?)) }.boxed()
     }
 
-    /// Subscribes a room that is new on this node and finds the newest message in its
-    /// history: live delivery starts after it.
+    /// Subscribes a room that is new on this node, finds the newest message in its history
+    /// (live delivery starts after it) and loads its roster.
     fn prepare_room(&self, channel: &str, generation: u64) -> crate::rooms::Ready {
         let subscribed = self.broker.subscribe(channel);
         let broker = self.broker.clone();
+        let presence = self.presence.clone();
         let rooms = self.rooms.clone();
         let channel = channel.to_owned();
         async move {
@@ -206,12 +225,50 @@ impl Hub {
                 through: None,
                 limit: 1,
             };
-            let last = broker.history(&channel, newest).await?.last().map(|e| e.id);
+            // Both after the subscription, so no event or message falls between.
+            let newest = broker.history(&channel, newest);
+            let roster = read_roster(&rooms, &*presence, &channel, generation, 0);
+            let (newest, roster) = futures::join!(newest, roster);
+            let last = newest?.last().map(|e| e.id);
+            if let Loaded::Again(load) = roster? {
+                rooms.request_roster(&channel, generation, load);
+            }
             rooms.positioned(&channel, generation, last);
             Ok(last)
         }
         .boxed()
         .shared()
+    }
+
+    /// Loads a room's roster again (after a reconnect), until it is current or the room is
+    /// gone.
+    async fn reload_roster(&self, channel: String, generation: u64, mut load: u64) {
+        while self.rooms.has_room(&channel, generation) {
+            match read_roster(&self.rooms, &*self.presence, &channel, generation, load).await {
+                Ok(Loaded::Again(next)) => load = next,
+                Ok(Loaded::Applied | Loaded::Stale) => return,
+                Err(error) => {
+                    log::debug!("{channel}: cannot read the room's members yet: {error}");
+                    tokio::time::sleep(RESYNC_RETRY).await;
+                }
+            }
+        }
+    }
+
+    /// Reports every room's presence changes to its members, one frame per changed room per
+    /// `--presence-interval-ms`, until the hub is dropped.
+    pub fn spawn_presence_reports(self: &Arc<Self>) {
+        let hub: Weak<Hub> = Arc::downgrade(self);
+        let mut ticks = tokio::time::interval(self.presence_config.interval());
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let names_max = self.presence_config.presence_names_max;
+        tokio::spawn(async move {
+            loop {
+                ticks.tick().await;
+                let Some(hub) = hub.upgrade() else { return };
+                hub.rooms.report_presence(names_max);
+            }
+        });
     }
 
     /// How many connections on this node are members of the room behind `channel`.
@@ -265,6 +322,14 @@ impl Hub {
                     tokio::spawn(async move { hub.resync(resync).await });
                 }
                 Recovery::Presence => self.announce_members(),
+                Recovery::Roster {
+                    channel,
+                    generation,
+                    load,
+                } => {
+                    let hub = self.clone();
+                    tokio::spawn(async move { hub.reload_roster(channel, generation, load).await });
+                }
             }
         }
     }
@@ -359,13 +424,36 @@ async fn read_history(
     Ok((entries, since.map(|_| false)))
 }
 
+/// Reads a room's members from presence, opens their names, and hands them to the room's
+/// roster as load `load`.
+async fn read_roster(
+    rooms: &Rooms,
+    presence: &dyn crate::presence::Presence,
+    channel: &str,
+    generation: u64,
+    load: u64,
+) -> Result<Loaded, BrokerError> {
+    let entries = presence.members(channel).await?;
+    let snapshot = entries
+        .into_iter()
+        .filter_map(|entry| {
+            let name = rooms
+                .open_name(channel, entry.sealed_name)
+                .map_err(|reason| rooms.dropped(channel, &reason))
+                .ok()?;
+            Some((entry.member, name))
+        })
+        .collect();
+    Ok(rooms.roster_loaded(channel, generation, load, snapshot))
+}
+
 /// Opens sealed member names into a sorted list of distinct names.
-fn open_names(rooms: &Rooms, channel: &str, sealed: Vec<Vec<u8>>) -> Vec<String> {
+fn open_names(rooms: &Rooms, channel: &str, sealed: Vec<PresenceEntry>) -> Vec<String> {
     let names: BTreeSet<String> = sealed
         .into_iter()
-        .filter_map(|name| {
+        .filter_map(|entry| {
             rooms
-                .open_name(channel, name)
+                .open_name(channel, entry.sealed_name)
                 .map_err(|reason| rooms.dropped(channel, &reason))
                 .ok()
         })

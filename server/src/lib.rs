@@ -43,7 +43,7 @@ mod listener;
 pub mod metrics;
 pub mod node;
 mod per_label;
-mod presence;
+pub mod presence;
 mod redis_client;
 pub mod relay;
 pub mod rooms;

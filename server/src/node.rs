@@ -100,8 +100,10 @@ impl Node {
             keyring,
             metrics: metrics.clone(),
             history: config.history(),
+            presence_config: config.presence.clone(),
         }));
         tokio::spawn(hub.clone().recover(recovery_requests));
+        hub.spawn_presence_reports();
         // Cancelled when `serve` is told to stop: sessions and the API watch it.
         let shutdown = CancellationToken::new();
         let api = api_keys.map(|keys| {

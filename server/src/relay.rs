@@ -8,14 +8,17 @@
 //!   node opens the body once and splices `{"type":"message","id":"<id>",` in front of it: one
 //!   copy per node, never one per recipient, and no JSON is parsed or written again. History
 //!   entries hold the same sealed bodies.
-//! - `+<sealed name>` / `-<sealed name>`: a member joined or left. Presence sets in Redis store
-//!   the sealed name as it is, so that Redis can announce the departure of a crashed node's
-//!   members (it replays the stored bytes behind a `-`) without ever seeing a name.
+//! - `+<member>\n<sealed name>` / `-<member>`: a member joined or left. `<member>` is its
+//!   presence key (`<node id>|<n>`, see [`crate::presence`]), so that applying an event twice
+//!   changes nothing: each node's copy of a room's members (its roster) can take the events it
+//!   hears on top of a snapshot read from Redis without counting anyone twice. Presence hashes
+//!   in Redis store the sealed name as it is, and a departure names only the key, so Redis can
+//!   announce the departure of a crashed node's members without ever seeing a name.
 //!
 //! Ids travel outside the seal: Redis assigns them. The seal still binds every body and name
 //! to its room's channel, so Redis can neither read nor forge nor move them.
 
-use chat_protocol::{MessageId, PresenceEvent, limits};
+use chat_protocol::{MessageId, limits};
 use serde::Serialize;
 
 use crate::envelope;
@@ -30,8 +33,14 @@ pub enum Relayed {
         /// Where the sealed body starts: just after the newline that ends the id.
         offset: usize,
     },
-    /// A member came or went: their sealed name is at `payload[1..]`.
-    Presence(PresenceEvent),
+    /// A member came: their key is `payload[1..key_end]`, their sealed name follows the
+    /// newline after it.
+    Join {
+        /// Where the member's key ends (the newline).
+        key_end: usize,
+    },
+    /// A member left: their key is `payload[1..]`.
+    Leave,
 }
 
 const MESSAGE: u8 = b'm';
@@ -49,8 +58,11 @@ pub fn parse(payload: &[u8]) -> Option<Relayed> {
                 offset: end + 1,
             })
         }
-        JOIN => Some(Relayed::Presence(PresenceEvent::Join)),
-        LEAVE => Some(Relayed::Presence(PresenceEvent::Leave)),
+        JOIN => {
+            let key_end = payload.iter().position(|&b| b == b'\n')?;
+            Some(Relayed::Join { key_end })
+        }
+        LEAVE => Some(Relayed::Leave),
         _ => None,
     }
 }
@@ -66,14 +78,22 @@ pub fn message_payload(id: MessageId, sealed_body: &[u8]) -> Vec<u8> {
     payload
 }
 
-/// The payload announcing that a member joined or left.
-pub fn presence_payload(event: PresenceEvent, sealed_name: &[u8]) -> Vec<u8> {
-    let mut payload = Vec::with_capacity(1 + sealed_name.len());
-    payload.push(match event {
-        PresenceEvent::Join => JOIN,
-        PresenceEvent::Leave => LEAVE,
-    });
+/// The payload announcing that `member` joined under `sealed_name` (the Redis script builds
+/// the same bytes).
+pub fn join_payload(member: &str, sealed_name: &[u8]) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(2 + member.len() + sealed_name.len());
+    payload.push(JOIN);
+    payload.extend_from_slice(member.as_bytes());
+    payload.push(b'\n');
     payload.extend_from_slice(sealed_name);
+    payload
+}
+
+/// The payload announcing that `member` left.
+pub fn leave_payload(member: &str) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(1 + member.len());
+    payload.push(LEAVE);
+    payload.extend_from_slice(member.as_bytes());
     payload
 }
 
@@ -99,8 +119,13 @@ pub fn max_payload_len(max_text_bytes: usize) -> usize {
     (1 + id + 1 + envelope::OVERHEAD).saturating_add(body)
 }
 
-/// The largest presence payload a node can build: the longest name, sealed, behind one byte.
-pub const MAX_PRESENCE_PAYLOAD_LEN: usize = 1 + envelope::OVERHEAD + MAX_NAME_BYTES;
+/// The longest presence key: a node id of up to 64 characters of up to 4 bytes, `|` and a
+/// decimal `u64`.
+pub const MAX_MEMBER_KEY_LEN: usize = 64 * 4 + 1 + MAX_U64_DIGITS;
+
+/// The largest presence payload a node can build: the longest key and name, sealed.
+pub const MAX_PRESENCE_PAYLOAD_LEN: usize =
+    1 + MAX_MEMBER_KEY_LEN + 1 + envelope::OVERHEAD + MAX_NAME_BYTES;
 
 #[derive(Serialize)]
 struct Body<'a> {
@@ -165,7 +190,8 @@ mod tests {
         assert!(payload.len() <= bound, "{} > {bound}", payload.len());
         // Tight enough to matter: within the escapes a room and a name cannot actually use.
         assert!(bound - payload.len() < 6 * (limits::MAX_ROOM_BYTES + 4 * 32));
-        let presence = presence_payload(PresenceEvent::Join, &keyring.seal(b"n", from.as_bytes()));
+        let member = format!("{}|{}", "\u{1F600}".repeat(64), u64::MAX);
+        let presence = join_payload(&member, &keyring.seal(b"n", from.as_bytes()));
         assert_eq!(presence.len(), MAX_PRESENCE_PAYLOAD_LEN);
     }
 
@@ -175,11 +201,20 @@ mod tests {
         let payload = message_payload(id, b"\x01sealed\nbytes");
         assert_eq!(parse(&payload), Some(Relayed::Message { id, offset: 5 }));
         assert_eq!(&payload[5..], b"\x01sealed\nbytes");
-        assert_eq!(
-            parse(&presence_payload(PresenceEvent::Leave, b"x")),
-            Some(Relayed::Presence(PresenceEvent::Leave))
-        );
-        for bad in [&b""[..], b"m", b"m5-0", b"mx-1\nabc", b"?abc", b"m5-0-1\n"] {
+        let join = join_payload("n|7", b"sealed\nname");
+        assert_eq!(parse(&join), Some(Relayed::Join { key_end: 4 }));
+        assert_eq!(&join[1..4], b"n|7");
+        assert_eq!(&join[5..], b"sealed\nname");
+        assert_eq!(parse(&leave_payload("n|7")), Some(Relayed::Leave));
+        for bad in [
+            &b""[..],
+            b"m",
+            b"m5-0",
+            b"mx-1\nabc",
+            b"?abc",
+            b"m5-0-1\n",
+            b"+n|7",
+        ] {
             assert_eq!(parse(bad), None, "{bad:?}");
         }
     }

@@ -355,30 +355,32 @@ async fn tampered_payloads_in_redis_are_dropped_and_counted() {
     let mut b = member(n1, "node-1", "b", "vault").await;
     let mut c = member(n1, "node-1", "c", "other").await;
     exchange(&mut a, "vault", "genuine", &mut [&mut b]).await;
-    // The first payload on the channel: a's sealed name, announcing the join.
-    let sealed = first_payload(&mut raw_subscriber, "chat:room:vault", |_| true).await;
+    // The first payload on the channel announces a's join: `+<member key>\n<sealed name>`.
+    let payload = first_payload(&mut raw_subscriber, "chat:room:vault", |_| true).await;
+    let name_at = payload.iter().position(|&b| b == b'\n').expect("a join") + 1;
+    let (head, sealed) = payload.split_at(name_at);
 
     let failures = async |node: &Node| node.metric("chat_decrypt_failures_total").await;
     let before = [failures(n0).await, failures(n1).await];
     // Version 1 byte, key id 4, nonce 12, ciphertext, tag 16.
     let flip = |at: usize| {
-        let mut tampered = sealed.clone();
-        tampered[at] ^= 0x01;
+        let mut tampered = payload.clone();
+        tampered[name_at + at] ^= 0x01;
         tampered
     };
     let tampered = [
-        flip(1),                             // key id
-        flip(6),                             // nonce
-        flip(17),                            // ciphertext
-        flip(sealed.len() - 1),              // tag
-        sealed[..sealed.len() - 1].to_vec(), // truncated
+        flip(1),                                      // key id
+        flip(6),                                      // nonce
+        flip(17),                                     // ciphertext
+        flip(sealed.len() - 1),                       // tag
+        [head, &sealed[..sealed.len() - 1]].concat(), // truncated
     ];
     // Receivers: the nodes subscribed to the channel, plus the raw pattern subscriber.
     for payload in &tampered {
         assert_eq!(cluster.redis.publish("chat:room:vault", payload).await, 3);
     }
     // Intact, but replayed into another room: the channel is authenticated too.
-    assert_eq!(cluster.redis.publish("chat:room:other", &sealed).await, 2);
+    assert_eq!(cluster.redis.publish("chat:room:other", &payload).await, 2);
 
     let expected = [
         before[0] + tampered.len() as f64,

@@ -1,13 +1,12 @@
-//! Presence across nodes: `joined` lists the room's members on every node, `presence` frames
-//! report arrivals and departures, and the members of a node that crashed disappear within
-//! the documented bound. Real `redis-server` and `chat-server` processes.
+//! Presence across nodes: `joined` counts and lists the room's members on every node,
+//! `presence` frames report arrivals and departures, and the members of a node that crashed
+//! disappear within the documented bound. Real `redis-server` and `chat-server` processes.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
-use chat_protocol::PresenceEvent;
-use support::{Node, cluster};
+use support::{Node, PresenceEvent, cluster};
 
 /// The documented bound for a crashed node's members to disappear, plus slack for a loaded
 /// test machine.
@@ -186,18 +185,28 @@ async fn presence_stays_exact_under_churn() {
 
     let mut observer = nodes[0].client("observer").await;
     let started = Instant::now();
-    let listed = observer.join("crowd").await.members;
+    let joined = observer.join("crowd").await;
     eprintln!(
-        "a join listing {} members took {:.2?}",
-        listed.len(),
+        "a join into a room of {} took {:.2?}",
+        joined.count,
         started.elapsed()
     );
+    let mut listed = joined.members;
+    let mut more = joined.more_members;
+    while more {
+        let page = observer
+            .members("crowd", listed.last().map(String::as_str))
+            .await;
+        listed.extend(page.members);
+        more = page.more_members;
+    }
     let mut expected: Vec<String> = (churn..crowd)
         .map(|i| format!("m{i:05}"))
         .chain((0..churn).map(|i| format!("n{i:05}")))
         .chain(["observer".to_owned()])
         .collect();
     expected.sort();
+    assert_eq!(joined.count as usize, expected.len());
     assert_eq!(listed.len(), expected.len());
     assert_eq!(listed, expected);
 }

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use chat_protocol::{MessageId, PresenceEvent};
+use chat_protocol::MessageId;
 use dashmap::{DashMap, DashSet};
 use futures::FutureExt;
 use prometheus::IntGauge;
@@ -30,7 +30,7 @@ use prometheus::IntGauge;
 use super::{Broker, BrokerFuture, HistoryEntry, HistoryLimits, HistoryRange, Inbound};
 use crate::ids::now_ms;
 use crate::metrics::Metrics;
-use crate::presence::Presence;
+use crate::presence::{Presence, PresenceEntry};
 use crate::relay;
 
 /// Rooms that may keep history unless configured otherwise (`--history-max-rooms`).
@@ -252,10 +252,9 @@ impl MemoryBroker {
         }
     }
 
-    fn announce(&self, channel: &str, event: PresenceEvent, sealed: &[u8]) {
+    fn announce(&self, channel: &str, payload: impl FnOnce() -> Vec<u8>) {
         if self.subscribed.contains(channel) {
-            let payload = relay::presence_payload(event, sealed);
-            self.inbound.deliver(channel.as_bytes(), payload);
+            self.inbound.deliver(channel.as_bytes(), payload());
         }
     }
 }
@@ -361,7 +360,7 @@ impl Broker for MemoryBroker {
 impl Presence for MemoryBroker {
     fn add(&self, channel: &str, member: &str, sealed_name: Bytes) -> BrokerFuture {
         self.with_channel(channel, |state| {
-            self.announce(channel, PresenceEvent::Join, &sealed_name);
+            self.announce(channel, || relay::join_payload(member, &sealed_name));
             state.members.insert(member.to_owned(), sealed_name);
         });
         ready(())
@@ -369,17 +368,21 @@ impl Presence for MemoryBroker {
 
     fn remove(&self, channel: &str, member: &str) {
         self.with_channel(channel, |state| {
-            if let Some(sealed_name) = state.members.remove(member) {
-                self.announce(channel, PresenceEvent::Leave, &sealed_name);
+            if state.members.remove(member).is_some() {
+                self.announce(channel, || relay::leave_payload(member));
             }
         });
     }
 
-    fn members(&self, channel: &str) -> BrokerFuture<Vec<Vec<u8>>> {
-        let names = self.with_channel(channel, |state| {
-            state.members.values().map(|name| name.to_vec()).collect()
+    fn members(&self, channel: &str) -> BrokerFuture<Vec<PresenceEntry>> {
+        let members = self.with_channel(channel, |state| {
+            let entries = state.members.iter().map(|(member, name)| PresenceEntry {
+                member: member.clone(),
+                sealed_name: name.to_vec(),
+            });
+            entries.collect()
         });
-        ready(names)
+        ready(members)
     }
 
     fn retire(&self) -> BrokerFuture {

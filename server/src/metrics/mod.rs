@@ -47,6 +47,10 @@ pub struct Metrics {
     pub backplane_gaps: IntCounter,
     /// Presence frames not queued because a member's queue was half full (a burst).
     pub presence_dropped: IntCounter,
+    /// Coalesced `presence` frames built, one per room per interval with changes.
+    pub presence_reports: IntCounter,
+    /// Room rosters read from presence (a room's first local member, a reconnect).
+    pub roster_loads: IntCounter,
     /// Rooms that fetched missed messages from history (after a gap or a reconnect).
     pub resyncs: IntCounter,
     /// Backplane payloads dropped because they did not open (tampered, foreign key, garbage).
@@ -110,6 +114,14 @@ impl Metrics {
                 "chat_presence_dropped_total",
                 "Presence frames dropped because a member's queue was half full",
             ),
+            presence_reports: counter(
+                "chat_presence_reports_total",
+                "Coalesced presence frames built, one per changed room per interval",
+            ),
+            roster_loads: counter(
+                "chat_roster_loads_total",
+                "Room member lists read from presence",
+            ),
             resyncs: counter(
                 "chat_resyncs_total",
                 "Rooms that fetched missed messages from history",
@@ -141,7 +153,7 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn Collector>; 16] = [
+        let collectors: [Box<dyn Collector>; 18] = [
             Box::new(self.connections.clone()),
             Box::new(self.connections_total.clone()),
             Box::new(self.rooms.clone()),
@@ -151,6 +163,8 @@ impl Metrics {
             Box::new(self.backplane_gaps.clone()),
             Box::new(self.resyncs.clone()),
             Box::new(self.presence_dropped.clone()),
+            Box::new(self.presence_reports.clone()),
+            Box::new(self.roster_loads.clone()),
             Box::new(self.decrypt_failures.clone()),
             Box::new(self.redis_reconnects.clone()),
             Box::new(self.broker_ready.clone()),

@@ -7,8 +7,7 @@
 //! or held while the room recovers. Payloads larger than any a node can build are dropped
 //! before they are opened.
 
-use chat_protocol::{MessageId, PresenceEvent, ServerFrame};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
+use chat_protocol::MessageId;
 
 use super::Rooms;
 use super::drops::DropReason;
@@ -53,28 +52,6 @@ impl Rooms {
             }
         }
     }
-
-    fn deliver_presence(&self, channel: &str, event: PresenceEvent, sealed_name: Vec<u8>) {
-        let name = match self.open_name(channel, sealed_name) {
-            Ok(name) => name,
-            Err(reason) => return self.dropped(channel, reason),
-        };
-        let Some(room) = self.rooms.get(channel) else {
-            return;
-        };
-        let frame = ServerFrame::Presence {
-            room: room.name.as_str().into(),
-            event,
-            name: name.into(),
-        };
-        let frame = Utf8Bytes::from(frame.to_json());
-        let dropped = room
-            .members
-            .values()
-            .filter(|member| !member.outbox.offer_presence(&frame))
-            .count();
-        self.metrics.presence_dropped.inc_by(dropped as u64);
-    }
 }
 
 impl Inbound for Rooms {
@@ -92,14 +69,23 @@ impl Inbound for Rooms {
                 payload.drain(..offset);
                 self.deliver_message(channel, id, payload);
             }
-            Some(Relayed::Presence(_)) if payload.len() > relay::MAX_PRESENCE_PAYLOAD_LEN => {
+            Some(Relayed::Join { .. } | Relayed::Leave)
+                if payload.len() > relay::MAX_PRESENCE_PAYLOAD_LEN =>
+            {
                 self.drops.inc(DropReason::Oversize);
                 self.warn_dropped(channel, "a presence payload longer than any name");
             }
-            Some(Relayed::Presence(event)) => {
-                payload.remove(0);
-                self.deliver_presence(channel, event, payload);
+            Some(Relayed::Join { key_end }) => {
+                let sealed_name = payload.split_off(key_end + 1);
+                match std::str::from_utf8(&payload[1..key_end]) {
+                    Ok(member) => self.deliver_join(channel, member, sealed_name),
+                    Err(_) => self.dropped(channel, "a member key that is not UTF-8"),
+                }
             }
+            Some(Relayed::Leave) => match std::str::from_utf8(&payload[1..]) {
+                Ok(member) => self.deliver_leave(channel, member),
+                Err(_) => self.dropped(channel, "a member key that is not UTF-8"),
+            },
             None => self.dropped(channel, "not a relay payload"),
         }
     }

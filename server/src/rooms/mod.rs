@@ -18,22 +18,29 @@
 //! history (read up to that point) and its live messages (after it) meet without a gap or an
 //! overlap.
 //!
+//! Each room also holds its [`Roster`]: who is in it on every node, kept current from the
+//! room's presence events, and reported to its members at most once per interval.
+//!
 //! Where to find the rest: [`delivery`] (from a backplane payload to the queues), [`open`]
 //! (decrypting payloads), [`ordering`] (the pure ordering rules), [`recovery`] (asking history
-//! and resuming), [`outbox`] (a member's bounded queue), [`drops`] and [`throttle`] (counting
-//! and logging what was refused).
+//! and resuming), [`roster`] (the pure member list) and [`presence`] (keeping it and reporting
+//! it), [`outbox`] (a member's bounded queue), [`drops`] and [`throttle`] (counting and logging
+//! what was refused).
 
 mod delivery;
 mod drops;
 mod open;
 pub mod ordering;
 mod outbox;
+mod presence;
 mod recovery;
+pub mod roster;
 mod throttle;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -53,6 +60,8 @@ pub use open::PayloadError;
 use ordering::{HeldBudget, Sequence};
 pub use outbox::Outbox;
 pub use recovery::{Recovery, Resync};
+use roster::Change;
+pub use roster::{MemberPage, Roster};
 use throttle::Throttle;
 
 /// A local member, unique on this node.
@@ -79,6 +88,13 @@ pub struct Member {
     /// The member's name sealed for the room's presence, kept to announce it again after the
     /// broker reconnected.
     pub sealed_name: Bytes,
+    /// The member's presence key, `<node id>|<member id>`.
+    pub key: Box<str>,
+    /// The member's name.
+    pub name: Arc<str>,
+    /// The roster's [`changes`](Roster::changes) once the member was in it: reports that
+    /// hold nothing newer are not sent to it (its `joined` tells it as much).
+    pub seen_changes: u64,
 }
 
 /// One room with local members.
@@ -89,6 +105,7 @@ struct Room {
     members: HashMap<MemberId, Member>,
     ready: Ready,
     sequence: Sequence,
+    roster: Roster,
 }
 
 impl Room {
@@ -116,6 +133,8 @@ pub struct Rooms {
     decrypt_warnings: Throttle,
     generations: AtomicU64,
     recovery: mpsc::UnboundedSender<Recovery>,
+    /// Rooms whose roster changed since their last report, each listed once.
+    unreported: Mutex<Vec<String>>,
 }
 
 impl Rooms {
@@ -135,6 +154,7 @@ impl Rooms {
             decrypt_warnings: Throttle::new(Duration::from_secs(10)),
             generations: AtomicU64::new(1),
             recovery,
+            unreported: Mutex::new(Vec::new()),
         }
     }
 
@@ -155,9 +175,10 @@ impl Rooms {
         &self.drops
     }
 
-    /// Adds `member` to `room` (behind `channel`). When the room is new on this node,
-    /// `prepare` is called under the room's lock with the room's generation: it subscribes and
-    /// finds where history stands, and must end by calling [`Rooms::positioned`].
+    /// Adds `member` to `room` (behind `channel`) and to its roster. When the room is new on
+    /// this node, `prepare` is called under the room's lock with the room's generation: it
+    /// subscribes, finds where history stands and loads the roster, and must end by calling
+    /// [`Rooms::positioned`] and [`Rooms::roster_loaded`] (its roster's first load is `0`).
     pub fn add(
         &self,
         channel: &str,
@@ -177,8 +198,18 @@ impl Rooms {
                 sequence: Sequence::Positioning {
                     held: Default::default(),
                 },
+                roster: Roster::loading(),
             }
         });
+        let change = Change::Join {
+            member: joining.key.clone(),
+            name: joining.name.clone(),
+        };
+        self.change_roster(channel, &mut entry, change);
+        let joining = Member {
+            seen_changes: entry.roster.changes(),
+            ..joining
+        };
         entry.members.insert(member, joining);
         match &entry.sequence {
             Sequence::Positioning { .. } => Position::Pending(entry.ready.clone()),
@@ -190,7 +221,10 @@ impl Rooms {
     /// under the room's lock and the room is forgotten.
     pub fn remove(&self, channel: &str, member: MemberId, unsubscribe: impl FnOnce()) {
         if let Entry::Occupied(mut room) = self.rooms.entry(channel.to_owned()) {
-            room.get_mut().members.remove(&member);
+            if let Some(left) = room.get_mut().members.remove(&member) {
+                let change = Change::Leave { member: left.key };
+                self.change_roster(channel, room.get_mut(), change);
+            }
             if room.get().members.is_empty() {
                 unsubscribe();
                 room.remove();
@@ -202,6 +236,30 @@ impl Rooms {
     /// How many local members the room behind `channel` has.
     pub fn member_count(&self, channel: &str) -> usize {
         self.rooms.get(channel).map_or(0, |room| room.members.len())
+    }
+
+    /// Applies a change to a room's roster and lists the room for the next report.
+    fn change_roster(&self, channel: &str, room: &mut Room, change: Change) {
+        self.update_roster(channel, room, |roster| roster.apply(change));
+    }
+
+    /// Updates a room's roster with `update`, and lists the room for the next report if that
+    /// gave it something to report.
+    fn update_roster<T>(
+        &self,
+        channel: &str,
+        room: &mut Room,
+        update: impl FnOnce(&mut Roster) -> T,
+    ) -> T {
+        let was_dirty = room.roster.is_dirty();
+        let outcome = update(&mut room.roster);
+        if !was_dirty && room.roster.is_dirty() {
+            self.unreported
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(channel.to_owned());
+        }
+        outcome
     }
 
     /// Every local member with its sealed name, to announce them again.

@@ -22,6 +22,16 @@ pub enum Recovery {
     Room(Resync),
     /// Announce every local member again: presence may have swept them while cut off.
     Presence,
+    /// Read a room's members from presence for load `load` of its roster, and hand them to
+    /// [`Rooms::roster_loaded`].
+    Roster {
+        /// The room's backplane channel.
+        channel: String,
+        /// The room the request is for.
+        generation: u64,
+        /// Which load of the roster this is.
+        load: u64,
+    },
 }
 
 /// A request to fetch a room's missed messages from history and hand them to
@@ -124,8 +134,9 @@ impl Rooms {
         })
     }
 
-    /// After the broker reconnected, every live room may have missed messages: each asks
-    /// history, and every local member is announced again.
+    /// After the broker reconnected, every live room may have missed messages and presence
+    /// events: each asks history, every roster is read again, and every local member is
+    /// announced again.
     pub(super) fn recover_all(&self) {
         for mut room in self.rooms.iter_mut() {
             if let Sequence::Live { last } = room.sequence {
@@ -136,6 +147,7 @@ impl Rooms {
                 self.request_resync(room.key(), room.generation, last, true);
             }
         }
+        self.reload_rosters();
         let _ = self.recovery.send(Recovery::Presence);
     }
 

@@ -5,7 +5,6 @@ use super::*;
 use crate::broker::Inbound;
 use crate::presence::name_aad;
 use crate::relay::Relayed;
-use chat_protocol::PresenceEvent;
 use futures::FutureExt;
 
 const CHANNEL: &str = "chat:room:c";
@@ -37,11 +36,14 @@ fn id(seq: u64) -> MessageId {
     MessageId { epoch: 7, seq }
 }
 
-fn member(outbox: Outbox, after: Option<MessageId>) -> Member {
+fn member(id: MemberId, outbox: Outbox, after: Option<MessageId>) -> Member {
     Member {
         outbox,
         after,
         sealed_name: Bytes::new(),
+        key: format!("here|{id}").into(),
+        name: format!("m{id}").into(),
+        seen_changes: 0,
     }
 }
 
@@ -60,13 +62,19 @@ impl Fixture {
     ) -> (mpsc::Receiver<Utf8Bytes>, u64) {
         let (outbox, queue) = Outbox::new(64);
         let mut generation = None;
-        self.rooms
-            .add(CHANNEL, "c", member_id, member(outbox, after), |g| {
+        self.rooms.add(
+            CHANNEL,
+            "c",
+            member_id,
+            member(member_id, outbox, after),
+            |g| {
                 generation = Some(g);
                 never_ready()
-            });
+            },
+        );
         if let Some(generation) = generation {
             self.rooms.positioned(CHANNEL, generation, last);
+            self.rooms.roster_loaded(CHANNEL, generation, 0, Vec::new());
         }
         let generation = self.rooms.rooms.get(CHANNEL).unwrap().generation;
         (queue, generation)
@@ -122,12 +130,16 @@ fn prepares_on_first_member_and_unsubscribes_after_last() {
     let unsubscribes = std::cell::Cell::new(0);
     for member_id in [1, 2] {
         let (outbox, _queue) = Outbox::new(4);
-        let position = f
-            .rooms
-            .add(CHANNEL, "c", member_id, member(outbox, None), |_| {
+        let position = f.rooms.add(
+            CHANNEL,
+            "c",
+            member_id,
+            member(member_id, outbox, None),
+            |_| {
                 prepared.set(prepared.get() + 1);
                 never_ready()
-            });
+            },
+        );
         assert!(matches!(position, Position::Pending(_)));
     }
     assert_eq!(prepared.get(), 1);
@@ -149,7 +161,7 @@ fn fans_out_one_shared_frame_and_flags_slow_consumers() {
     let slow_flag = slow.overflowed().clone();
     let position = f
         .rooms
-        .add(CHANNEL, "c", 2, member(slow, None), |_| never_ready());
+        .add(CHANNEL, "c", 2, member(2, slow, None), |_| never_ready());
     assert!(matches!(position, Position::After(Some(last)) if last == id(0)));
     f.deliver(1);
     f.deliver(2);
@@ -164,7 +176,7 @@ fn holds_messages_until_positioned_then_delivers_only_newer_ones() {
     let f = fixture();
     let (outbox, mut queue) = Outbox::new(64);
     let mut generation = 0;
-    f.rooms.add(CHANNEL, "c", 1, member(outbox, None), |g| {
+    f.rooms.add(CHANNEL, "c", 1, member(1, outbox, None), |g| {
         generation = g;
         never_ready()
     });
@@ -208,11 +220,17 @@ fn drops_duplicates_and_fills_gaps_from_history_in_order() {
 }
 
 #[test]
-fn a_reconnect_resyncs_every_live_room_and_announces_members_again() {
+fn a_reconnect_resyncs_every_live_room_reloads_its_roster_and_announces_members_again() {
     let mut f = fixture();
-    let (mut queue, _) = f.join(1, None, Some(id(3)));
+    let (mut queue, generation) = f.join(1, None, Some(id(3)));
     f.rooms.reconnected();
     assert!(matches!(f.recovery.try_recv(), Ok(Recovery::Room(r)) if r.after == Some(id(3))));
+    let reload = Recovery::Roster {
+        channel: CHANNEL.to_owned(),
+        generation,
+        load: 1,
+    };
+    assert_eq!(f.recovery.try_recv(), Ok(reload));
     assert_eq!(f.recovery.try_recv(), Ok(Recovery::Presence));
     f.deliver(5);
     assert!(received(&mut queue).is_empty());
@@ -249,54 +267,127 @@ fn drops_what_does_not_open() {
     f.rooms
         .deliver(channel, relay::message_payload(id(0), &name_as_body));
     let body_as_name = f.keyring.seal(channel, b"Ada");
-    f.rooms.deliver(
-        channel,
-        relay::presence_payload(PresenceEvent::Join, &body_as_name),
-    );
+    f.rooms
+        .deliver(channel, relay::join_payload("x|1", &body_as_name));
     assert!(queue.try_recv().is_err());
     assert_eq!(f.metrics.decrypt_failures.get(), 5);
 }
 
+impl Fixture {
+    /// Announces that `member` joined under `name`, as another node would.
+    fn remote_join(&self, member: &str, name: &str) {
+        let sealed = self.keyring.seal(&name_aad(CHANNEL), name.as_bytes());
+        let payload = relay::join_payload(member, &sealed);
+        self.rooms.deliver(CHANNEL.as_bytes(), payload);
+    }
+
+    fn remote_leave(&self, member: &str) {
+        let payload = relay::leave_payload(member);
+        self.rooms.deliver(CHANNEL.as_bytes(), payload);
+    }
+}
+
+fn frames(queue: &mut mpsc::Receiver<Utf8Bytes>) -> Vec<String> {
+    std::iter::from_fn(|| queue.try_recv().ok())
+        .map(|frame| frame.to_string())
+        .collect()
+}
+
 #[test]
-fn presence_events_reach_every_member() {
+fn presence_events_are_coalesced_into_one_report_per_room() {
     let f = fixture();
     let (mut queue, _) = f.join(1, None, None);
-    let name = f.keyring.seal(&name_aad(CHANNEL), "Ada".as_bytes());
-    f.rooms.deliver(
-        CHANNEL.as_bytes(),
-        relay::presence_payload(PresenceEvent::Leave, &name),
+    for i in 0..50 {
+        f.remote_join(&format!("far|{i}"), &format!("u{i:02}"));
+    }
+    for i in 10..50 {
+        f.remote_leave(&format!("far|{i}"));
+    }
+    // A second connection of the same person changes nothing people see.
+    f.remote_join("far|99", "u00");
+    assert!(
+        queue.try_recv().is_err(),
+        "nothing is sent before the report"
     );
+    assert_eq!(f.rooms.report_presence(1000), 1);
+    let joins: Vec<String> = [r#""m1""#.to_owned()]
+        .into_iter()
+        .chain((0..10).map(|i| format!(r#""u{i:02}""#)))
+        .collect();
     assert_eq!(
-        queue.try_recv().unwrap().as_str(),
-        r#"{"type":"presence","room":"c","event":"leave","name":"Ada"}"#
+        frames(&mut queue),
+        [format!(
+            r#"{{"type":"presence","room":"c","count":11,"joins":[{}],"leaves":[]}}"#,
+            joins.join(",")
+        )]
+    );
+    assert_eq!(f.rooms.report_presence(1000), 0, "nothing changed since");
+    f.remote_leave("far|0");
+    f.remote_leave("far|99");
+    f.remote_leave("far|1");
+    f.remote_leave("never|1");
+    assert_eq!(f.rooms.report_presence(1000), 1);
+    assert_eq!(
+        frames(&mut queue),
+        [r#"{"type":"presence","room":"c","count":9,"joins":[],"leaves":["u00","u01"]}"#]
+    );
+    // Above the names limit, only the count.
+    f.remote_join("far|1", "u01");
+    f.rooms.report_presence(5);
+    assert_eq!(
+        frames(&mut queue),
+        [r#"{"type":"presence","room":"c","count":10}"#]
     );
 }
 
 #[test]
-fn presence_bursts_take_at_most_half_a_queue_and_close_nobody() {
+fn presence_reports_take_at_most_half_a_queue_and_close_nobody() {
     let f = fixture();
     let (outbox, mut queue) = Outbox::new(8);
     let flag = outbox.overflowed().clone();
     let mut generation = 0;
-    f.rooms.add(CHANNEL, "c", 1, member(outbox, None), |g| {
+    f.rooms.add(CHANNEL, "c", 1, member(1, outbox, None), |g| {
         generation = g;
         never_ready()
     });
     f.rooms.positioned(CHANNEL, generation, Some(id(0)));
-    let name = f.keyring.seal(&name_aad(CHANNEL), b"Ada");
-    for _ in 0..20 {
-        let leave = relay::presence_payload(PresenceEvent::Leave, &name);
-        f.rooms.deliver(CHANNEL.as_bytes(), leave);
+    f.rooms.roster_loaded(CHANNEL, generation, 0, Vec::new());
+    for i in 0..20 {
+        f.remote_join(&format!("far|{i}"), "Ada");
+        f.remote_leave(&format!("far|{i}"));
+        f.remote_join(&format!("far|{i}"), &format!("u{i}"));
+        f.rooms.report_presence(1000);
     }
     assert_eq!(f.metrics.presence_dropped.get(), 16);
     // Messages still have room, and nobody was flagged.
     f.deliver(1);
     assert!(!flag.is_cancelled());
-    let mut frames = 0;
-    while queue.try_recv().is_ok() {
-        frames += 1;
-    }
-    assert_eq!(frames, 5);
+    assert_eq!(frames(&mut queue).len(), 5);
+}
+
+#[test]
+fn a_roster_loads_on_top_of_what_was_heard_meanwhile() {
+    let f = fixture();
+    let (outbox, mut queue) = Outbox::new(64);
+    let mut generation = 0;
+    f.rooms.add(CHANNEL, "c", 1, member(1, outbox, None), |g| {
+        generation = g;
+        never_ready()
+    });
+    f.remote_join("far|1", "Ada");
+    f.remote_leave("far|2");
+    let snapshot = vec![
+        ("far|2".to_owned(), "Bob".to_owned()),
+        ("far|3".to_owned(), "Cy".to_owned()),
+    ];
+    f.rooms.roster_loaded(CHANNEL, generation, 0, snapshot);
+    let page = f.rooms.members_page(CHANNEL, None, 10).unwrap();
+    assert_eq!(page.names, ["Ada", "Cy", "m1"]);
+    f.rooms.report_presence(1000);
+    assert_eq!(
+        frames(&mut queue),
+        [r#"{"type":"presence","room":"c","count":3,"joins":["Ada","Cy","m1"],"leaves":[]}"#]
+    );
 }
 
 #[test]
@@ -352,7 +443,7 @@ fn payloads_larger_than_any_envelope_are_dropped_unopened() {
     oversize.resize(bound + 1, b'x');
     f.rooms.deliver(CHANNEL.as_bytes(), oversize);
     let long_name = vec![b'n'; relay::MAX_PRESENCE_PAYLOAD_LEN];
-    let presence = relay::presence_payload(PresenceEvent::Join, &long_name);
+    let presence = relay::join_payload("x|1", &long_name);
     f.rooms.deliver(CHANNEL.as_bytes(), presence);
     assert_eq!(f.rooms.drops().get(DropReason::Oversize), 2);
     assert_eq!(f.metrics.decrypt_failures.get(), 0, "never opened");

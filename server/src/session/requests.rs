@@ -1,7 +1,8 @@
-//! Requests: `join`, `leave` and `send`, from a text frame to the future of their reply.
+//! Requests: `join`, `leave`, `members` and `send`, from a text frame to the future of their
+//! reply.
 //!
-//! Every `send` passes flood control first ([`crate::flood`]); joins and leaves pass their own
-//! per-connection budget before any work. When a verdict needs a round trip to Redis, the
+//! Every `send` passes flood control first ([`crate::flood`]); joins, leaves and member pages
+//! pass their own per-connection budget before any work. When a verdict needs a round trip to Redis, the
 //! publish waits for it inside the reply's future, and for the previous send's publish (see
 //! [`FloodState`](super::flood_state::FloodState)), so one client's messages are published in
 //! the order it sent them.
@@ -14,6 +15,7 @@ use super::Session;
 use super::replies::{Reply, not_joined, published, text_message, unavailable};
 use crate::flood::{Check, Verdict};
 use crate::hub::Joined;
+use crate::rooms::MemberPage;
 
 impl Session {
     /// Handles one text frame from the client.
@@ -39,6 +41,15 @@ impl Session {
             Ok(ClientFrame::Leave { room, reference }) => {
                 if let Some(reference) = self.join_budget(reference.map(Into::into)) {
                     self.leave(&room, reference);
+                }
+            }
+            Ok(ClientFrame::Members {
+                room,
+                after,
+                reference,
+            }) => {
+                if let Some(reference) = self.join_budget(reference.map(Into::into)) {
+                    self.members(&room, after.as_deref(), reference);
                 }
             }
             Ok(ClientFrame::Send {
@@ -71,15 +82,15 @@ impl Session {
         let (joined, awaited) = match self.rooms.get(room) {
             // Joining again changes nothing: the reply tells who is here.
             Some(channel) => {
-                let members = self.hub.members(channel);
-                let joined = async move {
-                    Ok(Joined {
-                        members: members.await?,
-                        history: Vec::new(),
-                        recovered: None,
-                    })
+                let joined = Joined {
+                    members: self
+                        .hub
+                        .members_page(channel, None)
+                        .unwrap_or_else(MemberPage::empty),
+                    history: Vec::new(),
+                    recovered: None,
                 };
-                (joined.boxed(), false)
+                (futures::future::ready(Ok(joined)).boxed(), false)
             }
             None if self.rooms.len() >= self.limits.max_rooms => {
                 let message = format!(
@@ -130,6 +141,24 @@ impl Session {
             }
             None => self.reply_error(not_joined(room, reference)),
         }
+    }
+
+    fn members(&mut self, room: &str, after: Option<&str>, reference: Option<String>) {
+        let page = self
+            .rooms
+            .get(room)
+            .and_then(|channel| self.hub.members_page(channel, after));
+        let Some(page) = page else {
+            return self.reply_error(not_joined(room, reference));
+        };
+        let frame = ServerFrame::Members {
+            room: room.into(),
+            count: page.count,
+            members: page.names.into_iter().map(Into::into).collect(),
+            more_members: page.more,
+            reference: reference.map(Into::into),
+        };
+        self.reply(text_message(frame.to_json()));
     }
 
     fn send(&mut self, room: &str, text: &str, reference: Option<String>) {

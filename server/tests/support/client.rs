@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use chat_protocol::{ClientFrame, ErrorCode, PresenceEvent, ServerFrame};
+use chat_protocol::{ClientFrame, ErrorCode, ServerFrame};
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use super::presence::PresenceLog;
 use super::{QUIET, STEP, unique};
 
 /// A chat message as delivered to one client.
@@ -58,7 +59,7 @@ pub(crate) struct Welcome {
 }
 
 /// What a read from the socket gave.
-enum Event {
+pub(super) enum Event {
     Frame(ServerFrame<'static>),
     Closed(Option<u16>),
 }
@@ -70,17 +71,19 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub(crate) struct Client {
     ws: Ws,
     welcome: Option<Welcome>,
-    pending: VecDeque<ServerFrame<'static>>,
+    pub(super) pending: VecDeque<ServerFrame<'static>>,
     /// `presence` frames, set aside as they arrive so that they never interleave with what a
-    /// test waits for: (event, name).
-    presence: Vec<(PresenceEvent, String)>,
+    /// test waits for.
+    pub(super) presence: PresenceLog,
     closed: Option<Option<u16>>,
 }
 
 /// What a `joined` reply carried.
 #[derive(Debug, Clone)]
 pub(crate) struct JoinedReply {
+    pub count: u64,
     pub members: Vec<String>,
+    pub more_members: bool,
     pub history: Vec<Chat>,
     pub recovered: Option<bool>,
 }
@@ -97,7 +100,7 @@ impl Client {
             ws,
             welcome: None,
             pending: VecDeque::new(),
-            presence: Vec::new(),
+            presence: PresenceLog::default(),
             closed: None,
         }
     }
@@ -173,7 +176,7 @@ impl Client {
         reference
     }
 
-    async fn read_event(&mut self, deadline: tokio::time::Instant) -> Option<Event> {
+    pub(super) async fn read_event(&mut self, deadline: tokio::time::Instant) -> Option<Event> {
         if let Some(code) = self.closed {
             return Some(Event::Closed(code));
         }
@@ -186,8 +189,8 @@ impl Client {
                 Some(Ok(Message::Text(text))) => {
                     let frame: ServerFrame<'static> = serde_json::from_str(text.as_str())
                         .unwrap_or_else(|e| panic!("server sent a bad frame {text:?}: {e}"));
-                    if let ServerFrame::Presence { event, name, .. } = frame {
-                        self.presence.push((event, name.into_owned()));
+                    if let ServerFrame::Presence { .. } = frame {
+                        self.presence.record(frame);
                         continue;
                     }
                     Event::Frame(frame)
@@ -264,14 +267,14 @@ impl Client {
         }
     }
 
-    /// The ack or error answering the request with `reference`.
+    /// The ack, `members` page or error answering the request with `reference`.
     pub(crate) async fn reply_to(&mut self, reference: Option<&str>) -> ServerFrame<'static> {
         self.recv_until(
             &format!("reply to ref {reference:?}"),
             |frame| match frame {
-                ServerFrame::Ack { reference: r, .. } | ServerFrame::Error { reference: r, .. } => {
-                    r.as_deref() == reference
-                }
+                ServerFrame::Ack { reference: r, .. }
+                | ServerFrame::Members { reference: r, .. }
+                | ServerFrame::Error { reference: r, .. } => r.as_deref() == reference,
                 _ => false,
             },
         )
@@ -320,12 +323,16 @@ impl Client {
             .await;
         match frame {
             ServerFrame::Joined {
+                count,
                 members,
+                more_members,
                 history,
                 recovered,
                 ..
             } => JoinedReply {
+                count,
                 members: members.into_iter().map(Cow::into_owned).collect(),
+                more_members,
                 history: history
                     .iter()
                     .map(|embedded| {
@@ -337,44 +344,6 @@ impl Client {
                 recovered,
             },
             other => panic!("join {room}: {other:?}"),
-        }
-    }
-
-    /// The `presence` frames received so far, oldest first, and forgets them.
-    pub(crate) fn take_presence(&mut self) -> Vec<(PresenceEvent, String)> {
-        std::mem::take(&mut self.presence)
-    }
-
-    /// Waits until a `presence` frame for `name` with `event` has arrived.
-    pub(crate) async fn wait_presence(
-        &mut self,
-        event: PresenceEvent,
-        name: &str,
-        timeout: Duration,
-    ) {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if let Some(at) = self
-                .presence
-                .iter()
-                .position(|(e, n)| *e == event && n == name)
-            {
-                self.presence.drain(..=at);
-                return;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                panic!(
-                    "no presence {event:?} of {name} within {timeout:?}: {:?}",
-                    self.presence
-                );
-            }
-            // Reading moves presence frames aside; other frames stay pending for later.
-            let wait = tokio::time::Instant::now() + Duration::from_millis(100);
-            match self.read_event(wait).await {
-                Some(Event::Frame(frame)) => self.pending.push_back(frame),
-                Some(Event::Closed(code)) => panic!("server closed the connection ({code:?})"),
-                None => {}
-            }
         }
     }
 

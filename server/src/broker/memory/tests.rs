@@ -95,7 +95,11 @@ async fn announces_presence_to_subscribers() {
     Presence::add(&broker, "a", "n|1", Bytes::from_static(b"sealed"))
         .await
         .unwrap();
-    assert_eq!(broker.members("a").await.unwrap(), vec![b"sealed".to_vec()]);
+    let entry = PresenceEntry {
+        member: "n|1".into(),
+        sealed_name: b"sealed".to_vec(),
+    };
+    assert_eq!(broker.members("a").await.unwrap(), vec![entry]);
     Presence::remove(&broker, "a", "n|1");
     Presence::remove(&broker, "a", "n|1");
     assert!(broker.members("a").await.unwrap().is_empty());
@@ -109,8 +113,8 @@ async fn announces_presence_to_subscribers() {
     assert_eq!(
         payloads,
         vec![
-            relay::presence_payload(PresenceEvent::Join, b"sealed"),
-            relay::presence_payload(PresenceEvent::Leave, b"sealed"),
+            relay::join_payload("n|1", b"sealed"),
+            relay::leave_payload("n|1"),
         ]
     );
 }

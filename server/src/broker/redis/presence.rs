@@ -13,7 +13,7 @@ use super::RedisBroker;
 use super::heartbeat::key_ttl_ms;
 use super::scripts::SCRIPTS;
 use crate::broker::{BadReply, BrokerError, BrokerFuture};
-use crate::presence::Presence;
+use crate::presence::{Presence, PresenceEntry};
 
 /// The presence hash of `channel`.
 pub(super) fn key(channel: &str) -> String {
@@ -39,14 +39,15 @@ impl Presence for RedisBroker {
         self.pipeline.send_and_forget(cmd);
     }
 
-    fn members(&self, channel: &str) -> BrokerFuture<Vec<Vec<u8>>> {
+    fn members(&self, channel: &str) -> BrokerFuture<Vec<PresenceEntry>> {
         let cmd = SCRIPTS
             .presence_members
             .invoke(&[&key(channel), self.heartbeat.nodes_key()]);
         let members = self.pipeline.send(cmd, false);
         async move {
-            redis::from_redis_value(members.await?)
-                .map_err(|error| BrokerError::Refused(BadReply::Reply(error)))
+            let flat: Vec<Vec<u8>> = redis::from_redis_value(members.await?)
+                .map_err(|error| BrokerError::Refused(BadReply::Reply(error)))?;
+            Ok(entries(flat))
         }
         .boxed()
     }
@@ -56,4 +57,20 @@ impl Presence for RedisBroker {
         let retired = self.pipeline.send(cmd, false);
         async move { retired.await.map(drop) }.boxed()
     }
+}
+
+/// Pairs the script's flat reply (member, sealed name, member, ...) into entries; a member key
+/// that is not UTF-8 was not written by a node and is skipped.
+fn entries(flat: Vec<Vec<u8>>) -> Vec<PresenceEntry> {
+    let mut flat = flat.into_iter();
+    let mut entries = Vec::with_capacity(flat.len() / 2);
+    while let (Some(member), Some(sealed_name)) = (flat.next(), flat.next()) {
+        if let Ok(member) = String::from_utf8(member) {
+            entries.push(PresenceEntry {
+                member,
+                sealed_name,
+            });
+        }
+    }
+    entries
 }

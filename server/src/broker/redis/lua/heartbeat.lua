@@ -1,6 +1,6 @@
 -- Refreshes this node's heartbeat, then sweeps nodes whose heartbeat expired: their members
--- are removed from every room's presence and their departure announced (the stored sealed
--- names are replayed, so nothing here is ever readable). ZREM decides which node sweeps.
+-- are removed from every room's presence and their departure announced by member key (no
+-- name is needed, so nothing here is ever readable). ZREM decides which node sweeps.
 -- Every key a node writes expires unless refreshed (so that a `volatile-*` maxmemory policy
 -- may evict any of them, and nothing outlives the nodes that use it): each beat renews the
 -- heartbeats, this node's set of presence hashes, and the next batch of those hashes (an SSCAN
@@ -23,7 +23,7 @@ local function sweep(node)
     for i = 1, #all, 2 do
       if string.sub(all[i], 1, #prefix) == prefix then
         redis.call('HDEL', key, all[i])
-        redis.call('PUBLISH', channel, '-' .. all[i + 1])
+        redis.call('PUBLISH', channel, '-' .. all[i])
         swept = swept + 1
       end
     end

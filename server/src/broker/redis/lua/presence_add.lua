@@ -6,5 +6,5 @@ redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('SADD', KEYS[2], KEYS[1])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
-redis.call('PUBLISH', ARGV[1], '+' .. ARGV[3])
+redis.call('PUBLISH', ARGV[1], '+' .. ARGV[2] .. '\n' .. ARGV[3])
 return 1
