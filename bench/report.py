@@ -258,6 +258,11 @@ def fmt_rate(value):
     return f"{value:.0f}"
 
 
+def dash(value):
+    """A figure, or a dash where there is none (CPU per million deliveries of idle modes)."""
+    return "–" if value is None else value
+
+
 def header(results, m):
     modes = ", ".join(results)
     return [
@@ -266,7 +271,7 @@ def header(results, m):
         f"Three chat-server nodes and Redis on loopback, ws-client on the same machine, "
         f"modes {modes}, a fresh cluster per mode, encryption on, node flags "
         f"`{m['node_flags']}`. "
-        f"Reproduce with `bench/run.sh`"
+        "Reproduce with `bench/run.sh"
         + (" --big-room`." if list(results) == ["big-room"] else "`."),
         "",
         f"Machine: {m['cores']} cores, {m['cpu']}, {m['memory_gib']} GiB, Linux {m['kernel']}, "
@@ -285,8 +290,8 @@ def header(results, m):
         f"| {r['latency_ms']['p99']:.2f} "
         f"| {r['latency_ms']['max']:.1f} | {r['missing']} | {r['duplicates']} "
         f"| {' / '.join(f'{x:.0f}' for x in r['node_peak_rss_mib'])} "
-        f"| {r['redis_peak_rss_mib']:.0f} | {r['server_cpu_secs_per_million']} "
-        f"| {r['client_cpu_secs_per_million']} |"
+        f"| {r['redis_peak_rss_mib']:.0f} | {dash(r['server_cpu_secs_per_million'])} "
+        f"| {dash(r['client_cpu_secs_per_million'])} |"
         for mode, r in results.items()
     ]
 
