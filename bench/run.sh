@@ -165,6 +165,92 @@ start_cluster() {
   done
 }
 
+# How run_mode runs, set around its calls (see run_mode): modes that failed their check so
+# far, the hold, and how side-by-side processes share addresses and rooms.
+failures=0
+hold=0
+hold_secs=0
+sources_per_process=8
+shared_room=0
+settle=5
+((quick)) && settle=1
+
+# The nodes' RSS and CPU time before a mode's clients start, for write_facts.
+before_rss=()
+before_cpu=()
+take_baseline() {
+  local pid
+  before_rss=()
+  before_cpu=()
+  for pid in "${node_pids[@]}"; do
+    before_rss+=("$(mem_kib "$pid" VmRSS)")
+    before_cpu+=("$(cpu_secs "$pid")")
+  done
+}
+
+# take_hold LABEL: waits (until $hold_secs) for $hold connections on the nodes, lets them go
+# idle, then takes each node's connections, RSS and CPU time, and Redis's memory.
+held=()
+held_rss=()
+held_cpu=()
+held_redis=""
+take_hold() {
+  local started=$SECONDS total url p pid
+  while :; do
+    held=()
+    for url in "${node_addrs[@]}"; do
+      held+=("$(node_connections "$url")")
+    done
+    total=0
+    for p in "${held[@]}"; do total=$((total + ${p:-0})); done
+    ((total >= hold || SECONDS - started >= hold_secs)) && break
+    sleep 1
+  done
+  # A few seconds on, the joins have been announced and the nodes are idle.
+  sleep "$settle"
+  held=()
+  held_rss=()
+  held_cpu=()
+  for url in "${node_addrs[@]}"; do
+    held+=("$(node_connections "$url")")
+  done
+  for pid in "${node_pids[@]}"; do
+    held_rss+=("$(mem_kib "$pid" VmRSS)")
+    held_cpu+=("$(cpu_secs "$pid")")
+  done
+  held_redis=$(redis_used_kib)
+  echo "== $1: nodes hold ${held[*]} connections, RSS ${held_rss[*]} KiB (before: ${before_rss[*]} KiB)," \
+    "CPU ${held_cpu[*]} s; Redis uses ${held_redis:-?} KiB"
+}
+
+# write_facts FILE STATUS PROCESSES CLIENT-CPU: the facts of a run for report.py, one
+# "key value" a line, from the baseline, the hold (if any) and the processes now.
+write_facts() {
+  local i=1 pid
+  {
+    echo "status $2"
+    echo "processes $3"
+    echo "client_cpu $4"
+    echo "idle_rss_kib $((before_rss[0] + before_rss[1] + before_rss[2]))"
+    for pid in "${node_pids[@]}"; do
+      echo "node${i}_idle_rss_kib ${before_rss[$((i - 1))]}"
+      echo "node${i}_peak_rss_kib $(mem_kib "$pid" VmHWM)"
+      echo "node${i}_cpu $(cpu_secs "$pid")"
+      echo "node${i}_start_cpu ${before_cpu[$((i - 1))]}"
+      if ((hold)); then
+        echo "node${i}_held_connections ${held[$((i - 1))]:-0}"
+        echo "node${i}_held_rss_kib ${held_rss[$((i - 1))]}"
+        echo "node${i}_held_cpu ${held_cpu[$((i - 1))]}"
+      fi
+      i=$((i + 1))
+    done
+    echo "redis_peak_rss_kib $(mem_kib "$redis_pid" VmHWM)"
+    echo "redis_used_kib $(redis_used_kib)"
+    if ((hold)); then echo "redis_held_used_kib ${held_redis:-0}"; fi
+    echo "redis_cpu $(cpu_secs "$redis_pid")"
+  } >"$1"
+}
+
 # run_mode LABEL PROCESSES WS-CLIENT-ARGS...: PROCESSES ws-client processes side by side (one
 # process holds at most its open-file limit of connections, 20,000 here), and the facts of
 # the run; a fresh cluster for each full run, so every mode's peak RSS and CPU time are its
@@ -176,22 +262,11 @@ start_cluster() {
 # With $hold set to N, it also waits (until $hold_secs into the run) for N connections on
 # the nodes, lets them go idle, and takes each node's RSS, CPU time and connection count, and
 # Redis's memory, then.
-failures=0
-hold=0
-hold_secs=0
-sources_per_process=8
-shared_room=0
-settle=5
-((quick)) && settle=1
 run_mode() {
   local label=$1 procs=$2
   shift 2
   ((quick)) || start_cluster "$label"
-  local idle_rss=() start_cpu=() pid
-  for pid in "${node_pids[@]}"; do
-    idle_rss+=("$(mem_kib "$pid" VmRSS)")
-    start_cpu+=("$(cpu_secs "$pid")")
-  done
+  take_baseline
   local urls=() url
   for url in "${node_urls[@]}"; do urls+=(--url "$url"); done
 
@@ -212,34 +287,7 @@ run_mode() {
       2>"$out.err"; } 2>"$out.time" &
     client_pids+=("$!")
   done
-
-  local held=() held_rss=() held_cpu=() held_redis=""
-  if ((hold)); then
-    local started=$SECONDS total
-    while :; do
-      held=()
-      for url in "${node_addrs[@]}"; do
-        held+=("$(node_connections "$url")")
-      done
-      total=0
-      for p in "${held[@]}"; do total=$((total + ${p:-0})); done
-      ((total >= hold || SECONDS - started >= hold_secs)) && break
-      sleep 1
-    done
-    # Every client sent once on joining; a few seconds on, the nodes are idle.
-    sleep "$settle"
-    held=()
-    for url in "${node_addrs[@]}"; do
-      held+=("$(node_connections "$url")")
-    done
-    for pid in "${node_pids[@]}"; do
-      held_rss+=("$(mem_kib "$pid" VmRSS)")
-      held_cpu+=("$(cpu_secs "$pid")")
-    done
-    held_redis=$(redis_used_kib)
-    echo "== $label: nodes hold ${held[*]} connections, RSS ${held_rss[*]} KiB (before: ${idle_rss[*]} KiB)," \
-      "CPU ${held_cpu[*]} s; Redis uses ${held_redis:-?} KiB"
-  fi
+  if ((hold)); then take_hold "$label"; fi
 
   local status=0 worst=0
   for p in "${!client_pids[@]}"; do
@@ -254,30 +302,8 @@ run_mode() {
   ((worst == 0)) || failures=$((failures + 1))
 
   if ((!quick)); then
-    local facts="$work/$label.facts" i=1 client_cpu
-    client_cpu=$(cat "${outs[@]/%/.time}" | awk '{ s += $1 + $2 } END { print s }')
-    {
-      echo "status $worst"
-      echo "processes $procs"
-      echo "client_cpu $client_cpu"
-      echo "idle_rss_kib $((idle_rss[0] + idle_rss[1] + idle_rss[2]))"
-      for pid in "${node_pids[@]}"; do
-        echo "node${i}_idle_rss_kib ${idle_rss[$((i - 1))]}"
-        echo "node${i}_peak_rss_kib $(mem_kib "$pid" VmHWM)"
-        echo "node${i}_cpu $(cpu_secs "$pid")"
-        echo "node${i}_start_cpu ${start_cpu[$((i - 1))]}"
-        if ((hold)); then
-          echo "node${i}_held_connections ${held[$((i - 1))]:-0}"
-          echo "node${i}_held_rss_kib ${held_rss[$((i - 1))]}"
-          echo "node${i}_held_cpu ${held_cpu[$((i - 1))]}"
-        fi
-        i=$((i + 1))
-      done
-      echo "redis_peak_rss_kib $(mem_kib "$redis_pid" VmHWM)"
-      echo "redis_used_kib $(redis_used_kib)"
-      if ((hold)); then echo "redis_held_used_kib ${held_redis:-0}"; fi
-      echo "redis_cpu $(cpu_secs "$redis_pid")"
-    } >"$facts"
+    write_facts "$work/$label.facts" "$worst" "$procs" \
+      "$(cat "${outs[@]/%/.time}" | awk '{ s += $1 + $2 } END { print s }')"
     stop_all
   fi
 }
