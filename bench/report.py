@@ -3,7 +3,7 @@
 Called by bench/run.sh with the run's working directory in $WORK: one ws-client summary
 (<mode>.json, or <mode>.1.json … when several ws-client processes ran side by side) and one
 file of process facts (<mode>.facts: CPU seconds and peak RSS of every node and of Redis,
-ws-client's own CPU) per mode. The argument is the output path without extension.
+ws-client's own CPU) per mode that ran. The argument is the output path without extension.
 """
 
 import json
@@ -11,7 +11,9 @@ import os
 import platform
 import sys
 
-MODES = ["few-clients", "many-clients", "saturation", "latency", "http-ingest", "connections"]
+MODES = [
+    "few-clients", "many-clients", "saturation", "latency", "http-ingest", "connections", "big-room",
+]
 
 # Latency fields of a summary, and how side-by-side processes combine them: the worst tail,
 # and the median and mean weighted by each process's samples (an approximation: the exact
@@ -65,6 +67,59 @@ def weighted(values, weights):
     return sum(v * w for v, w in zip(values, weights)) / total if total else 0.0
 
 
+def merge_latency(lats):
+    samples = [lat["samples"] for lat in lats]
+    latency = {"samples": sum(samples)}
+    latency.update({k: max(lat[k] for lat in lats) for k in WORST})
+    latency.update({k: weighted([lat[k] for lat in lats], samples) for k in WEIGHTED})
+    return latency
+
+
+def merge_counts(counts):
+    """The processes' count checks as one: every room's clients agree when they agree within
+    each process and, for one shared room, on the same count; the count settled when the
+    last process's counts stopped changing, after the last membership change of any."""
+    c = {k: sum(x[k] for x in counts) for k in ("joined", "rooms", "rooms_agreeing", "behind")}
+    c["rooms_matching_joined"] = sum(x["rooms_matching_joined"] for x in counts)
+    values = {x["count"] for x in counts}
+    c["count"] = values.pop() if len(values) == 1 else None
+    c["count_min"] = min((x["count_min"] for x in counts if x["count_min"] is not None), default=None)
+    c["count_max"] = max((x["count_max"] for x in counts if x["count_max"] is not None), default=None)
+    c["last_member_change_us"] = max(x["last_member_change_us"] for x in counts)
+    c["last_count_change_us"] = max(x["last_count_change_us"] for x in counts)
+    agree = all(x["settled_ms"] is not None for x in counts)
+    c["settled_ms"] = (
+        max(0, c["last_count_change_us"] - c["last_member_change_us"]) / 1000 if agree else None
+    )
+    return c
+
+
+def merge_membership(parts):
+    m = {k: sum(x[k] for x in parts) for k in (
+        "clients_joined", "joined_at_end", "joined_cut", "presence_frames", "presence_frames_named",
+    )}
+    m["joined_names_max"] = max(x["joined_names_max"] for x in parts)
+    m["join_latency_ms"] = merge_latency([x["join_latency_ms"] for x in parts])
+    m["presence_per_client_per_sec"] = weighted(
+        [x["presence_per_client_per_sec"] for x in parts], [x["joined_at_end"] for x in parts]
+    )
+    m["peak_presence_per_client_per_sec"] = max(x["peak_presence_per_client_per_sec"] for x in parts)
+    m["counts"] = merge_counts([x["counts"] for x in parts])
+    churns = [x["churn"] for x in parts if "churn" in x]
+    if churns:
+        churn = dict(churns[0])
+        for k in ("per_sec", "asked", "skipped", "leaves"):
+            churn[k] = sum(x[k] for x in churns)
+        churn["complete"] = all(x["complete"] for x in churns)
+        started = [x["started_us"] for x in churns if x["started_us"] is not None]
+        stopped = [x["stopped_us"] for x in churns if x["stopped_us"] is not None]
+        churn["started_us"] = min(started, default=None)
+        churn["stopped_us"] = max(stopped, default=None)
+        churn["rejoin_latency_ms"] = merge_latency([x["rejoin_latency_ms"] for x in churns])
+        m["churn"] = churn
+    return m
+
+
 def merge(reports):
     """One report from those of processes run side by side: counts and rates summed, latency
     as WORST and WEIGHTED say, the series summed interval by interval."""
@@ -77,22 +132,21 @@ def merge(reports):
             "rooms", "message_size", "duration_secs", "drain_secs", "open_file_limit"
         ):
             s[key] = sum(x[key] for x in sums)
+    s["membership"] = merge_membership([x["membership"] for x in sums])
     s["rooms"] = sum(x["rooms"] for x in sums)
     s["drain_secs"] = max(x["drain_secs"] for x in sums)
     s["drain_complete"] = all(x["drain_complete"] for x in sums)
     s["errors"] = add_counts(x["errors"] for x in sums)
     s["connection_failures"] = add_counts(x["connection_failures"] for x in sums)
-    lats = [x["latency_ms"] for x in sums]
-    samples = [lat["samples"] for lat in lats]
-    latency = {"samples": sum(samples)}
-    latency.update({k: max(lat[k] for lat in lats) for k in WORST})
-    latency.update({k: weighted([lat[k] for lat in lats], samples) for k in WEIGHTED})
-    s["latency_ms"] = latency
+    s["latency_ms"] = merge_latency([x["latency_ms"] for x in sums])
     s["processes"] = len(reports)
     series = []
     for rows in zip(*(r["series"] for r in reports)):
-        row = {k: sum(r[k] for r in rows) for k in ("received", "sent", "connected",
+        row = {k: sum(r[k] for r in rows) for k in ("received", "sent", "connected", "joined",
                                                       "deliveries_per_sec", "sends_per_sec")}
+        row["presence_per_client_per_sec"] = weighted(
+            [r["presence_per_client_per_sec"] for r in rows], [r["joined"] for r in rows]
+        )
         row["t_secs"] = rows[0]["t_secs"]
         row["p99_ms"] = max(r["p99_ms"] for r in rows)
         row["p50_ms"] = weighted([r["p50_ms"] for r in rows], [r["deliveries_per_sec"] for r in rows])
@@ -170,7 +224,30 @@ def mode_result(work, mode):
     if mode == "latency":
         with open(os.path.join(work, "latency.interval")) as f:
             result["interval_ms"] = int(f.read())
+    result.update(membership_result(s["membership"], p, nodes_cpu))
     return result
+
+
+def membership_result(m, p, nodes_cpu):
+    """Joins, presence and counts, and with a hold what the nodes spent on the joins (from
+    the start to the hold, idle settling included) and after it (the churn, if any)."""
+    out = {
+        "membership": m,
+        "redis_used_mib": round(p.get("redis_used_kib", 0) / 1024, 1),
+    }
+    if "node1_held_cpu" not in p:
+        return out
+    held_cpu = sum(p[f"node{i}_held_cpu"] for i in (1, 2, 3))
+    joining = held_cpu - sum(p[f"node{i}_start_cpu"] for i in (1, 2, 3))
+    joins = m["join_latency_ms"]["samples"]
+    out["redis_held_used_mib"] = round(p["redis_held_used_kib"] / 1024, 1)
+    out["node_cpu_secs_joining"] = round(joining, 2)
+    out["node_cpu_us_per_join"] = round(joining * 1e6 / joins, 1) if joins else None
+    out["node_cpu_secs_after_hold"] = round(nodes_cpu - held_cpu, 2)
+    churn = m.get("churn")
+    if churn and churn["leaves"]:
+        out["node_cpu_us_per_churn"] = round((nodes_cpu - held_cpu) * 1e6 / churn["leaves"], 1)
+    return out
 
 
 def fmt_rate(value):
@@ -181,57 +258,70 @@ def fmt_rate(value):
     return f"{value:.0f}"
 
 
-def markdown(results, m, duration):
-    lines = [
+def dash(value):
+    """A figure, or a dash where there is none (CPU per million deliveries of idle modes)."""
+    return "–" if value is None else value
+
+
+def header(results, m):
+    modes = ", ".join(results)
+    return [
         f"# Cluster benchmark, {os.environ['STAMP']}",
         "",
         f"Three chat-server nodes and Redis on loopback, ws-client on the same machine, "
-        f"{duration} s per mode, a fresh cluster per mode, encryption on, node flags "
+        f"modes {modes}, a fresh cluster per mode, encryption on, node flags "
         f"`{m['node_flags']}`. "
-        f"Reproduce with `bench/run.sh`.",
+        "Reproduce with `bench/run.sh"
+        + (" --big-room`." if list(results) == ["big-room"] else "`."),
         "",
         f"Machine: {m['cores']} cores, {m['cpu']}, {m['memory_gib']} GiB, Linux {m['kernel']}, "
         f"{m['rustc']}, {m['redis']}, commit {m['commit']}. "
         f"Load average before/after: {m['load_average_before']} / {m['load_average_after']} "
         f"(the machine may be shared with other work: read the figures as a floor).",
         "",
-        "| mode | clients | deliveries/s | peak 3 s | sends/s | p50 ms | p99 ms | max ms "
+        "| mode | clients | seconds | deliveries/s | peak 3 s | sends/s | p50 ms | p99 ms | max ms "
         "| missing | dup. | node peak RSS MiB | Redis MiB | server CPU s / M | client CPU s / M |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ] + [
+        f"| {mode} | {r['clients']} | {r['summary']['duration_secs']:.0f} "
+        f"| {fmt_rate(r['deliveries_per_sec'])} "
+        f"| {fmt_rate(r['peak_interval_deliveries_per_sec'])} "
+        f"| {fmt_rate(r['sends_per_sec'])} | {r['latency_ms']['p50']:.2f} "
+        f"| {r['latency_ms']['p99']:.2f} "
+        f"| {r['latency_ms']['max']:.1f} | {r['missing']} | {r['duplicates']} "
+        f"| {' / '.join(f'{x:.0f}' for x in r['node_peak_rss_mib'])} "
+        f"| {r['redis_peak_rss_mib']:.0f} | {dash(r['server_cpu_secs_per_million'])} "
+        f"| {dash(r['client_cpu_secs_per_million'])} |"
+        for mode, r in results.items()
     ]
-    for mode in MODES:
-        r = results[mode]
-        lat = r["latency_ms"]
-        lines.append(
-            f"| {mode} | {r['clients']} | {fmt_rate(r['deliveries_per_sec'])} "
-            f"| {fmt_rate(r['peak_interval_deliveries_per_sec'])} "
-            f"| {fmt_rate(r['sends_per_sec'])} | {lat['p50']:.2f} | {lat['p99']:.2f} "
-            f"| {lat['max']:.1f} | {r['missing']} | {r['duplicates']} "
-            f"| {' / '.join(f'{x:.0f}' for x in r['node_peak_rss_mib'])} "
-            f"| {r['redis_peak_rss_mib']:.0f} | {r['server_cpu_secs_per_million']} "
-            f"| {r['client_cpu_secs_per_million']} |"
-        )
+
+
+def ingest_text(results):
     ingest = results["http-ingest"]
-    lines += [
-        "",
+    return [
         f"HTTP ingest: {fmt_rate(ingest['sends_per_sec'])} messages/s accepted through "
         "`POST /api/publish/batch` on node 1 (its sends/s: ws-client's defaults, batches of "
         "20,000 and 2 requests in flight, the 2 feeders counted among its clients), "
         f"{fmt_rate(ingest['deliveries_per_sec'])} deliveries/s to the WebSocket members on "
         "the three nodes; latency runs from stamping a message into its batch to its arrival.",
     ]
+
+
+def many_text(results):
     many = results["many-clients"]
-    if "node_rss_kib_per_connection" in many:
-        lines += [
-            "",
-            f"Many-clients: {many['peak_connected']} connections at peak, node RSS "
-            f"{many['node_rss_kib_per_connection']} KiB per connection "
-            "(peak RSS of the three nodes less their idle RSS, over the peak connections).",
-        ]
+    if "node_rss_kib_per_connection" not in many:
+        return []
+    return [
+        f"Many-clients: {many['peak_connected']} connections at peak, node RSS "
+        f"{many['node_rss_kib_per_connection']} KiB per connection "
+        "(peak RSS of the three nodes less their idle RSS, over the peak connections).",
+    ]
+
+
+def latency_text(results):
     sat = results["saturation"]
     lat = results["latency"]
-    lines += [
-        "",
+    return [
         f"Latency at a tenth of saturation: {lat['clients']} clients in one room over the three "
         f"nodes, each sending every {lat['interval_ms']} ms, chosen from saturation's "
         f"{fmt_rate(sat['deliveries_per_sec'])} deliveries/s: "
@@ -239,27 +329,101 @@ def markdown(results, m, duration):
         f"recipient p50 {lat['latency_ms']['p50']:.2f} ms, p99 {lat['latency_ms']['p99']:.2f} ms, "
         f"max {lat['latency_ms']['max']:.1f} ms (targets: p50 below 0.5 ms, p99 below 2 ms).",
     ]
+
+
+def joins_text(r):
+    """Joins and what the clients saw, for the modes whose clients hold idle."""
+    m = r["membership"]
+    j = m["join_latency_ms"]
+    return (
+        f"{m['clients_joined']} clients joined, {m['joined_at_end']} in their room at the end, "
+        f"{r['reconnects']} reconnects; join latency (join sent to joined received) "
+        f"p50 {j['p50']:.1f} ms, p99 {j['p99']:.1f} ms, max {j['max']:.1f} ms over "
+        f"{j['samples']} joins; {m['presence_per_client_per_sec']:.2f} presence frames per "
+        f"member per second joined ({m['peak_presence_per_client_per_sec']:.2f} in the busiest "
+        f"3 s). "
+    )
+
+
+def connections_text(results):
     conn = results["connections"]
-    if "held_connections" in conn:
-        s = conn["summary"]
+    if "held_connections" not in conn:
+        return []
+    return [
+        f"Connections: {conn['processes']} ws-client processes side by side, "
+        f"{conn['clients']} idle clients in all, {conn['summary']['rooms']} rooms. "
+        + joins_text(conn)
+        + "Once all had joined and the nodes were idle, the nodes held "
+        f"{' / '.join(str(c) for c in conn['held_connections'])} connections "
+        f"({sum(conn['held_connections'])} in all) at "
+        f"{' / '.join(f'{x:.0f}' for x in conn['held_rss_mib'])} MiB of RSS: "
+        f"{' / '.join(str(x) for x in conn['idle_rss_kib_per_connection'])} KiB per "
+        f"connection (RSS then less RSS before any connection, over the node's connections; "
+        f"{conn['idle_rss_kib_per_connection_all']} KiB over all three; target at most 6 KiB).",
+    ]
+
+
+def settled_text(m):
+    c = m["counts"]
+    if c["settled_ms"] is None:
+        return (
+            f"the counts members saw did not agree ({c['behind']} members behind their room's "
+            f"highest, counts {c['count_min']} to {c['count_max']})"
+        )
+    truth = "the number of clients joined" if c["count"] == c["joined"] else (
+        f"not the {c['joined']} clients joined"
+    )
+    return (
+        f"every member saw count {c['count']} ({truth}), settled {c['settled_ms']:.0f} ms after "
+        "the last join or leave of any process"
+    )
+
+
+def big_room_text(results):
+    big = results["big-room"]
+    m = big["membership"]
+    lines = [
+        f"Big room: {big['processes']} ws-client processes side by side, one loopback source "
+        f"address each, {big['clients']} clients joining one room over the three nodes. "
+        + joins_text(big)
+        + f"`joined` listed at most {m['joined_names_max']} names ({m['joined_cut']} said "
+        f"`more_members`). Node CPU for the joins (start to the hold, idle settling included): "
+        f"{big.get('node_cpu_secs_joining')} s, {big.get('node_cpu_us_per_join')} µs per join. "
+        f"Held: {' / '.join(str(c) for c in big.get('held_connections', []))} connections at "
+        f"{' / '.join(f'{x:.0f}' for x in big.get('held_rss_mib', []))} MiB of node RSS, "
+        f"Redis using {big.get('redis_held_used_mib')} MiB (peak RSS {big['redis_peak_rss_mib']} "
+        "MiB).",
+    ]
+    churn = m.get("churn")
+    if churn:
+        r = churn["rejoin_latency_ms"]
         lines += [
             "",
-            f"Connections: {conn['processes']} ws-client processes side by side, "
-            f"{conn['clients']} clients in all, {s['rooms']} rooms, each client sending once on "
-            f"joining. Once all had joined and the nodes were idle, the nodes held "
-            f"{' / '.join(str(c) for c in conn['held_connections'])} connections "
-            f"({sum(conn['held_connections'])} in all) at "
-            f"{' / '.join(f'{x:.0f}' for x in conn['held_rss_mib'])} MiB of RSS: "
-            f"{' / '.join(str(x) for x in conn['idle_rss_kib_per_connection'])} KiB per "
-            f"connection (RSS then less RSS before any connection, over the node's connections; "
-            f"{conn['idle_rss_kib_per_connection_all']} KiB over all three; target at most 6 KiB). "
-            f"Missing {conn['missing']} and duplicates {conn['duplicates']} of "
-            f"{conn['expected']} owed, summed over the processes; their latency merged as the "
-            "worst p99 and max and a sample-weighted p50.",
+            f"Churn: {churn['percent']}% of the members ({churn['per_sec']} a second in all) "
+            f"leaving and rejoining every second for {churn['secs']:.0f} s"
+            + ("" if churn["complete"] else " (cut short by the end of the run)")
+            + f": {churn['leaves']} leaves answered, {churn['skipped']} turns skipped; rejoin "
+            f"latency p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms, max {r['max']:.1f} ms; node "
+            f"CPU after the hold {big.get('node_cpu_secs_after_hold')} s "
+            f"({big.get('node_cpu_us_per_churn')} µs per leave and rejoin). After it, "
+            + settled_text(m)
+            + ".",
         ]
-    lines += ["", "Overload, per mode (what the nodes refused or closed, and what clients skipped):", ""]
-    for mode in MODES:
-        r = results[mode]
+    return lines
+
+
+PARAGRAPHS = [
+    (("http-ingest",), ingest_text),
+    (("many-clients",), many_text),
+    (("saturation", "latency"), latency_text),
+    (("connections",), connections_text),
+    (("big-room",), big_room_text),
+]
+
+
+def overload_lines(results):
+    lines = ["Overload, per mode (what the nodes refused or closed, and what clients skipped):", ""]
+    for mode, r in results.items():
         failures = ", ".join(f"{k}: {v}" for k, v in r["connection_failures"].items()) or "none"
         errors = ", ".join(f"{k}: {v}" for k, v in r["errors"].items()) or "none"
         lines.append(
@@ -270,17 +434,38 @@ def markdown(results, m, duration):
             + ("" if r["summary"]["drain_complete"] else ", cut off with deliveries still arriving")
             + "."
         )
-    lines += ["", "Status lines (every 3 s), per mode:", ""]
-    for mode in MODES:
+    return lines
+
+
+def status_lines(results):
+    lines = ["Status lines (every 3 s), per mode:", ""]
+    for mode, r in results.items():
+        idle = r["summary"]["mode"] == "idle"
         lines += [f"{mode}:", "", "```"]
-        for row in results[mode]["series"]:
-            lines.append(
-                f"status: Status({row['received']}, {row['sent']}, {row['connected']})  "
-                f"{fmt_rate(row['deliveries_per_sec'])} deliveries/s  "
-                f"{fmt_rate(row['sends_per_sec'])} sends/s  "
-                f"p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms"
-            )
+        for row in r["series"]:
+            tuple_ = f"status: Status({row['received']}, {row['sent']}, {row['connected']})"
+            if idle:
+                lines.append(
+                    f"{tuple_}  {row['joined']} joined  "
+                    f"{row['presence_per_client_per_sec']:.2f} presence/client/s"
+                )
+            else:
+                lines.append(
+                    f"{tuple_}  {fmt_rate(row['deliveries_per_sec'])} deliveries/s  "
+                    f"{fmt_rate(row['sends_per_sec'])} sends/s  "
+                    f"p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms"
+                )
         lines += ["```", ""]
+    return lines
+
+
+def markdown(results, m):
+    lines = header(results, m)
+    for needs, paragraph in PARAGRAPHS:
+        if all(mode in results for mode in needs):
+            lines += [""] + paragraph(results)
+    lines += [""] + overload_lines(results)
+    lines += [""] + status_lines(results)
     return "\n".join(lines)
 
 
@@ -288,13 +473,13 @@ def main():
     work = os.environ["WORK"]
     out = sys.argv[1]
     m = machine()
-    results = {mode: mode_result(work, mode) for mode in MODES}
-    duration = round(results["few-clients"]["summary"]["duration_secs"])
+    ran = [mode for mode in MODES if os.path.exists(os.path.join(work, mode + ".facts"))]
+    results = {mode: mode_result(work, mode) for mode in ran}
     with open(out + ".json", "w") as f:
         json.dump({"machine": m, "results": results}, f, indent=2)
         f.write("\n")
     with open(out + ".md", "w") as f:
-        f.write(markdown(results, m, duration))
+        f.write(markdown(results, m))
 
 
 main()

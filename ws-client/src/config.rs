@@ -1,8 +1,8 @@
 //! Command-line flags and the plan they resolve to.
 //!
 //! Each mode has defaults that reproduce a known schedule (the two of the original
-//! rust-chat-server load client, and an ack-paced saturation run); every part of a schedule
-//! can be overridden on its own.
+//! rust-chat-server load client, an ack-paced saturation run, and clients that only join and
+//! hold); every part of a schedule can be overridden on its own.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -31,11 +31,13 @@ pub(crate) struct Args {
     #[arg(long, value_enum, default_value_t = Mode::FewClients)]
     pub mode: Mode,
 
-    /// Stop adding clients at N [default: unlimited; 100 in saturation mode].
+    /// Stop adding clients at N [default: unlimited; 100 in saturation, 10 in http-ingest,
+    /// 1000 in idle mode].
     #[arg(long, value_name = "N")]
     pub clients: Option<usize>,
 
-    /// Clients added per second [default: 10 few-clients, 100 many-clients, 100 saturation].
+    /// Clients added per second [default: 10 few-clients, 100 many-clients, 100 saturation,
+    /// 1000 idle].
     #[arg(long, value_name = "PER_SEC")]
     pub ramp: Option<f64>,
 
@@ -103,6 +105,20 @@ pub(crate) struct Args {
     /// Messages per POST /api/publish/batch in http-ingest mode.
     #[arg(long, value_name = "N", default_value_t = 20_000)]
     pub batch: usize,
+
+    /// Idle mode: once every client has joined, this percentage of them leaves the room and
+    /// comes back every second, for `--churn-secs` [default: 0, no churn].
+    #[arg(long = "churn-percent", value_name = "PERCENT", default_value_t = 0.0)]
+    pub churn_percent: f64,
+
+    /// Seconds of churn.
+    #[arg(long = "churn-secs", value_name = "SECS", default_value_t = 60.0)]
+    pub churn_secs: f64,
+
+    /// Seconds between the last client joining and the churn starting, so that the cluster
+    /// is seen holding the room quietly first.
+    #[arg(long = "churn-delay-secs", value_name = "SECS", default_value_t = 5.0)]
+    pub churn_delay_secs: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -117,6 +133,9 @@ pub(crate) enum Mode {
     /// 10 clients that only read, fed through the first node's HTTP API: batches of `--batch`
     /// messages posted as fast as replies allow, `--in-flight` requests at a time.
     HttpIngest,
+    /// 1,000 clients, 1,000 a second, that join and hold without sending; with
+    /// `--churn-percent`, some leave and come back every second once all have joined.
+    Idle,
 }
 
 impl Mode {
@@ -126,6 +145,7 @@ impl Mode {
             Mode::ManyClients => "many-clients",
             Mode::Saturation => "saturation",
             Mode::HttpIngest => "http-ingest",
+            Mode::Idle => "idle",
         }
     }
 }
@@ -137,7 +157,7 @@ pub(crate) enum Pace {
     Every(Duration),
     /// Refill the window whenever a reply arrives.
     AckPaced,
-    /// Never: the clients only read (messages come through the HTTP API).
+    /// Never: the clients only read (messages come through the HTTP API, or none at all).
     Listen,
 }
 
@@ -158,6 +178,18 @@ pub(crate) struct Plan {
     pub sources: Sources,
     /// The HTTP API key and batch size, in http-ingest mode.
     pub ingest: Option<Ingest>,
+    /// Members leaving and rejoining, in idle mode.
+    pub churn: Option<Churn>,
+}
+
+/// Idle mode's churn: every second, `per_sec` clients (taken in turn) leave their room and
+/// join it again, for `secs`, starting `delay` after every client joined.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Churn {
+    pub percent: f64,
+    pub per_sec: usize,
+    pub secs: Duration,
+    pub delay: Duration,
 }
 
 /// How http-ingest mode feeds the cluster.
@@ -209,12 +241,38 @@ impl Args {
         Ok(())
     }
 
+    /// The churn asked for, checked against the mode and the number of clients.
+    fn churn(&self, clients: Option<usize>) -> anyhow::Result<Option<Churn>> {
+        let percent = self.churn_percent;
+        if percent == 0.0 {
+            return Ok(None);
+        }
+        if !(percent > 0.0 && percent <= 100.0) {
+            bail!("--churn-percent takes a percentage above 0 and at most 100");
+        }
+        if self.mode != Mode::Idle {
+            bail!("--churn-percent is for idle mode");
+        }
+        let Some(clients) = clients else {
+            bail!("--churn-percent needs a number of --clients");
+        };
+        // Round up, so that a small run still churns someone.
+        let per_sec = (clients as f64 * percent / 100.0).ceil() as usize;
+        Ok(Some(Churn {
+            percent,
+            per_sec,
+            secs: secs(self.churn_secs, "--churn-secs")?,
+            delay: secs(self.churn_delay_secs, "--churn-delay-secs")?,
+        }))
+    }
+
     pub(crate) fn plan(&self) -> anyhow::Result<Plan> {
         let (clients, ramp, interval_ms, in_flight) = match self.mode {
             Mode::FewClients => (None, 10.0, Some(30), 64),
             Mode::ManyClients => (None, 100.0, Some(5_000), 64),
             Mode::Saturation => (Some(100), 100.0, None, 8),
             Mode::HttpIngest => (Some(10), 100.0, None, 2),
+            Mode::Idle => (Some(1_000), 1_000.0, None, 1),
         };
         let clients = self.clients.or(clients);
         let ramp = self.ramp.unwrap_or(ramp);
@@ -223,7 +281,7 @@ impl Args {
         }
         let pace = match (self.mode, self.interval_ms.or(interval_ms)) {
             (Mode::Saturation, _) => Pace::AckPaced,
-            (Mode::HttpIngest, _) => Pace::Listen,
+            (Mode::HttpIngest | Mode::Idle, _) => Pace::Listen,
             (_, Some(0)) => bail!("--interval-ms must be at least 1"),
             (_, Some(ms)) => Pace::Every(Duration::from_millis(ms)),
             (_, None) => unreachable!("schedule modes have a default interval"),
@@ -251,10 +309,6 @@ impl Args {
             }),
             _ => None,
         };
-        let secs = |value: f64, flag: &str| {
-            Duration::try_from_secs_f64(value)
-                .with_context(|| format!("{flag} must be a non-negative number of seconds"))
-        };
         Ok(Plan {
             mode: self.mode,
             urls: self.urls.clone(),
@@ -266,6 +320,7 @@ impl Args {
             message_size: self.message_size,
             duration: secs(self.duration, "--duration")?,
             drain: secs(self.drain_secs, "--drain-secs")?,
+            churn: self.churn(clients)?,
             name_prefix: self.name_prefix.clone(),
             sources: Sources {
                 first: self.first_source_address,
@@ -274,6 +329,11 @@ impl Args {
             ingest,
         })
     }
+}
+
+fn secs(value: f64, flag: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value)
+        .with_context(|| format!("{flag} must be a non-negative number of seconds"))
 }
 
 #[cfg(test)]
@@ -307,6 +367,51 @@ mod tests {
     }
 
     #[test]
+    fn idle_mode_joins_and_holds_and_churns_on_request() {
+        let idle = plan(&["--mode", "idle"]).unwrap();
+        assert!(matches!(idle.pace, Pace::Listen));
+        assert_eq!(
+            (idle.clients, idle.ramp_every),
+            (Some(1_000), Duration::from_millis(1))
+        );
+        assert_eq!((idle.rooms.len(), idle.churn), (1, None));
+
+        let big = plan(&[
+            "--mode",
+            "idle",
+            "--clients",
+            "10001",
+            "--ramp",
+            "500",
+            "--churn-percent",
+            "5",
+            "--churn-secs",
+            "30",
+            "--churn-delay-secs",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(
+            (big.clients, big.ramp_every),
+            (Some(10_001), Duration::from_millis(2))
+        );
+        assert_eq!(
+            big.churn,
+            Some(Churn {
+                percent: 5.0,
+                per_sec: 501,
+                secs: Duration::from_secs(30),
+                delay: Duration::ZERO,
+            })
+        );
+        let tiny = plan(&["--mode", "idle", "--clients", "3", "--churn-percent", "1"]).unwrap();
+        assert_eq!(
+            tiny.churn.map(|c| (c.per_sec, c.secs, c.delay)),
+            Some((1, Duration::from_secs(60), Duration::from_secs(5)))
+        );
+    }
+
+    #[test]
     fn refuses_nonsense() {
         for args in [
             &["--ramp", "0"][..],
@@ -325,6 +430,26 @@ mod tests {
             ],
             &["--mode", "http-ingest"],
             &["--mode", "http-ingest", "--api-key", "k", "--batch", "0"],
+            &["--churn-percent", "5"],
+            &["--mode", "idle", "--churn-percent", "101"],
+            &["--mode", "idle", "--churn-percent", "-1"],
+            &["--mode", "idle", "--churn-percent", "NaN"],
+            &[
+                "--mode",
+                "idle",
+                "--churn-percent",
+                "5",
+                "--churn-secs",
+                "-1",
+            ],
+            &[
+                "--mode",
+                "idle",
+                "--churn-percent",
+                "5",
+                "--churn-delay-secs",
+                "inf",
+            ],
         ] {
             assert!(plan(args).is_err(), "{args:?}");
         }

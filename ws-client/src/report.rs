@@ -9,6 +9,8 @@ use anyhow::Context as _;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::config::Mode;
+use crate::room_report::RoomSummary;
 use crate::stats::{Row, human, percentile_ms};
 
 /// Sender-to-recipient latency over the whole run, in milliseconds.
@@ -92,6 +94,8 @@ pub(crate) struct Summary {
     /// Connections that failed or ended before the run did, by cause.
     pub connection_failures: BTreeMap<String, u64>,
     pub reconnects: u64,
+    /// Joins, presence and the counts clients saw of their rooms.
+    pub membership: RoomSummary,
 }
 
 #[derive(Debug, Serialize)]
@@ -103,7 +107,15 @@ pub(crate) struct Report {
 impl Summary {
     /// Whether the run proved anything went wrong: something missing or duplicated, or nothing
     /// to check at all.
-    pub(crate) fn verdict(&self) -> Result<(), String> {
+    /// Whether the run proved anything went wrong; what it proved right otherwise.
+    pub(crate) fn verdict(&self) -> Result<&'static str, String> {
+        // Idle clients send nothing: what is checked is that they all joined and agree.
+        if self.mode == Mode::Idle.name() {
+            return self
+                .membership
+                .verdict(self.clients_started)
+                .map(|()| "every client in its room, every room's clients agree on its count");
+        }
         if self.missing > 0 || self.duplicates > 0 {
             let late = if self.drain_complete {
                 ""
@@ -118,7 +130,7 @@ impl Summary {
         if self.expected == 0 {
             return Err("no delivery was owed to a joined client: nothing was checked".to_owned());
         }
-        Ok(())
+        Ok("nothing missing, no duplicates")
     }
 
     /// The human summary.
@@ -167,6 +179,7 @@ impl Summary {
             "  latency ms   avg {:.2}  p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}  ({} samples)",
             l.avg, l.p50, l.p90, l.p99, l.p999, l.max, l.samples
         );
+        self.membership.render(&mut out);
         for (title, map) in [
             ("errors", &self.errors),
             ("conn. failures", &self.connection_failures),
@@ -197,12 +210,12 @@ impl Report {
 
     fn csv(&self) -> String {
         let mut out = String::from(
-            "row,t_secs,received,sent,connected,deliveries_per_sec,sends_per_sec,p50_ms,p99_ms,expected,missing,duplicates\n",
+            "row,t_secs,received,sent,connected,deliveries_per_sec,sends_per_sec,p50_ms,p99_ms,expected,missing,duplicates,joined,presence_per_client_per_sec\n",
         );
         for row in &self.series {
             let _ = writeln!(
                 out,
-                "interval,{:.3},{},{},{},{:.1},{:.1},{:.3},{:.3},,,",
+                "interval,{:.3},{},{},{},{:.1},{:.1},{:.3},{:.3},,,,{},{:.3}",
                 row.t_secs,
                 row.received,
                 row.sent,
@@ -210,13 +223,15 @@ impl Report {
                 row.deliveries_per_sec,
                 row.sends_per_sec,
                 row.p50_ms,
-                row.p99_ms
+                row.p99_ms,
+                row.joined,
+                row.presence_per_client_per_sec
             );
         }
         let s = &self.summary;
         let _ = writeln!(
             out,
-            "total,{:.3},{},{},{},{:.1},{:.1},{:.3},{:.3},{},{},{}",
+            "total,{:.3},{},{},{},{:.1},{:.1},{:.3},{:.3},{},{},{},{},{:.3}",
             s.duration_secs,
             s.frames_received,
             s.sent,
@@ -227,7 +242,9 @@ impl Report {
             s.latency_ms.p99,
             s.expected,
             s.missing,
-            s.duplicates
+            s.duplicates,
+            s.membership.joined_at_end,
+            s.membership.presence_per_client_per_sec
         );
         out
     }

@@ -1,5 +1,6 @@
-//! One run from start to verdict: add clients on the schedule, print the status line every
-//! 3 s, stop sending at the end, drain, then count what every member was owed and received.
+//! One run from start to verdict: add clients on the schedule (and churn them, in idle mode),
+//! print the status line every 3 s, stop sending at the end and take the snapshot of what the
+//! clients see of their rooms, drain, then count what every member was owed and received.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -7,12 +8,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::churn;
 use crate::client::{self, Outcome, Phase, Shared};
-use crate::config::Plan;
+use crate::config::{Mode, Plan};
 use crate::connect::Target;
 use crate::ingest;
 use crate::ledger::RoomLedger;
 use crate::report::{Latency, Report, Summary};
+use crate::room_report::RoomSummary;
 use crate::stats::{self, Board, Row};
 
 /// Seconds between status lines, as in the original tool.
@@ -41,6 +44,13 @@ pub(crate) async fn run(plan: Plan, open_file_limit: u64) -> anyhow::Result<Repo
     let reporter = tokio::spawn(report_status(Arc::clone(&shared), phase_rx.clone(), start));
 
     let deadline = tokio::time::Instant::from_std(start + plan.duration);
+    let churn = match (plan.churn, plan.clients) {
+        (Some(churn), Some(clients)) => Some((
+            churn,
+            tokio::spawn(churn::drive(Arc::clone(&shared), churn, clients, deadline)),
+        )),
+        _ => None,
+    };
     let clients = add_clients(&shared, &phase_rx, deadline).await;
     let feeders = match &plan.ingest {
         Some(ingest) => ingest::start(&shared, ingest, &phase_rx),
@@ -48,7 +58,13 @@ pub(crate) async fn run(plan: Plan, open_file_limit: u64) -> anyhow::Result<Repo
     };
     tokio::time::sleep_until(deadline).await;
     let sending = start.elapsed();
+    // Before anyone closes: closing clients would change the counts being checked.
+    let views = shared.board.views();
     let _ = phase_tx.send(Phase::Draining);
+    let churn = match churn {
+        Some((asked, handle)) => Some((asked, handle.await.unwrap_or_default())),
+        None => None,
+    };
     let drain = drain(&shared.board, plan.drain).await;
     let _ = phase_tx.send(Phase::Done);
 
@@ -77,8 +93,21 @@ pub(crate) async fn run(plan: Plan, open_file_limit: u64) -> anyhow::Result<Repo
         }
     }
     let series = reporter.await.unwrap_or_default();
+    let membership = RoomSummary::of(
+        plan.rooms.len(),
+        views,
+        &shared.board.join_totals(),
+        &series,
+        churn,
+    );
+    let ended = Ended {
+        sending,
+        drain,
+        open_file_limit,
+        membership,
+    };
     Ok(Report {
-        summary: summarize(&shared, &outcomes, sending, drain, open_file_limit, &series),
+        summary: summarize(&shared, &outcomes, ended, &series),
         series,
     })
 }
@@ -150,7 +179,10 @@ async fn report_status(
             now.duration_since(last),
         );
         last = now;
-        println!("{}", stats::status_line(&row));
+        println!(
+            "{}",
+            stats::status_line(&row, shared.plan.mode == Mode::Idle)
+        );
         series.push(row);
         if done {
             return series;
@@ -158,14 +190,22 @@ async fn report_status(
     }
 }
 
-fn summarize(
-    shared: &Shared,
-    outcomes: &[Outcome],
+/// How the run ended, beside the clients' outcomes.
+struct Ended {
     sending: Duration,
-    (drained, drain_complete): (Duration, bool),
+    /// How long the drain took, and whether deliveries had stopped.
+    drain: (Duration, bool),
     open_file_limit: u64,
-    series: &[Row],
-) -> Summary {
+    membership: RoomSummary,
+}
+
+fn summarize(shared: &Shared, outcomes: &[Outcome], ended: Ended, series: &[Row]) -> Summary {
+    let Ended {
+        sending,
+        drain: (drained, drain_complete),
+        open_file_limit,
+        membership,
+    } = ended;
     let plan = &shared.plan;
     let board = &shared.board;
     let tallies: Vec<_> = shared.rooms.iter().map(RoomLedger::freeze).collect();
@@ -213,5 +253,6 @@ fn summarize(
         errors: board.errors(),
         connection_failures: board.failures(),
         reconnects: board.reconnects(),
+        membership,
     }
 }

@@ -7,12 +7,16 @@
 //! total and prints the interval's rates and percentiles.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::payload::now_us;
+use crate::view::{RoomView, Seen};
 
 /// Latencies are recorded in microseconds, up to an hour, to three significant digits.
 pub(crate) fn new_histogram() -> Histogram<u64> {
@@ -37,6 +41,14 @@ pub(crate) struct ClientStats {
     pub duplicates: AtomicU64,
     /// Scheduled sends skipped: the window was full or the node had asked the client to wait.
     pub skipped: AtomicU64,
+    /// `presence` frames received, and of those the ones that named who came and went.
+    pub presence: AtomicU64,
+    pub presence_named: AtomicU64,
+    /// Whether the client is in its room and the last count it saw.
+    pub view: RoomView,
+    /// Asks the client to leave its room and come back (churn).
+    pub churn: Notify,
+    ever_joined: AtomicBool,
 }
 
 impl ClientStats {
@@ -47,6 +59,11 @@ impl ClientStats {
             sent: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
+            presence: AtomicU64::new(0),
+            presence_named: AtomicU64::new(0),
+            view: RoomView::new(),
+            churn: Notify::new(),
+            ever_joined: AtomicBool::new(false),
         }
     }
 }
@@ -69,6 +86,50 @@ pub(crate) struct Row {
     /// Sender-to-recipient latency percentiles over the interval, in milliseconds.
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// Clients in their room now.
+    pub joined: usize,
+    /// `presence` frames over the interval per second each client was joined in it.
+    pub presence_per_client_per_sec: f64,
+}
+
+/// Membership of the clients in their rooms, and what joining cost.
+struct Joins {
+    /// Clients in their room now, and clients that ever got a `joined`.
+    now: AtomicUsize,
+    ever: AtomicUsize,
+    /// From sending `join` to receiving `joined`, in µs: first joins and rejoins after a
+    /// reconnect, and apart from them rejoins after a churn leave.
+    latency: Mutex<Histogram<u64>>,
+    churn_latency: Mutex<Histogram<u64>>,
+    /// Churn leaves answered with `left`.
+    leaves: AtomicU64,
+    /// The most names one `joined` listed, and how many `joined` said `more_members`.
+    names_max: AtomicUsize,
+    cut: AtomicU64,
+}
+
+impl Default for Joins {
+    fn default() -> Joins {
+        Joins {
+            now: AtomicUsize::new(0),
+            ever: AtomicUsize::new(0),
+            latency: Mutex::new(new_histogram()),
+            churn_latency: Mutex::new(new_histogram()),
+            leaves: AtomicU64::new(0),
+            names_max: AtomicUsize::new(0),
+            cut: AtomicU64::new(0),
+        }
+    }
+}
+
+/// What the run's joins came to.
+pub(crate) struct JoinTotals {
+    pub ever: usize,
+    pub latency: Histogram<u64>,
+    pub churn_latency: Histogram<u64>,
+    pub churn_leaves: u64,
+    pub names_max: usize,
+    pub cut: u64,
 }
 
 /// What all clients share: the registry of their counters and the rare events.
@@ -77,6 +138,7 @@ pub(crate) struct Board {
     connected: AtomicUsize,
     peak_connected: AtomicUsize,
     reconnects: AtomicU64,
+    joins: Joins,
     failures: Mutex<BTreeMap<String, u64>>,
     errors: Mutex<BTreeMap<String, u64>>,
     /// Latencies since the last report; client i records into shard i mod LATENCY_SHARDS.
@@ -93,6 +155,10 @@ pub(crate) struct Totals {
     pub sent: u64,
     pub duplicates: u64,
     pub skipped: u64,
+    pub presence: u64,
+    pub presence_named: u64,
+    /// Microseconds clients spent joined, summed.
+    pub joined_us: u64,
 }
 
 impl Board {
@@ -102,6 +168,7 @@ impl Board {
             connected: AtomicUsize::new(0),
             peak_connected: AtomicUsize::new(0),
             reconnects: AtomicU64::new(0),
+            joins: Joins::default(),
             failures: Mutex::new(BTreeMap::new()),
             errors: Mutex::new(BTreeMap::new()),
             latency: (0..LATENCY_SHARDS)
@@ -157,6 +224,74 @@ impl Board {
         self.reconnects.load(Relaxed)
     }
 
+    /// `client` entered its room: its `joined` arrived, listing `names` names and saying
+    /// `more_members` when `more`.
+    pub(crate) fn entered(&self, client: &ClientStats, names: usize, more: bool) {
+        if client.view.set_joined(true, now_us(), true) {
+            self.joins.now.fetch_add(1, Relaxed);
+        }
+        if !client.ever_joined.swap(true, Relaxed) {
+            self.joins.ever.fetch_add(1, Relaxed);
+        }
+        self.joins.names_max.fetch_max(names, Relaxed);
+        if more {
+            self.joins.cut.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// `client` is out of its room: `left` arrived (`by_reply`) or its connection ended.
+    pub(crate) fn exited(&self, client: &ClientStats, by_reply: bool) {
+        if client.view.set_joined(false, now_us(), by_reply) {
+            self.joins.now.fetch_sub(1, Relaxed);
+        }
+        if by_reply {
+            self.joins.leaves.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// How long a join took to be answered; `churn` for a rejoin after a churn leave.
+    pub(crate) fn record_join(&self, took: Duration, churn: bool) {
+        let histogram = if churn {
+            &self.joins.churn_latency
+        } else {
+            &self.joins.latency
+        };
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        lock(histogram).saturating_record(micros.max(1));
+    }
+
+    /// Clients in their room now.
+    pub(crate) fn joined_now(&self) -> usize {
+        self.joins.now.load(Relaxed)
+    }
+
+    pub(crate) fn join_totals(&self) -> JoinTotals {
+        JoinTotals {
+            ever: self.joins.ever.load(Relaxed),
+            latency: lock(&self.joins.latency).clone(),
+            churn_latency: lock(&self.joins.churn_latency).clone(),
+            churn_leaves: self.joins.leaves.load(Relaxed),
+            names_max: self.joins.names_max.load(Relaxed),
+            cut: self.joins.cut.load(Relaxed),
+        }
+    }
+
+    /// Every client's counters, in the order the clients were added (client i first).
+    pub(crate) fn clients(&self) -> Vec<Arc<ClientStats>> {
+        lock(&self.clients).clone()
+    }
+
+    /// Every client's view of its room now, client i first, and the `presence` frames they
+    /// received so far (all of them, and those that carried names).
+    pub(crate) fn views(&self) -> (Vec<Seen>, u64, u64) {
+        let now = now_us();
+        let clients = lock(&self.clients);
+        let views = clients.iter().map(|c| c.view.seen(now)).collect();
+        let presence = clients.iter().map(|c| c.presence.load(Relaxed)).sum();
+        let named = clients.iter().map(|c| c.presence_named.load(Relaxed)).sum();
+        (views, presence, named)
+    }
+
     /// A connection that failed or ended early, by cause.
     pub(crate) fn failure(&self, cause: String) {
         *lock(&self.failures).entry(cause).or_default() += 1;
@@ -180,12 +315,16 @@ impl Board {
     fn collect(&self) -> (Totals, Histogram<u64>) {
         let mut totals = Totals::default();
         let mut interval = new_histogram();
+        let now = now_us();
         for client in lock(&self.clients).iter() {
             totals.frames += client.frames.load(Relaxed);
             totals.messages += client.messages.load(Relaxed);
             totals.sent += client.sent.load(Relaxed);
             totals.duplicates += client.duplicates.load(Relaxed);
             totals.skipped += client.skipped.load(Relaxed);
+            totals.presence += client.presence.load(Relaxed);
+            totals.presence_named += client.presence_named.load(Relaxed);
+            totals.joined_us += client.view.seen(now).joined_us;
         }
         for shard in &self.latency {
             let mut latency = lock(shard);
@@ -213,6 +352,11 @@ impl Board {
             sends_per_sec: per_sec(totals.sent, previous.sent),
             p50_ms: percentile_ms(&interval, 50.0),
             p99_ms: percentile_ms(&interval, 99.0),
+            joined: self.joins.now.load(Relaxed),
+            presence_per_client_per_sec: ratio(
+                totals.presence.saturating_sub(previous.presence),
+                totals.joined_us.saturating_sub(previous.joined_us) as f64 / 1e6,
+            ),
         }
     }
 
@@ -223,6 +367,11 @@ impl Board {
     }
 }
 
+/// `count` per unit of `over`, 0 over nothing.
+pub(crate) fn ratio(count: u64, over: f64) -> f64 {
+    if over > 0.0 { count as f64 / over } else { 0.0 }
+}
+
 pub(crate) fn percentile_ms(histogram: &Histogram<u64>, percentile: f64) -> f64 {
     if histogram.is_empty() {
         return 0.0;
@@ -231,13 +380,21 @@ pub(crate) fn percentile_ms(histogram: &Histogram<u64>, percentile: f64) -> f64 
 }
 
 /// The status line: the original tool's cumulative tuple first, so lines can be laid beside
-/// its published ones, then this interval's rates and latency.
-pub(crate) fn status_line(row: &Row) -> String {
+/// its published ones, then this interval's rates and latency; for clients that only hold
+/// (`idle`), how many are joined and the presence frames each gets instead.
+pub(crate) fn status_line(row: &Row, idle: bool) -> String {
+    let tuple = format!(
+        "status: Status({}, {}, {})",
+        row.received, row.sent, row.connected
+    );
+    if idle {
+        return format!(
+            "{tuple}  {} joined  {:.2} presence/client/s",
+            row.joined, row.presence_per_client_per_sec
+        );
+    }
     format!(
-        "status: Status({}, {}, {})  {} deliveries/s  {} sends/s  p50 {:.2} ms  p99 {:.2} ms",
-        row.received,
-        row.sent,
-        row.connected,
+        "{tuple}  {} deliveries/s  {} sends/s  p50 {:.2} ms  p99 {:.2} ms",
         human(row.deliveries_per_sec),
         human(row.sends_per_sec),
         row.p50_ms,
@@ -277,7 +434,7 @@ mod tests {
         assert_eq!((row.received, row.sent, row.connected), (10, 3, 1));
         assert_eq!(row.deliveries_per_sec, 4.0);
         assert!((row.p50_ms - 2.0).abs() < 0.01, "{}", row.p50_ms);
-        assert!(status_line(&row).starts_with("status: Status(10, 3, 1)  4 deliveries/s"));
+        assert!(status_line(&row, false).starts_with("status: Status(10, 3, 1)  4 deliveries/s"));
 
         a.messages.fetch_add(2, Relaxed);
         let row = board.row(6.0, Duration::from_secs(1));
@@ -286,5 +443,32 @@ mod tests {
         let (totals, latency) = board.finish();
         assert_eq!((totals.messages, latency.len()), (10, 2));
         assert_eq!(board.peak_connected(), 2);
+    }
+
+    #[test]
+    fn joins_are_counted_once_per_client_and_leaves_by_reply() {
+        let board = Board::new();
+        let a = board.add_client();
+        let b = board.add_client();
+        board.entered(&a, 100, true);
+        board.entered(&a, 3, false);
+        board.entered(&b, 7, false);
+        assert_eq!(board.joined_now(), 2);
+        board.exited(&a, true);
+        board.exited(&a, false);
+        board.entered(&a, 0, false);
+        board.exited(&b, false);
+        board.record_join(Duration::from_millis(20), false);
+        board.record_join(Duration::from_millis(30), true);
+        let totals = board.join_totals();
+        assert_eq!(board.joined_now(), 1);
+        assert_eq!((totals.ever, totals.churn_leaves), (2, 1));
+        assert_eq!((totals.names_max, totals.cut), (100, 1));
+        assert_eq!((totals.latency.len(), totals.churn_latency.len()), (1, 1));
+        let (views, _, _) = board.views();
+        assert_eq!(
+            views.iter().map(|v| v.joined).collect::<Vec<_>>(),
+            [true, false]
+        );
     }
 }
