@@ -163,9 +163,10 @@ fn refusal(verdict: Verdict, reference: Option<String>) -> Option<(FrameError, O
     Some((error, retry_after_ms))
 }
 
-/// The error for a join or leave over the connection's budget for them.
+/// The error for a join, leave or member page over the connection's budget for them.
 fn join_refusal(retry_after_ms: u64, reference: Option<String>) -> FrameError {
-    let message = format!("too many joins and leaves; not done, retry in {retry_after_ms} ms");
+    let message =
+        format!("too many joins, leaves and member pages; not done, retry in {retry_after_ms} ms");
     FrameError::new(ErrorCode::RateLimited, message).with_reference(reference)
 }
 
