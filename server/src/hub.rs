@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use chat_protocol::{EmbeddedFrame, MessageId};
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
 use crate::broker::{
@@ -196,11 +197,25 @@ impl Hub {
         .boxed())
     }
 
-    /// A page of the names in a room this node has members in, after `after`: from the
-    /// node's roster, with no round trip. `None` without a local member.
-    pub fn members_page(&self, channel: &str, after: Option<&str>) -> Option<MemberPage> {
-        self.rooms
-            .members_page(channel, after, self.presence_config.page_size())
+    /// A page of the names in a room this node has members in, after `after`, from the
+    /// node's roster with no round trip, once the roster has loaded (a page asked for just
+    /// after the room's first join waits for it). `None` without a local member.
+    pub fn members_page(
+        &self,
+        channel: &str,
+        after: Option<&str>,
+    ) -> BoxFuture<'static, Option<MemberPage>> {
+        let ready = self.rooms.ready(channel);
+        let rooms = self.rooms.clone();
+        let channel = channel.to_owned();
+        let after = after.map(str::to_owned);
+        let page_size = self.presence_config.page_size();
+        async move {
+            // A room that failed to prepare has no roster to wait for: its join failed.
+            let _ = ready?.await;
+            rooms.members_page(&channel, after.as_deref(), page_size)
+        }
+        .boxed()
     }
 
     /// A page of the names in any room, after `after`: from the node's roster when it has
@@ -211,8 +226,9 @@ impl Hub {
         channel: &str,
         after: Option<&str>,
     ) -> BrokerFuture<MemberPage> {
-        if let Some(page) = self.members_page(channel, after) {
-            return futures::future::ready(Ok(page)).boxed();
+        if self.rooms.ready(channel).is_some() {
+            let page = self.members_page(channel, after);
+            return async move { Ok(page.await.unwrap_or_else(MemberPage::empty)) }.boxed();
         }
         let members = self.presence.members(channel);
         let rooms = self.rooms.clone();

@@ -96,6 +96,38 @@ async fn joined_stays_bounded_and_pages_reach_every_member_of_a_room_of_thousand
     // A member of another node sees the same count.
     let mut other = nodes[1].client("other").await;
     assert_eq!(other.join("big").await.count, 3002);
+    // The room's first member on a new node asks for a page before its `joined` came: the
+    // page waits for the node's roster of the room.
+    let fresh = Node::redis_with(
+        &cluster.redis,
+        "node-2",
+        &[&support::key(support::KEY_A)],
+        &support::NO_FLOOD_LIMITS,
+    )
+    .await;
+    let mut eager = fresh.client("eager").await;
+    for frame in [
+        chat_protocol::ClientFrame::Join {
+            room: "big".into(),
+            since: None,
+            reference: Some("j".into()),
+        },
+        chat_protocol::ClientFrame::Members {
+            room: "big".into(),
+            after: Some("m02999".into()),
+            reference: Some("p".into()),
+        },
+    ] {
+        eager.send_frame(&frame).await;
+    }
+    match eager.reply_to(Some("p")).await {
+        chat_protocol::ServerFrame::Members { count, members, .. } => {
+            assert_eq!(count, 3003, "everyone: the roster had loaded");
+            assert_eq!(members, ["other", "zed"]);
+        }
+        other => panic!("expected a page, got {other:?}"),
+    }
+
     // Pages of a room the connection is not in are refused.
     let mut outsider = nodes[1].client("outsider").await;
     outsider

@@ -76,6 +76,12 @@ impl Rooms {
         reported
     }
 
+    /// Resolves once the room behind `channel` is subscribed, positioned and its roster
+    /// loaded; `None` when the room has no local member.
+    pub fn ready(&self, channel: &str) -> Option<super::Ready> {
+        self.rooms.get(channel).map(|room| room.ready.clone())
+    }
+
     /// A page of the names in the room behind `channel`, after `after`; `None` when the room
     /// has no local member.
     pub fn members_page(

@@ -82,15 +82,15 @@ impl Session {
         let (joined, awaited) = match self.rooms.get(room) {
             // Joining again changes nothing: the reply tells who is here.
             Some(channel) => {
-                let joined = Joined {
-                    members: self
-                        .hub
-                        .members_page(channel, None)
-                        .unwrap_or_else(MemberPage::empty),
-                    history: Vec::new(),
-                    recovered: None,
+                let page = self.hub.members_page(channel, None);
+                let joined = async move {
+                    Ok(Joined {
+                        members: page.await.unwrap_or_else(MemberPage::empty),
+                        history: Vec::new(),
+                        recovered: None,
+                    })
                 };
-                (futures::future::ready(Ok(joined)).boxed(), false)
+                (joined.boxed(), false)
             }
             None if self.rooms.len() >= self.limits.max_rooms => {
                 let message = format!(
@@ -144,21 +144,25 @@ impl Session {
     }
 
     fn members(&mut self, room: &str, after: Option<&str>, reference: Option<String>) {
-        let page = self
-            .rooms
-            .get(room)
-            .and_then(|channel| self.hub.members_page(channel, after));
-        let Some(page) = page else {
+        let Some(channel) = self.rooms.get(room) else {
             return self.reply_error(not_joined(room, reference));
         };
-        let frame = ServerFrame::Members {
-            room: room.into(),
-            count: page.count,
-            members: page.names.into_iter().map(Into::into).collect(),
-            more_members: page.more,
-            reference: reference.map(Into::into),
-        };
-        self.reply(text_message(frame.to_json()));
+        let page = self.hub.members_page(channel, after);
+        let room = room.to_owned();
+        self.replies.push_back(
+            async move {
+                let page = page.await.unwrap_or_else(MemberPage::empty);
+                let frame = ServerFrame::Members {
+                    room: room.into(),
+                    count: page.count,
+                    members: page.names.into_iter().map(Into::into).collect(),
+                    more_members: page.more,
+                    reference: reference.map(Into::into),
+                };
+                Reply::Ready(text_message(frame.to_json()))
+            }
+            .boxed(),
+        );
     }
 
     fn send(&mut self, room: &str, text: &str, reference: Option<String>) {
