@@ -1,19 +1,20 @@
 //! The monitoring that ships in `deploy/`: the Grafana dashboard, the Prometheus configuration
 //! and compose's `monitoring` profile that runs them.
 //!
-//! A dashboard fails quietly: a renamed metric leaves a panel empty and nobody notices until
-//! an outage. So the dashboard's queries are read out of its JSON and checked against what a
-//! real node and the real balancer (Debian's HAProxy with `deploy/haproxy.cfg`) serve on their
-//! `/metrics`, every query must parse as PromQL, and every family the node serves must be on
-//! the dashboard. The node writes a family only once it has a series, so the test first drives
-//! it through what makes the labelled ones appear (a close, an API request). Prometheus's own
-//! `promtool` (Debian's `prometheus` package) checks the configuration and the queries; the
-//! test fails, never skips, without it. Docker does not run here, so compose is checked
-//! statically, against the files it mounts.
+//! A dashboard fails quietly: a renamed metric or a misspelt label leaves a panel empty, and
+//! nobody notices until an outage. So the dashboard's queries are read out of its JSON and
+//! checked against a real node and the real balancer (Debian's HAProxy with
+//! `deploy/haproxy.cfg`): every metric a query names must be on their `/metrics`, every family
+//! the node serves must be on a panel, and every query, run by a real Prometheus scraping
+//! both, must return series. The node writes a family only once it has a series, so the test
+//! first drives it through what makes the labelled ones appear (a close, an API request).
+//! Debian's `prometheus` package provides the server and `promtool`, which checks the
+//! configuration and that every query parses; the tests fail, never skip, without them. Docker
+//! does not run here, so compose is checked statically, against the files it mounts.
 
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
@@ -21,8 +22,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::api::{API_KEY, bearer};
 use support::balancer::{Balancer, node_ip, shared_port};
+use support::prometheus::Prometheus;
 use support::promql::{families, family_of, metric_names};
-use support::{KEY_A, Node, RedisServer, TempDir, http_get, key, redis_node_args};
+use support::{Client, KEY_A, Node, RedisServer, TempDir, http_get, key, redis_node_args};
 use yaml_rust2::{Yaml, YamlLoader};
 
 const DASHBOARD: &str = "deploy/grafana/dashboards/chat.json";
@@ -332,68 +334,81 @@ fn the_monitoring_profile_scrapes_every_node_and_the_balancer() {
 }
 
 /// A node on Redis with the HTTP API on, behind the shipped balancer, driven through every
-/// event that makes a labelled family appear; returns the two scrapes.
-async fn scrapes_of_a_driven_cluster() -> (String, String) {
-    let redis = RedisServer::start().await;
-    let ip = node_ip(12);
-    let port = shared_port(&[ip]);
-    let mut args = redis_node_args(&redis, "dash-0", &[&key(KEY_A)]);
-    // The arguments begin with `--listen 127.0.0.1:0`.
-    args[1] = SocketAddr::from((ip, port)).to_string();
-    args.extend(["--api-key".to_owned(), API_KEY.to_owned()]);
-    let node = Node::spawn(&args, &[]).await;
-    node.wait_ready().await;
-    let balancer = Balancer::start(&[ip], port).await;
-    balancer
-        .wait_for_rotation(&[node.addr()], Duration::from_secs(30))
-        .await;
-
-    // Chat through the balancer: connections, messages, deliveries, publish latency, presence.
-    let mut ada = balancer.client("ada").await;
-    let mut bob = balancer.client("bob").await;
-    ada.join("lobby").await;
-    bob.join("lobby").await;
-    let id = ada.say("lobby", "hello").await;
-    bob.message_with_id(&id).await;
-    // A frame over --max-frame-bytes: a close, by code.
-    ada.send_raw_text(&"x".repeat(70_000)).await;
-    assert_eq!(ada.expect_close().await, MESSAGE_TOO_BIG);
-    // An API request, by endpoint and status.
-    let authorization = bearer();
-    let stats = node
-        .http(
-            "GET",
-            "/api/stats",
-            &[("Authorization", &authorization)],
-            b"",
-            Duration::from_secs(10),
-        )
-        .await;
-    assert_eq!(stats.status, 200, "{stats:?}");
-
-    let node_scrape = http_get(node.addr(), "/metrics").await;
-    assert_eq!(node_scrape.status, 200);
-    let balancer_scrape = http_get(balancer.stats_addr(), "/metrics").await;
-    assert_eq!(balancer_scrape.status, 200);
-    (node_scrape.body, balancer_scrape.body)
+/// event that makes a labelled family appear. A client stays connected, so that sessions show.
+struct DrivenCluster {
+    node: Node,
+    balancer: Balancer,
+    _staying: Client,
+    _redis: RedisServer,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_metric_the_dashboard_reads_is_served_and_every_node_metric_is_shown() {
-    let (node_scrape, balancer_scrape) = scrapes_of_a_driven_cluster().await;
-    let (node, balancer) = (families(&node_scrape), families(&balancer_scrape));
-    assert!(
-        node.len() >= 30 && balancer.len() >= 100,
-        "families: {node:?} {balancer:?}"
-    );
+impl DrivenCluster {
+    async fn start() -> DrivenCluster {
+        let redis = RedisServer::start().await;
+        let ip = node_ip(12);
+        let port = shared_port(&[ip]);
+        let mut args = redis_node_args(&redis, "dash-0", &[&key(KEY_A)]);
+        // The arguments begin with `--listen 127.0.0.1:0`.
+        args[1] = SocketAddr::from((ip, port)).to_string();
+        args.extend(["--api-key".to_owned(), API_KEY.to_owned()]);
+        let node = Node::spawn(&args, &[]).await;
+        node.wait_ready().await;
+        let balancer = Balancer::start(&[ip], port).await;
+        balancer
+            .wait_for_rotation(&[node.addr()], Duration::from_secs(30))
+            .await;
 
+        // Chat through the balancer: connections, messages, deliveries, publish latency,
+        // presence.
+        let mut ada = balancer.client("ada").await;
+        let mut bob = balancer.client("bob").await;
+        ada.join("lobby").await;
+        bob.join("lobby").await;
+        let id = ada.say("lobby", "hello").await;
+        bob.message_with_id(&id).await;
+        // A frame over --max-frame-bytes: a close, by code.
+        ada.send_raw_text(&"x".repeat(70_000)).await;
+        assert_eq!(ada.expect_close().await, MESSAGE_TOO_BIG);
+        // An API request, by endpoint and status.
+        let authorization = bearer();
+        let headers = [("Authorization", authorization.as_str())];
+        let stats = node
+            .http("GET", "/api/stats", &headers, b"", Duration::from_secs(10))
+            .await;
+        assert_eq!(stats.status, 200, "{stats:?}");
+        DrivenCluster {
+            node,
+            balancer,
+            _staying: bob,
+            _redis: redis,
+        }
+    }
+
+    /// The families the node and the balancer declare on their `/metrics`.
+    async fn families(&self) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+        let mut scrapes = Vec::new();
+        for addr in [self.node.addr(), self.balancer.stats_addr()] {
+            let scrape = http_get(addr, "/metrics").await;
+            assert_eq!(scrape.status, 200, "GET /metrics on {addr}");
+            scrapes.push(families(&scrape.body));
+        }
+        let balancer = scrapes.pop().expect("two scrapes");
+        (scrapes.pop().expect("two scrapes"), balancer)
+    }
+}
+
+/// Checks every metric the dashboard reads against the families served; returns those shown.
+fn check_served(
+    node: &BTreeMap<String, String>,
+    balancer: &BTreeMap<String, String>,
+) -> BTreeSet<String> {
     let mut shown = BTreeSet::new();
     let mut missing = Vec::new();
     for (title, expr) in queries(&dashboard()) {
         for name in metric_names(&as_promql(&expr)) {
             let (source, families) = match name.split('_').next() {
-                Some("chat") => ("the node", &node),
-                Some("haproxy") => ("the balancer", &balancer),
+                Some("chat") => ("the node", node),
+                Some("haproxy") => ("the balancer", balancer),
                 _ => panic!(
                     "panel {title:?} reads {name}, which neither the node nor the balancer serves"
                 ),
@@ -411,6 +426,18 @@ async fn every_metric_the_dashboard_reads_is_served_and_every_node_metric_is_sho
         "the dashboard reads series nobody serves:\n{}",
         missing.join("\n")
     );
+    shown
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_query_reads_served_metrics_and_shows_data() {
+    let cluster = DrivenCluster::start().await;
+    let (node, balancer) = cluster.families().await;
+    assert!(
+        node.len() >= 30 && balancer.len() >= 100,
+        "families: {node:?} {balancer:?}"
+    );
+    let shown = check_served(&node, &balancer);
 
     // A metric added to the node without a panel would go unseen. (The node here runs on Redis,
     // as in compose: the in-memory broker's chat_history_rooms of a lone node is left out.)
@@ -423,6 +450,26 @@ async fn every_metric_the_dashboard_reads_is_served_and_every_node_metric_is_sho
     assert!(
         balancer_shown >= 10,
         "{balancer_shown} balancer metrics shown: {shown:?}"
+    );
+
+    // Named metrics can still show nothing (a label value spelled wrong): a real Prometheus
+    // scrapes both, and every query must return series.
+    let prometheus = Prometheus::start(&[
+        ("chat-node", cluster.node.addr()),
+        ("haproxy", cluster.balancer.stats_addr()),
+    ])
+    .await;
+    prometheus.wait_scraped(2, 3).await;
+    let mut empty = Vec::new();
+    for (title, expr) in queries(&dashboard()) {
+        if prometheus.query(&as_promql(&expr)).await.is_empty() {
+            empty.push(format!("{title:?}: {expr}"));
+        }
+    }
+    assert!(
+        empty.is_empty(),
+        "queries that return nothing:\n{}",
+        empty.join("\n")
     );
 }
 

@@ -32,6 +32,7 @@ mod node;
 mod ports;
 mod presence;
 mod process;
+pub(crate) mod prometheus;
 pub(crate) mod promql;
 pub(crate) mod raw;
 mod redis;
