@@ -13,6 +13,9 @@ command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 # The load-balancer test runs Debian's HAProxy (in /usr/sbin, which a user's PATH may lack).
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+# The dashboard test runs Debian's Prometheus server on the dashboard's queries, and its
+# promtool on the configuration (both from the prometheus package).
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   sudo=""

@@ -32,6 +32,8 @@ mod node;
 mod ports;
 mod presence;
 mod process;
+pub(crate) mod prometheus;
+pub(crate) mod promql;
 pub(crate) mod raw;
 mod redis;
 mod tokens;
