@@ -4,6 +4,8 @@ Called by bench/run.sh with the run's working directory in $WORK: one ws-client 
 (<mode>.json, or <mode>.1.json … when several ws-client processes ran side by side) and one
 file of process facts (<mode>.facts: CPU seconds and peak RSS of every node and of Redis,
 ws-client's own CPU) per mode that ran. The argument is the output path without extension.
+bench/charts.py imports it for its reading and merging of ws-client summaries, so the quick
+run's charts and the full run's report add side-by-side processes up the same way.
 """
 
 import json
@@ -271,8 +273,7 @@ def header(results, m):
         f"Three chat-server nodes and Redis on loopback, ws-client on the same machine, "
         f"modes {modes}, a fresh cluster per mode, encryption on, node flags "
         f"`{m['node_flags']}`. "
-        "Reproduce with `bench/run.sh"
-        + (" --big-room`." if list(results) == ["big-room"] else "`."),
+        "Reproduce with `" + " ".join(["bench/run.sh"] + os.environ.get("ARGS", "").split()) + "`.",
         "",
         f"Machine: {m['cores']} cores, {m['cpu']}, {m['memory_gib']} GiB, Linux {m['kernel']}, "
         f"{m['rustc']}, {m['redis']}, commit {m['commit']}. "
@@ -482,4 +483,5 @@ def main():
         f.write(markdown(results, m))
 
 
-main()
+if __name__ == "__main__":
+    main()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The cluster benchmark: starts redis-server and three chat-server nodes on loopback, runs
 # ws-client in each mode against them and writes the results, with the machine's facts, as
-# markdown and JSON into bench/results/.
+# markdown and JSON into bench/results/, and beside them each mode's charts over time as SVG
+# (bench/charts.py, with matplotlib: Debian's python3-matplotlib).
 #
 #   bench/run.sh            few-clients and many-clients with their default schedules, a
 #                           saturation run, latency at a tenth of saturation's rate, HTTP
@@ -13,7 +14,9 @@
 #                           every second for 60 s
 #   bench/run.sh --quick    a few seconds per mode on debug builds; checks only that nothing
 #                           went missing, nothing arrived twice, and idle clients all joined
-#                           and agree on their room's count (the test command runs it)
+#                           and agree on their room's count (the test command runs it);
+#                           draws the charts into its scratch directory when matplotlib is
+#                           there, to prove they can be drawn, and keeps none
 #
 # Options: --duration SECS (default 60), --saturation-clients N (default 100),
 # --connections N (default 50000), --processes N (ws-client processes for them, default 4),
@@ -22,6 +25,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The options as given, for the report to say how to reproduce it.
+args=("$@")
 quick=0
 big_room_only=0
 big_room_clients=20000
@@ -52,6 +57,32 @@ done
 if ((!quick)); then
   command -v python3 >/dev/null || { echo "bench: python3 is needed to write the report" >&2; exit 2; }
 fi
+# The python3 that draws the charts: the one on PATH, or Debian's, whose python3-matplotlib a
+# python3 of its own (pyenv, a virtualenv) does not see. Without one the run goes on, since
+# the figures are the results, and says so at the start and the end.
+chart_python=""
+for py in python3 /usr/bin/python3; do
+  if command -v "$py" >/dev/null && "$py" -c 'import matplotlib' 2>/dev/null; then
+    chart_python=$py
+    break
+  fi
+done
+charts_missing="bench: charts will not be drawn: matplotlib is missing (Debian: apt-get install python3-matplotlib)"
+if [ -z "$chart_python" ] && ((!quick)); then echo "$charts_missing" >&2; fi
+# draw_charts ARGS...: bench/charts.py with ARGS, printing what it drew; a chart that cannot
+# be drawn is reported and never fails the run.
+draw_charts() {
+  if [ -z "$chart_python" ]; then
+    echo "$charts_missing" >&2
+    return 0
+  fi
+  local drawn
+  if drawn=$("$chart_python" bench/charts.py "$@"); then
+    echo "bench: drew charts: ${drawn//$'\n'/ }"
+  else
+    echo "bench: charts not drawn: bench/charts.py failed" >&2
+  fi
+}
 
 # The nodes' HTTP API key; ws-client's http-ingest mode reads it from the environment too.
 CHAT_API_KEY=$(openssl rand -base64 32)
@@ -381,6 +412,9 @@ if ((quick)); then
   run_mode http-ingest 1 --mode http-ingest --clients 4 --batch 200 --duration 2
   connections_run 100 2 10 200 2 --drain-secs 5
   big_room_run 200 400 2 2
+  # Drawn only to prove the charts can be drawn from real summaries; the working directory,
+  # charts and all, goes when the run ends.
+  draw_charts --work "$work" "$work/quick"
   if ((failures)); then
     echo "bench --quick: $failures mode(s) failed" >&2
     exit 1
@@ -408,8 +442,9 @@ stamp=$(date -u +%Y-%m-%dT%H%MZ)
 if ((big_room_only)); then stamp="$stamp-big-room"; fi
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 git diff --quiet HEAD 2>/dev/null || commit="$commit+changes"
-NODE_FLAGS="${node_flags[*]}" WORK="$work" PROCESSES="$processes" STAMP="$stamp" COMMIT="$commit" LOAD_BEFORE="$load_before" LOAD_AFTER="$load_after" \
+ARGS="${args[*]}" NODE_FLAGS="${node_flags[*]}" WORK="$work" PROCESSES="$processes" STAMP="$stamp" COMMIT="$commit" LOAD_BEFORE="$load_before" LOAD_AFTER="$load_after" \
   RUSTC="$(rustc --version)" REDIS="$(redis-server --version)" \
   python3 bench/report.py "bench/results/$stamp"
 echo "bench: wrote bench/results/$stamp.md and bench/results/$stamp.json"
+draw_charts "bench/results/$stamp.json"
 ((failures == 0)) || { echo "bench: $failures mode(s) failed their check (see their verdicts above)" >&2; exit 1; }
