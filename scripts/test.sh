@@ -16,6 +16,9 @@ command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(hapr
 # The dashboard test runs Debian's Prometheus server on the dashboard's queries, and its
 # promtool on the configuration (both from the prometheus package).
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# bench/run.sh --quick draws its charts with Debian's matplotlib (a failure to draw never fails
+# the run, but the drawing code runs).
+/usr/bin/python3 -c 'import matplotlib' >/dev/null 2>&1 || missing+=(python3-matplotlib)
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   sudo=""

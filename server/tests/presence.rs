@@ -250,3 +250,19 @@ async fn rosters_are_read_again_after_redis_comes_back_empty() {
     assert_eq!(joined.members, ["alice", "bob", "dave"]);
     assert_eq!(joined.count, 3);
 }
+
+/// Two nodes whose first members of a room join at the same moment: each node's roster is
+/// read while the other's member is on its way, and both end with both members.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_members_joining_two_nodes_at_once_see_each_other() {
+    let cluster = cluster(2).await;
+    let mut alice = cluster.nodes[0].client("alice").await;
+    let mut bob = cluster.nodes[1].client("bob").await;
+    for round in 0..20 {
+        let room = format!("race-{round}");
+        let (a, b) = futures::join!(alice.join(&room), bob.join(&room));
+        assert!(a.count >= 1 && b.count >= 1);
+        alice.wait_count(&room, 2, support::STEP).await;
+        bob.wait_count(&room, 2, support::STEP).await;
+    }
+}
