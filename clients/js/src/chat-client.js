@@ -335,6 +335,12 @@ export class ChatClient {
       this.setState({ state: 'closed' });
       return;
     }
+    if (delay === 0) {
+      // At once, not on a timer: nothing to wait for, and a page whose timers are throttled
+      // (a background tab) would otherwise wait anyway.
+      this.open();
+      return;
+    }
     this.setState({ state: 'reconnecting', retryAt: Date.now() + delay });
     this.retryTimer = setTimeout(() => this.open(), delay);
   }
