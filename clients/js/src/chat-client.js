@@ -6,6 +6,7 @@
 // no dependencies, the same file in browsers and in Node.js (pass a WebSocket class there).
 
 import { ChatError, CloseCode, errorFromFrame } from './errors.js';
+import { Emitter } from './emitter.js';
 import { isNewer } from './message-ids.js';
 
 export { ChatError, CloseCode } from './errors.js';
@@ -57,9 +58,11 @@ const UNAVAILABLE_RETRY_MS = 1000;
  *   waiters: Array<{ resolve: (joined: Joined) => void, reject: (error: ChatError) => void }> }} Room
  */
 
-export class ChatClient {
+/** @extends {Emitter<EventMap>} */
+export class ChatClient extends Emitter {
   /** @param {ChatClientOptions} options */
   constructor(options) {
+    super();
     if (!options || !options.url) throw new TypeError('ChatClient needs a url');
     this.options = options;
     /** @type {WebSocketClass | undefined} */
@@ -77,8 +80,6 @@ export class ChatClient {
     this.inflight = [];
     /** Sends made while disconnected. @type {Array<{ room: string, text: string, resolve: (id: string) => void, reject: (e: ChatError) => void }>} */
     this.queued = [];
-    /** @type {Map<string, Set<(value: any) => void>>} */
-    this.listeners = new Map();
     this.refCounter = 0;
     this.attempt = 0;
     /** @type {any} */
@@ -86,36 +87,6 @@ export class ChatClient {
     this.welcomed = false;
     /** @type {ChatError | null} */
     this.lastError = null;
-  }
-
-  /**
-   * Calls `listener` for every event of `type`; returns a function that stops that.
-   * @template {keyof EventMap} K
-   * @param {K} type
-   * @param {(value: EventMap[K]) => void} listener
-   * @returns {() => void}
-   */
-  on(type, listener) {
-    let set = this.listeners.get(type);
-    if (!set) this.listeners.set(type, (set = new Set()));
-    set.add(listener);
-    return () => set.delete(listener);
-  }
-
-  /**
-   * @template {keyof EventMap} K
-   * @param {K} type
-   * @param {EventMap[K]} value
-   */
-  emit(type, value) {
-    for (const listener of [...(this.listeners.get(type) || [])]) {
-      try {
-        listener(value);
-      } catch (error) {
-        // A failing listener must not leave the connection's bookkeeping half done.
-        setTimeout(() => { throw error; }, 0);
-      }
-    }
   }
 
   /** Connects, unless already connected or connecting. */
