@@ -129,7 +129,7 @@ export class ChatClient extends Emitter {
       const record = known || { lastId: '', joined: false, ever: false, timer: null, waiters: [] };
       record.waiters.push({ resolve, reject });
       this.rooms.set(room, record);
-      if (this.state === 'idle') this.connect();
+      if (this.state === 'idle' || this.state === 'closed') this.connect();
       else if (this.welcomed && !record.timer) this.sendJoin(room, record);
     });
   }
