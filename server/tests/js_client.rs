@@ -1,7 +1,7 @@
 //! The JavaScript client library (`clients/js`) under Node.js against real nodes: Redis and
 //! two nodes for chat across nodes and for a node killed with SIGKILL while clients send
-//! (nothing acknowledged lost, recovery reported), a node with a low send rate for
-//! `rate_limited`, and a node that requires tokens for refusal, names from tokens and a
+//! (nothing acknowledged lost, recovery reported), a node with low send and join rates
+//! for `rate_limited`, and a node that requires tokens for refusal, names from tokens and a
 //! session resumed with a fresh token after 4003. The tests themselves are
 //! `clients/js/test/*.test.mjs`; this test owns the processes they use.
 
@@ -29,6 +29,10 @@ async fn the_client_library_keeps_its_promises_against_real_nodes() {
             "--send-rate",
             "1",
             "--send-burst",
+            "2",
+            "--join-rate",
+            "4",
+            "--join-burst",
             "2",
         ],
         &[],

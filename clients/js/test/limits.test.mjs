@@ -1,7 +1,8 @@
 // The library against nodes with limits: a low send rate (the promise rejects with
-// `rate_limited` and `retryAfterMs`, and a send after that wait goes through) and tokens (a
-// forged one is refused and not retried; a good one chats under its name; an expiring one is
-// replaced by the token function when the node closes the session with 4003).
+// `rate_limited` and `retryAfterMs`, and a send after that wait goes through), a low join rate
+// (the library joins again after `retry_after_ms`), and tokens (a forged one is refused and
+// not retried; a good one chats under its name; an expiring one is replaced by the token
+// function when the node closes the session with 4003).
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -28,6 +29,20 @@ test('rate limits: rejected with rate_limited and retryAfterMs, then sent after 
     await sleep(Math.max(...refused.map((e) => e.retryAfterMs)) + 50);
     assert.match(await chat.send(room, 'after the wait'), /^\d+-\d+$/);
     assert.ok(chat.isJoined(room), 'the connection stays open');
+  } finally {
+    chat.close();
+  }
+});
+
+test('joins over the join budget are retried after retry_after_ms', async () => {
+  const rooms = [1, 2, 3, 4].map((n) => roomName(`budget${n}`));
+  const chat = client({ url: LIMITED, name: 'Joiner' });
+  try {
+    const joined = await Promise.all(rooms.map((room) => chat.join(room)));
+    assert.deepEqual(joined.map((j) => j.room), rooms);
+    const refusals = chat.seen.errors.filter((e) => e.code === 'rate_limited');
+    assert.ok(refusals.length >= 1, 'the burst of 2 was exceeded');
+    assert.ok(refusals.every((e) => e.retryAfterMs > 0 && rooms.includes(e.room)));
   } finally {
     chat.close();
   }
