@@ -27,11 +27,16 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# The versions pinned in package-lock.json, installed again whenever the lock changes.
-if [ ! -e browser-test/node_modules/.package-lock.json ] ||
-  [ browser-test/package-lock.json -nt browser-test/node_modules/.package-lock.json ]; then
-  (cd browser-test && npm ci --no-audit --no-fund)
-fi
+# The versions pinned in each package-lock.json (the browser test's playwright-core; the client
+# library's ws and typescript), installed again whenever a lock changes.
+for project in browser-test clients/js; do
+  if [ ! -e "$project/node_modules/.package-lock.json" ] ||
+    [ "$project/package-lock.json" -nt "$project/node_modules/.package-lock.json" ]; then
+    (cd "$project" && npm ci --no-audit --no-fund)
+  fi
+done
+# The client library's JSDoc types, checked as its users' TypeScript would read them.
+(cd clients/js && npx --no-install tsc --noEmit -p .)
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -1,5 +1,7 @@
-// Browser client for protocol v1. Served by every node, so it talks only to its own origin.
-// A module, so the people panel can live in a file of its own.
+// The chat page. Served by every node, so it talks only to its own origin. The protocol
+// (reconnect, rejoin with `since`, acks, errors) is the client library's, which the node
+// serves at /client/; this file only shows what happens and takes what people type.
+import { ChatClient } from '/client/chat-client.js';
 import { createPeople } from './people.js';
 
 (function () {
@@ -39,6 +41,8 @@ import { createPeople } from './people.js';
   };
   // The node's close code for a session whose token expired (protocol close codes).
   const TOKEN_EXPIRED = 4003;
+  // Named apart from `state`, which the library's events update.
+  let client = null;
 
   const ui = {};
   [
@@ -59,29 +63,18 @@ import { createPeople } from './people.js';
     token: '',
     me: '', // as the server echoes it in welcome; messages carry this name
     room: '',
-    socket: null,
-    welcomed: false,
     joined: false,
     everJoined: false,
-    lastError: null,
-    joinRef: '',
-    refCounter: 0,
-    attempt: 0,
     retryAt: 0,
-    retryTimer: 0,
     countdownTimer: 0,
     noticeTimer: 0,
     stick: true,
-    pending: new Map(), // ref -> message element awaiting its ack
+    pending: new Set(), // own message elements awaiting their ack
     byId: new Map(), // message id -> element, to dedupe echoes and history
     early: new Map(), // message id -> own echo that overtook its ack
     // Own messages whose connection dropped before their ack: they may have been published,
     // and history delivered after a rejoin then confirms them instead of listing them twice.
     unconfirmed: [],
-    // Newest message id received, sent as `since` on rejoin so a server that keeps history
-    // can fill the gap.
-    lastId: '',
-    sentSince: false, // whether the pending join asked for the messages after lastId
   };
 
   const people = createPeople(
@@ -92,7 +85,12 @@ import { createPeople } from './people.js';
       note: ui.membersNote,
       more: ui.membersMore,
     },
-    { send: sendFrame, ref: () => nextRef('m'), notice },
+    {
+      members: (room, after) => (client
+        ? client.members(room, after)
+        : Promise.reject(Object.assign(new Error('not connected'), { code: 'connection_lost' }))),
+      notice,
+    },
   );
 
   // ---- validation -------------------------------------------------------------------------
@@ -152,7 +150,7 @@ import { createPeople } from './people.js';
   // A refused or expired token cannot get better by retrying, so the page stops reconnecting
   // and says what to do; the text stays until the person acts on it.
   function signedOut(text) {
-    clearRetry();
+    disconnect();
     state.token = '';
     setStatus('signed-out', 'signed out');
     addSystemLine(text, 'auth');
@@ -166,9 +164,8 @@ import { createPeople } from './people.js';
     ui.composer.querySelector('button').disabled = !enabled;
   }
 
-  function authProblem(code) {
+  function authProblem(code, error) {
     if (code === TOKEN_EXPIRED) return 'Your sign-in has expired; reload with a fresh link.';
-    const error = state.lastError;
     if (code !== 1008 || !error || error.code !== 'unauthorized') return '';
     if (!state.token) return 'This chat needs a sign-in: open it with your sign-in link.';
     return `Your sign-in was refused (${error.message || 'invalid token'}); reload with a fresh link.`;
@@ -239,7 +236,6 @@ import { createPeople } from './people.js';
     state.name = name;
     state.me = name;
     state.room = room;
-    state.attempt = 0;
     resetRoomView();
     ui.roomName.textContent = room;
     ui.me.textContent = name || '…';
@@ -259,7 +255,6 @@ import { createPeople } from './people.js';
     state.byId.clear();
     state.early.clear();
     state.unconfirmed = [];
-    state.lastId = '';
     state.everJoined = false;
     state.stick = true;
     ui.jump.hidden = true;
@@ -268,7 +263,8 @@ import { createPeople } from './people.js';
   }
 
   function leaveRoom() {
-    sendFrame({ type: 'leave', room: state.room });
+    // The leave frame goes out before the close that follows.
+    if (client) client.leave(state.room).catch(() => {});
     returnToJoin({});
   }
 
@@ -359,30 +355,19 @@ import { createPeople } from './people.js';
 
   // ---- sending ----------------------------------------------------------------------------
 
-  function nextRef(prefix) {
-    state.refCounter += 1;
-    return prefix + state.refCounter;
-  }
-
-  function sendFrame(frame) {
-    const socket = state.socket;
-    if (!socket || socket.readyState !== WebSocket.OPEN) return false;
-    socket.send(JSON.stringify(frame));
-    return true;
-  }
-
   function sendText(text) {
-    if (!state.joined) {
+    if (!client || !client.isJoined(state.room)) {
       notice('Not connected right now. Your message was kept; send it again once connected.');
       return false;
     }
-    const ref = nextRef('c');
     const item = renderMessage(state.me, text, Date.now(), true);
     item.classList.add('pending');
-    item.dataset.ref = ref;
-    state.pending.set(ref, item);
+    state.pending.add(item);
     appendToLog(item, true);
-    sendFrame({ type: 'send', room: state.room, text, ref });
+    client.send(state.room, text).then(
+      (id) => onAck(item, id),
+      (error) => onSendFailed(item, error),
+    );
     return true;
   }
 
@@ -424,8 +409,8 @@ import { createPeople } from './people.js';
 
   // ---- acks, echoes and failures ------------------------------------------------------------
 
-  function settle(ref) {
-    state.pending.delete(ref);
+  function settle(item) {
+    state.pending.delete(item);
     if (state.pending.size === 0) flushEarly();
   }
 
@@ -437,28 +422,36 @@ import { createPeople } from './people.js';
     frames.forEach(showIncoming);
   }
 
-  function onAck(frame) {
-    const item = state.pending.get(frame.ref);
-    if (!item) return;
+  function onAck(item, id) {
+    // An entry of a room this tab has since left, or one already failed with its connection.
+    if (!state.pending.has(item)) return;
     item.classList.remove('pending');
-    item.dataset.id = frame.id;
-    state.byId.set(frame.id, item);
-    const echo = state.early.get(frame.id);
+    item.dataset.id = id;
+    state.byId.set(id, item);
+    const echo = state.early.get(id);
     if (echo) {
-      state.early.delete(frame.id);
+      state.early.delete(id);
       setTime(item, echo.ts);
     }
-    settle(frame.ref);
+    settle(item);
   }
 
-  // Live messages and those replayed from history on join take the same path, so whatever
-  // arrives twice is shown once.
+  function onSendFailed(item, error) {
+    if (!state.pending.has(item)) return;
+    failMessage(item, describeError(error), error.code);
+    if (error.code === 'not_joined') {
+      // The client library rejoins by itself; say so until it has.
+      state.joined = false;
+      setStatus('connecting', 'rejoining…');
+    }
+  }
+
+  // History and live messages take the same path, so whatever arrives twice is shown once.
+  // The client library already drops what it has seen by id order; this also covers ids it
+  // cannot compare, and matches own echoes with their entries.
   function onMessage(frame, fromHistory) {
-    // History frames may leave out the room: they come inside the joined reply for it.
-    if (!frame || typeof frame.id !== 'string' || (frame.room || state.room) !== state.room) return;
+    if (!frame || typeof frame.id !== 'string') return;
     const known = state.byId.get(frame.id);
-    // History is oldest first and may repeat what is shown; only news moves the mark.
-    if (!(fromHistory && known)) state.lastId = frame.id;
     if (known) {
       // The echo of an acked send: it confirms the entry already shown, with the server's time.
       setTime(known, frame.ts);
@@ -477,16 +470,16 @@ import { createPeople } from './people.js';
 
   // The server's own words (for example how long a rate limit lasts) say most; the code is
   // the fallback and the tooltip.
-  function describeError(frame) {
-    const what = frame.message || String(frame.code || 'error').replace(/_/g, ' ');
+  function describeError(error) {
+    const code = String(error.code || 'error');
+    const what = error.message && error.message !== code ? error.message : code.replace(/_/g, ' ');
     const sentence = /[.!?]$/.test(what) ? what : `${what}.`;
-    const wait = Number(frame.retry_after_ms);
+    const wait = Number(error.retryAfterMs);
     const retry = wait > 0 ? ` Try again in ${Math.ceil(wait / 1000)} s.` : '';
     return `Not sent: ${sentence}${retry}`;
   }
 
-  function failMessage(ref, reason, code) {
-    const item = state.pending.get(ref);
+  function failMessage(item, reason, code) {
     const text = item.querySelector('.text').textContent;
     item.classList.remove('pending');
     item.classList.add('failed');
@@ -504,12 +497,12 @@ import { createPeople } from './people.js';
       });
       item.append(retry);
     }
-    settle(ref);
+    settle(item);
   }
 
   function failAllPending(reason) {
-    const items = [...state.pending.values()];
-    [...state.pending.keys()].forEach((ref) => failMessage(ref, reason));
+    const items = [...state.pending];
+    items.forEach((item) => failMessage(item, reason));
     // Entries pruned from the log can no longer be confirmed in place; dropping them keeps
     // this list as bounded as the log.
     state.unconfirmed = [...state.unconfirmed, ...items].filter((item) => item.isConnected);
@@ -531,182 +524,113 @@ import { createPeople } from './people.js';
     return true;
   }
 
-  function onError(frame) {
-    state.lastError = frame;
-    if (frame.ref && state.pending.has(frame.ref)) {
-      failMessage(frame.ref, describeError(frame), frame.code);
-    } else if (frame.ref && frame.ref === state.joinRef) {
-      onJoinError(frame);
-    } else if (frame.ref && people.error(frame)) {
-      // A `members` request: the panel retries it or says why it failed.
-    } else if (frame.code !== 'invalid_name' && frame.code !== 'unauthorized') {
-      // Both are followed by a 1008 close, which says what to do.
-      notice(frame.message || frame.code);
-    }
-    if (frame.code === 'not_joined' && state.joined) {
-      // The node no longer has us in the room; rejoining is the whole fix.
-      state.joined = false;
-      setStatus('connecting', 'rejoining…');
-      sendJoin();
-    }
+  // Errors that answer no request of the page's: a refused handshake (followed by a close,
+  // which says what to do) or a join the client library is trying again.
+  function onError(error) {
+    if (error.code === 'invalid_name' || error.code === 'unauthorized') return;
+    notice(error.room ? `Could not join #${error.room}: ${error.message}` : error.message);
   }
 
-  function onJoinError(frame) {
-    if (frame.code === 'invalid_room') {
-      returnToJoin({ room: `Room refused: ${frame.message || 'not accepted'}` });
-      return;
+  // A first join refused for good; joins refused for a while are retried by the library.
+  function onJoinFailed(error) {
+    if (error.code === 'invalid_room') {
+      returnToJoin({ room: `Room refused: ${error.message || 'not accepted'}` });
+    } else if (error.code === 'too_many_rooms' || error.code === 'bad_request') {
+      notice(`Could not join #${state.room}: ${error.message}`);
     }
-    notice(`Could not join #${state.room}: ${frame.message || frame.code}`);
-    // Closing hands the retry to the reconnect path, which already backs off.
-    state.socket.close(1000, 'join failed');
   }
 
   // ---- connection -------------------------------------------------------------------------
 
-  function socketUrl() {
-    const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-    const query = state.token
-      ? `token=${encodeURIComponent(state.token)}`
-      : `name=${encodeURIComponent(state.name)}`;
-    return `${scheme}://${location.host}/ws?${query}`;
-  }
-
+  // The client library owns the connection: reconnects, rejoins with `since`, acks. The page
+  // only shows what happens.
   function connect() {
-    clearRetry();
-    setStatus('connecting', state.attempt === 0 ? 'connecting…' : 'reconnecting…');
-    state.welcomed = false;
-    state.joined = false;
-    state.lastError = null;
-    const socket = new WebSocket(socketUrl());
-    // Events of a socket that has since been replaced or closed on purpose are stale.
-    socket.addEventListener('message', (event) => {
-      if (socket === state.socket) onFrame(event.data);
+    const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+    const own = new ChatClient({
+      url: `${scheme}://${location.host}/ws`,
+      name: state.token ? undefined : state.name,
+      token: state.token || undefined,
     });
-    socket.addEventListener('close', (event) => {
-      if (socket === state.socket) onClose(event);
-    });
-    // No 'error' listener: browsers always follow an error with a close, handled above.
-    state.socket = socket;
+    client = own;
+    // Events of a client that was replaced or closed on purpose are stale.
+    const on = (type, handler) => own.on(type, (value) => { if (client === own) handler(value); });
+    on('state', onState);
+    on('welcome', onWelcome);
+    on('joined', onJoined);
+    on('message', (frame) => { if (frame.room === state.room) onMessage(frame, false); });
+    on('presence', (frame) => { if (frame.room === state.room) people.presence(frame); });
+    on('error', onError);
+    on('close', onClose);
+    own.join(state.room).catch((error) => { if (client === own) onJoinFailed(error); });
   }
 
   function disconnect() {
-    clearRetry();
-    const socket = state.socket;
-    state.socket = null;
+    clearCountdown();
+    const own = client;
+    client = null;
     state.joined = false;
     people.disconnected();
-    if (socket) socket.close(1000, 'leaving');
+    if (own) own.close();
   }
 
-  function sendJoin() {
-    state.joinRef = nextRef('j');
-    const join = { type: 'join', room: state.room, ref: state.joinRef };
-    // On a rejoin, a server that keeps history replays what came after this id; servers
-    // without history ignore the field.
-    if (state.lastId) join.since = state.lastId;
-    state.sentSince = Boolean(state.lastId);
-    sendFrame(join);
-  }
-
-  function onFrame(data) {
-    let frame;
-    try {
-      frame = JSON.parse(data);
-    } catch (_) {
-      notice('Received a frame this page cannot read.');
-      return;
-    }
-    if (!frame || typeof frame !== 'object') return;
-    switch (frame.type) {
-      case 'welcome': onWelcome(frame); break;
-      case 'joined': onJoined(frame); break;
-      case 'ack': onAck(frame); break;
-      case 'message': onMessage(frame, false); break;
-      case 'presence': onPresence(frame); break;
-      case 'members': if (frame.room === state.room) people.page(frame); break;
-      case 'error': onError(frame); break;
-      // 'left' needs nothing: the page drops the socket right after leaving. Types added by
-      // newer servers are ignored so this page keeps working against them.
-      default: break;
+  function onState(change) {
+    clearCountdown();
+    if (change.state === 'connecting') {
+      setStatus('connecting', state.everJoined ? 'reconnecting…' : 'connecting…');
+    } else if (change.state === 'reconnecting') {
+      state.retryAt = change.retryAt;
+      state.countdownTimer = setInterval(showCountdown, 250);
+      ui.reconnect.hidden = false;
+      showCountdown();
     }
   }
 
   function onWelcome(frame) {
-    state.welcomed = true;
     state.me = frame.name;
     // Remembered only once the server has accepted it, so a refused name is not offered again.
     if (!state.token) rememberName(state.name);
     ui.me.textContent = frame.name;
     ui.node.textContent = frame.node;
-    sendJoin();
   }
 
   function onJoined(frame) {
     if (frame.room !== state.room) return;
     state.joined = true;
-    // Only a completed join proves the node is healthy, so only then is the backoff reset.
-    state.attempt = 0;
     setStatus('connected', 'connected');
     notice('');
     people.joined(frame, state.me);
-    // Servers without history send none; then the page says plainly what it cannot show.
-    const history = Array.isArray(frame.history) ? frame.history : null;
     // The gap lies before whatever the server could replay.
-    if (state.sentSince && frame.recovered === false) {
+    if (frame.since && frame.recovered === false) {
       addSystemLine('Some messages may be missing: not all of them could be recovered.', 'gap');
     }
-    if (history) history.forEach((message) => onMessage(message, true));
+    frame.history.forEach((message) => onMessage(message, true));
     if (state.everJoined) {
-      addSystemLine(`Rejoined via node ${ui.node.textContent}.`
-        + (history ? '' : ' Messages sent while disconnected are not shown.'));
+      addSystemLine(`Rejoined via node ${ui.node.textContent}.`);
     } else {
-      addSystemLine(`You joined #${state.room}.` + (history ? '' : ' Earlier messages are not shown.'));
+      addSystemLine(`You joined #${state.room}.`);
     }
     state.everJoined = true;
   }
 
-  function onPresence(frame) {
-    if (frame.room === state.room) people.presence(frame);
-  }
-
-  function onClose(event) {
+  function onClose(info) {
     const wasJoined = state.joined;
-    const wasWelcomed = state.welcomed;
-    state.socket = null;
     state.joined = false;
     people.disconnected();
     failAllPending('connection lost — not confirmed');
-    if (event.code === 1008 && state.lastError && state.lastError.code === 'invalid_name') {
-      returnToJoin({ name: `Name refused: ${state.lastError.message || 'not accepted'}` });
+    const error = info.error;
+    if (info.code === 1008 && error && error.code === 'invalid_name') {
+      returnToJoin({ name: `Name refused: ${error.message || 'not accepted'}` });
       return;
     }
-    const authText = authProblem(event.code);
+    const authText = authProblem(info.code, error);
     if (authText) {
       signedOut(authText);
       return;
     }
-    const reason = CLOSE_REASONS[event.code] || `closed (${event.code})`;
+    const reason = CLOSE_REASONS[info.code] || `closed (${info.code})`;
     if (wasJoined) addSystemLine(`Disconnected: ${reason}.`);
-    // A node shutting down sends clients elsewhere at once. Only a session that got as far as
-    // welcome earns that, so a node refusing every connection with 1001 cannot cause a loop.
-    if (event.code === 1001 && wasWelcomed) {
-      connect();
-      return;
-    }
-    notice(`Disconnected: ${reason}.`);
-    scheduleReconnect();
-  }
-
-  function scheduleReconnect() {
-    const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_START_MS * 2 ** Math.min(state.attempt, 8));
-    // Jitter spreads out the clients a dead node dropped at the same instant.
-    const delay = ceiling / 2 + Math.random() * (ceiling / 2);
-    state.attempt += 1;
-    state.retryAt = Date.now() + delay;
-    state.retryTimer = setTimeout(connect, delay);
-    state.countdownTimer = setInterval(showCountdown, 250);
-    ui.reconnect.hidden = false;
-    showCountdown();
+    // A node going away sends the client elsewhere at once: nothing to wait for.
+    if (info.reconnectInMs !== 0) notice(`Disconnected: ${reason}.`);
   }
 
   function showCountdown() {
@@ -714,17 +638,15 @@ import { createPeople } from './people.js';
     setStatus('reconnecting', `reconnecting in ${seconds} s`);
   }
 
-  function clearRetry() {
-    clearTimeout(state.retryTimer);
+  function clearCountdown() {
     clearInterval(state.countdownTimer);
-    state.retryTimer = 0;
     state.countdownTimer = 0;
     ui.reconnect.hidden = true;
   }
 
   // The browser knows the network is back; waiting out the backoff would only add delay.
   function onOnline() {
-    if (state.retryTimer) connect();
+    if (client) client.reconnectNow();
   }
 
   function onHashChange() {
@@ -740,7 +662,7 @@ import { createPeople } from './people.js';
       ui.room.value = room;
     } else if (room !== state.room && !roomProblem(room)) {
       // A shared link pasted into an open tab moves the tab to that room.
-      sendFrame({ type: 'leave', room: state.room });
+      if (client) client.leave(state.room).catch(() => {});
       disconnect();
       enterRoom(state.name, room);
     }
@@ -762,7 +684,7 @@ import { createPeople } from './people.js';
     ui.text.addEventListener('keydown', onComposerKey);
     ui.text.addEventListener('input', updateTextHint);
     ui.leave.addEventListener('click', leaveRoom);
-    ui.reconnect.addEventListener('click', connect);
+    ui.reconnect.addEventListener('click', () => { if (client) client.reconnectNow(); });
     ui.membersToggle.addEventListener('click', () => {
       setPeopleOpen(!ui.chat.classList.contains('people-open'));
     });

@@ -31,8 +31,8 @@ function validName(name) {
   return typeof name === 'string' && name !== '';
 }
 
-// `ui`: the elements of the panel. `io.send(frame)` sends a frame if connected (returns
-// whether it did), `io.ref()` makes a request ref, `io.notice(text)` shows a passing problem.
+// `ui`: the elements of the panel. `io.members(room, after)` asks the client library for a
+// page of names (a promise), `io.notice(text)` shows a passing problem.
 export function createPeople(ui, io) {
   const state = {
     room: '',
@@ -43,14 +43,14 @@ export function createPeople(ui, io) {
     cursor: '',
     // Whether the server has names after the cursor.
     more: false,
-    requestRef: '', // the `members` request awaiting its reply
+    request: null, // the `members` request awaiting its reply: a token only it holds
     retryTimer: 0,
   };
 
   function cancelRequest() {
     clearTimeout(state.retryTimer);
     state.retryTimer = 0;
-    state.requestRef = '';
+    state.request = null;
   }
 
   function add(name) {
@@ -93,22 +93,50 @@ export function createPeople(ui, io) {
     ui.note.textContent = capped ? `Showing the first ${numbers.format(state.names.size)} names.` : '';
     ui.note.hidden = !capped;
     ui.more.hidden = !state.more || full;
-    const busy = state.requestRef !== '';
+    const busy = state.request !== null;
     ui.more.disabled = busy;
     ui.more.textContent = busy ? 'Loading…' : 'Show more';
   }
 
   function request() {
     state.retryTimer = 0;
-    const ref = io.ref();
-    const frame = { type: 'members', room: state.room, after: state.cursor, ref };
-    state.requestRef = io.send(frame) ? ref : '';
+    const token = {};
+    state.request = token;
     renderPaging();
+    // A reply to a request since cancelled (a new room, a lost connection) is stale.
+    io.members(state.room, state.cursor).then(
+      (frame) => { if (state.request === token) page(frame); },
+      (error) => { if (state.request === token) failed(error); },
+    );
   }
 
   function showMore() {
-    if (state.requestRef || !state.more || state.names.size >= MAX_NAMES) return;
+    if (state.request || !state.more || state.names.size >= MAX_NAMES) return;
     request();
+  }
+
+  function page(frame) {
+    state.request = null;
+    addPage(frame.members);
+    state.more = frame.more_members === true;
+    setCount(frame.count);
+    renderCount();
+    renderNames();
+  }
+
+  function failed(error) {
+    if (error.code === 'rate_limited') {
+      const wait = Number(error.retryAfterMs);
+      // The request stays pending (the button stays busy) until the retry is answered.
+      state.retryTimer = setTimeout(request, wait > 0 ? wait : FALLBACK_RETRY_MS);
+      return;
+    }
+    state.request = null;
+    renderPaging();
+    // Without a connection there is nothing to say: the page shows that already.
+    if (error.code !== 'connection_lost') {
+      io.notice(`Could not load more names: ${error.message || error.code}`);
+    }
   }
 
   ui.more.addEventListener('click', showMore);
@@ -159,33 +187,6 @@ export function createPeople(ui, io) {
       });
       frame.joins.forEach(add);
       renderNames();
-    },
-
-    // A `members` reply; returns whether it answered this panel's request.
-    page(frame) {
-      if (!state.requestRef || frame.ref !== state.requestRef) return false;
-      state.requestRef = '';
-      addPage(frame.members);
-      state.more = frame.more_members === true;
-      setCount(frame.count);
-      renderCount();
-      renderNames();
-      return true;
-    },
-
-    // An `error`; returns whether it answered this panel's request.
-    error(frame) {
-      if (!state.requestRef || frame.ref !== state.requestRef) return false;
-      if (frame.code === 'rate_limited') {
-        const wait = Number(frame.retry_after_ms);
-        // The request stays pending (the button stays busy) until the retry is answered.
-        state.retryTimer = setTimeout(request, wait > 0 ? wait : FALLBACK_RETRY_MS);
-        return true;
-      }
-      state.requestRef = '';
-      renderPaging();
-      io.notice(`Could not load more names: ${frame.message || frame.code}`);
-      return true;
     },
   };
 }

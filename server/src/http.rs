@@ -49,6 +49,14 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; st
 #[folder = "../static"]
 struct Page;
 
+/// The JavaScript client library (`clients/js/src`), which the page imports from
+/// `/client/chat-client.js`: served by the node itself, so the page still needs no build step
+/// and the CSP's `script-src 'self'` covers it. Only `src/` is embedded, never the package's
+/// `node_modules`.
+#[derive(RustEmbed)]
+#[folder = "../clients/js/src"]
+struct ClientLibrary;
+
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub hub: Arc<Hub>,
@@ -70,12 +78,23 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/readyz", get(readiness))
         .route("/metrics", get(metrics))
         .nest("/api", api::router(state.api.clone()))
-        .route("/", get(|headers: HeaderMap| async move { asset("index.html", &headers) }))
+        .route(
+            "/",
+            get(|headers: HeaderMap| async move { asset(Page::get("index.html"), &headers) }),
+        )
+        .route(
+            "/client/{file}",
+            get(
+                |axum::extract::Path(file): axum::extract::Path<String>, headers: HeaderMap| async move {
+                    asset(ClientLibrary::get(&file), &headers)
+                },
+            ),
+        )
         .route(
             "/{file}",
             get(
                 |axum::extract::Path(file): axum::extract::Path<String>, headers: HeaderMap| async move {
-                    asset(&file, &headers)
+                    asset(Page::get(&file), &headers)
                 },
             ),
         )
@@ -103,9 +122,10 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Serves an embedded file of the page, with an ETag so browsers revalidate cheaply.
-fn asset(path: &str, request_headers: &HeaderMap) -> Response {
-    let Some(file) = Page::get(path) else {
+/// Serves an embedded file of the page or the client library, with an ETag so browsers
+/// revalidate cheaply.
+fn asset(file: Option<rust_embed::EmbeddedFile>, request_headers: &HeaderMap) -> Response {
+    let Some(file) = file else {
         return (StatusCode::NOT_FOUND, "not found\n").into_response();
     };
     let etag = format!(

@@ -27,6 +27,7 @@ pub(crate) mod dns;
 mod endpoint;
 mod http;
 mod in_process;
+pub(crate) mod js_client;
 mod metrics;
 mod node;
 mod ports;
