@@ -144,12 +144,13 @@ pub enum ServerFrame<'a> {
         room: Cow<'a, str>,
         /// How many distinct names the room's members have now, on every node.
         count: u64,
-        /// Names that were not in the room at the previous `presence` (or `joined`) and are
-        /// now. With `leaves`, absent when the room is too large for names (above
+        /// Names that came (or came back) since the previous `presence` and are here now.
+        /// With `leaves`, absent when the room is too large for names (above
         /// `--presence-names-max`) or too many changed at once: then only `count` is known.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         joins: Option<Vec<Cow<'a, str>>>,
-        /// Names that were in the room and no longer are; present exactly when `joins` is.
+        /// Names that went since the previous `presence` and are gone now; present exactly
+        /// when `joins` is.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         leaves: Option<Vec<Cow<'a, str>>>,
     },

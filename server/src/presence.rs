@@ -77,7 +77,7 @@ pub struct PresenceConfig {
     pub members_max: u64,
 
     /// A member gets at most one `presence` frame per room this often (10 to 60000 ms), with
-    /// the net joins and leaves since the previous one and the current count.
+    /// the names that came and went since the previous one and the current count.
     #[arg(long, env = "CHAT_PRESENCE_INTERVAL_MS", default_value_t = 250,
           value_parser = clap::value_parser!(u64).range(PRESENCE_INTERVAL_MS))]
     pub presence_interval_ms: u64,

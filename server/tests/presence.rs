@@ -266,3 +266,21 @@ async fn first_members_joining_two_nodes_at_once_see_each_other() {
         bob.wait_count(&room, 2, support::STEP).await;
     }
 }
+
+/// A member that learned of someone from its `joined` learns that they left, even when they
+/// left within the same presence interval as they were first reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_seen_in_joined_is_reported_gone_when_it_leaves_at_once() {
+    let cluster = cluster(2).await;
+    for round in 0..5 {
+        let room = format!("brief-{round}");
+        let mut alice = cluster.nodes[0].client("alice").await;
+        alice.join(&room).await;
+        let mut bob = cluster.nodes[1].client("bob").await;
+        assert_eq!(bob.join(&room).await.members, ["alice", "bob"]);
+        alice.leave(&room).await;
+        bob.wait_presence(PresenceEvent::Leave, "alice", support::STEP)
+            .await;
+        bob.wait_count(&room, 1, support::STEP).await;
+    }
+}

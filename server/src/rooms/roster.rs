@@ -6,8 +6,8 @@
 //! roster is read from Redis once, when the room's first local member joins (a *load*), and
 //! kept current from the room's presence events, which every node hears once. Members see it
 //! through pages of names ([`Roster::page`]) and through coalesced reports
-//! ([`Roster::take_report`]): the net joins and leaves since the previous report, at most one
-//! per room per `--presence-interval-ms`.
+//! ([`Roster::take_report`]): every name that came or went since the previous report, by
+//! where it ended, at most one report per room per `--presence-interval-ms`.
 //!
 //! Events are keyed by member (`<node id>|<n>`), so applying one twice changes nothing. That
 //! is what makes loads race-free without any sequence number: while a load is in flight,
@@ -19,7 +19,7 @@
 //!
 //! Counts and pages are by distinct name: a person with two tabs open is one person here.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -103,12 +103,12 @@ pub struct Report {
     pub names: Option<NetChanges>,
 }
 
-/// Names that came and went between two reports.
+/// Names that came or went between two reports, by where they ended.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NetChanges {
-    /// Names in the room now that were not at the previous report, sorted.
+    /// Names that came (or came back) since the previous report and are here now, sorted.
     pub joins: Vec<Arc<str>>,
-    /// Names in the room at the previous report that no longer are, sorted.
+    /// Names that went since the previous report and are gone now, sorted.
     pub leaves: Vec<Arc<str>>,
 }
 
@@ -119,10 +119,8 @@ pub struct Roster {
     members: HashMap<Box<str>, Arc<str>>,
     /// Name → how many members have it.
     names: BTreeMap<Arc<str>, u32>,
-    /// Names that came or went since the last report, with whether they were present then.
-    changed: HashMap<Arc<str>, bool>,
-    /// The count of the last report.
-    reported: u64,
+    /// Names that came or went since the last report.
+    changed: HashSet<Arc<str>>,
     /// How many times a name came or went: a member that joined when this stood where it
     /// stands at a report needs no report.
     changes: u64,
@@ -136,8 +134,7 @@ impl Roster {
         Roster {
             members: HashMap::new(),
             names: BTreeMap::new(),
-            changed: HashMap::new(),
-            reported: 0,
+            changed: HashSet::new(),
             changes: 0,
             loading: Loading::Keeping {
                 id: 0,
@@ -233,15 +230,14 @@ impl Roster {
         Loaded::Applied
     }
 
-    /// Records, as changes to report, every name whose presence differs from `before`
-    /// (a name that changed since the last report keeps what it was then).
+    /// Records, as changes to report, every name whose presence differs from `before`.
     fn note_differences(&mut self, before: &BTreeMap<Arc<str>, u32>) {
         for name in before.keys().filter(|name| !self.names.contains_key(*name)) {
-            self.changed.entry(name.clone()).or_insert(true);
+            self.changed.insert(name.clone());
             self.changes += 1;
         }
         for name in self.names.keys().filter(|name| !before.contains_key(*name)) {
-            self.changed.entry(name.clone()).or_insert(false);
+            self.changed.insert(name.clone());
             self.changes += 1;
         }
     }
@@ -258,7 +254,7 @@ impl Roster {
                 let holders = self.names.entry(name.clone()).or_insert(0);
                 *holders += 1;
                 if *holders == 1 {
-                    self.changed.entry(name).or_insert(false);
+                    self.changed.insert(name);
                     self.changes += 1;
                 }
             }
@@ -276,7 +272,7 @@ impl Roster {
             *holders -= 1;
             if *holders == 0 {
                 self.names.remove(&name);
-                self.changed.entry(name).or_insert(true);
+                self.changed.insert(name);
                 self.changes += 1;
             }
         }
@@ -310,20 +306,24 @@ impl Roster {
 
     /// The changes since the previous report, if any: names too when the room has at most
     /// `names_max` of them and they fit in [`MEMBERS_BUDGET`] bytes of JSON.
+    ///
+    /// Every name that came or went since then is in `joins` if it is here now and in
+    /// `leaves` if not, even when it is back where it was at the previous report: a member
+    /// may have learned of it in between, from a `joined` or a page taken from the roster as
+    /// it stood then, and must learn where it ended.
     pub fn take_report(&mut self, names_max: usize) -> Option<Report> {
-        let count = self.count();
-        let mut net = NetChanges::default();
-        for (name, was_present) in self.changed.drain() {
-            match (was_present, self.names.contains_key(&name)) {
-                (false, true) => net.joins.push(name),
-                (true, false) => net.leaves.push(name),
-                _ => {}
-            }
-        }
-        if net.joins.is_empty() && net.leaves.is_empty() && count == self.reported {
+        if self.changed.is_empty() {
             return None;
         }
-        self.reported = count;
+        let count = self.count();
+        let mut net = NetChanges::default();
+        for name in self.changed.drain() {
+            if self.names.contains_key(&name) {
+                net.joins.push(name);
+            } else {
+                net.leaves.push(name);
+            }
+        }
         let bytes: usize = net
             .joins
             .iter()

@@ -310,11 +310,14 @@ fn presence_events_are_coalesced_into_one_report_per_room() {
         .into_iter()
         .chain((0..10).map(|i| format!(r#""u{i:02}""#)))
         .collect();
+    // Those who came and went are said to be gone: a member may have seen them meanwhile.
+    let leaves: Vec<String> = (10..50).map(|i| format!(r#""u{i:02}""#)).collect();
     assert_eq!(
         frames(&mut queue),
         [format!(
-            r#"{{"type":"presence","room":"c","count":11,"joins":[{}],"leaves":[]}}"#,
-            joins.join(",")
+            r#"{{"type":"presence","room":"c","count":11,"joins":[{}],"leaves":[{}]}}"#,
+            joins.join(","),
+            leaves.join(",")
         )]
     );
     assert_eq!(f.rooms.report_presence(1000), 0, "nothing changed since");

@@ -130,7 +130,7 @@ fn a_page_of_the_widest_names_fits_its_byte_budget() {
 }
 
 #[test]
-fn reports_carry_net_changes_and_the_count() {
+fn reports_say_where_every_name_that_changed_ended() {
     let mut roster = loaded(&[("n|1", "ada"), ("n|2", "bob")]);
     assert_eq!(
         roster.take_report(1000),
@@ -143,12 +143,14 @@ fn reports_carry_net_changes_and_the_count() {
         })
     );
     assert_eq!(roster.take_report(1000), None, "nothing new");
-    // Came and went within one interval: not mentioned, and nothing to report.
+    // Came and went within one interval: a member may have seen cy in a page meanwhile, so
+    // the report says cy is gone.
     roster.apply(join("n|3", "cy"));
     roster.apply(leave("n|3"));
-    assert!(roster.is_dirty());
-    assert_eq!(roster.take_report(1000), None);
-    // Left and came back: no net change for bob.
+    let report = roster.take_report(1000).unwrap();
+    assert_eq!(report.count, 2);
+    assert_eq!(names(&report.names.unwrap().leaves), ["cy"]);
+    // Left and came back: bob is here, whatever a member saw in between.
     roster.apply(leave("n|2"));
     roster.apply(join("n|4", "bob"));
     roster.apply(join("n|5", "dee"));
@@ -156,8 +158,24 @@ fn reports_carry_net_changes_and_the_count() {
     let report = roster.take_report(1000).unwrap();
     assert_eq!(report.count, 2);
     let net = report.names.unwrap();
-    assert_eq!(names(&net.joins), ["dee"]);
+    assert_eq!(names(&net.joins), ["bob", "dee"]);
     assert_eq!(names(&net.leaves), ["ada"]);
+}
+
+#[test]
+fn a_member_who_saw_a_name_in_a_page_learns_that_it_left() {
+    // Bob's page lists ada, loaded after the last report; ada leaves before the next.
+    let mut roster = loaded(&[]);
+    roster.apply(join("here|1", "bob"));
+    roster.take_report(1000);
+    let id = roster.begin_load();
+    roster.load(id, vec![("far|1".to_owned(), "ada".to_owned())]);
+    roster.apply(join("here|1", "bob"));
+    assert_eq!(roster.page(None, 10).names, ["ada", "bob"]);
+    roster.apply(leave("far|1"));
+    let report = roster.take_report(1000).unwrap();
+    assert_eq!(report.count, 1);
+    assert_eq!(names(&report.names.unwrap().leaves), ["ada"]);
 }
 
 #[test]
@@ -187,6 +205,7 @@ fn a_reload_reports_what_it_corrected() {
     let net = roster.take_report(1000).unwrap().names.unwrap();
     assert_eq!(names(&net.joins), ["cy"]);
     assert_eq!(names(&net.leaves), ["bob"]);
+    // ada left and came back under another key: she is where she was, so nothing is said.
 }
 
 #[test]
