@@ -4,6 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { join as joinPath } from 'node:path';
+import { sleep, until as waitUntil } from '../clients/js/test/waiting.mjs';
 
 // Every wait is generous: the machine running the tests may be busy.
 export const WAIT_MS = 30_000;
@@ -21,17 +22,10 @@ export function log(text) {
   console.log(`[browser] ${text}`);
 }
 
-export const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+export { sleep };
 
-export async function until(what, check, timeoutMs = WAIT_MS) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting until ${what}`);
-    await sleep(25);
-  }
-}
+/** `check()`'s first truthy value, waiting at most `timeoutMs` (generous by default). */
+export const until = (what, check, timeoutMs = WAIT_MS) => waitUntil(what, check, timeoutMs);
 
 // ---- pages --------------------------------------------------------------------------------------
 

@@ -17,8 +17,9 @@ use chat_protocol::ServerFrame;
 use futures::StreamExt;
 use ipnet::IpNet;
 use support::balancer::{self, Balancer, node_ip, shared_port};
+use support::repository::{repository_file, yaml_file, yaml_strings};
 use support::{Client, KEY_A, Node, RedisServer, http_get, key, wait_until};
-use yaml_rust2::{Yaml, YamlLoader};
+use yaml_rust2::Yaml;
 
 const ROOM: &str = "lobby";
 const CLIENTS: usize = 300;
@@ -333,16 +334,8 @@ fn healthcheck(node: &Node) -> bool {
 // The files Docker would use
 // ---------------------------------------------------------------------------------------------
 
-fn repository_file(path: &str) -> String {
-    let full = format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("read {full}: {e}"))
-}
-
 fn compose() -> Yaml {
-    let text = repository_file("docker-compose.yml");
-    let mut documents = YamlLoader::load_from_str(&text).expect("docker-compose.yml parses");
-    assert_eq!(documents.len(), 1, "one YAML document");
-    documents.remove(0)
+    yaml_file("docker-compose.yml")
 }
 
 /// A service's `environment` mapping as strings.
@@ -359,14 +352,6 @@ fn environment(service: &Yaml) -> HashMap<String, String> {
             };
             (k.as_str().expect("string keys").to_owned(), value)
         })
-        .collect()
-}
-
-fn strings(list: &Yaml) -> Vec<&str> {
-    list.as_vec()
-        .unwrap_or_else(|| panic!("expected a list, got {list:?}"))
-        .iter()
-        .map(|item| item.as_str().expect("a string"))
         .collect()
 }
 
@@ -393,11 +378,11 @@ fn compose_runs_redis_scalable_nodes_and_the_tested_balancer() {
             .is_some_and(|i| i.starts_with("redis:"))
     );
     assert_eq!(
-        strings(&redis["healthcheck"]["test"]),
+        yaml_strings(&redis["healthcheck"]["test"]),
         ["CMD", "redis-cli", "ping"]
     );
     // Memory is bounded, and only keys with a TTL (all of a node's) may be evicted.
-    let command = strings(&redis["command"]);
+    let command = yaml_strings(&redis["command"]);
     let after = |flag: &str| {
         let at = command.iter().position(|arg| *arg == flag);
         at.and_then(|at| command.get(at + 1)).copied()
@@ -429,7 +414,7 @@ fn compose_runs_redis_scalable_nodes_and_the_tested_balancer() {
         "client addresses behind the balancer"
     );
     assert_eq!(
-        strings(&server["healthcheck"]["test"]),
+        yaml_strings(&server["healthcheck"]["test"]),
         ["CMD", "/usr/local/bin/chat-healthcheck"]
     );
     assert_eq!(
@@ -449,8 +434,8 @@ fn compose_runs_redis_scalable_nodes_and_the_tested_balancer() {
             .as_str()
             .is_some_and(|i| i.starts_with("haproxy:"))
     );
-    assert!(strings(&lb["ports"]).contains(&"8080:8080"));
-    let mounts = strings(&lb["volumes"]);
+    assert!(yaml_strings(&lb["ports"]).contains(&"8080:8080"));
+    let mounts = yaml_strings(&lb["volumes"]);
     let config_mount = mounts
         .iter()
         .find_map(|m| m.strip_suffix(":/usr/local/etc/haproxy/haproxy.cfg:ro"))

@@ -24,8 +24,9 @@ use support::api::{API_KEY, bearer};
 use support::balancer::{Balancer, node_ip, shared_port};
 use support::prometheus::Prometheus;
 use support::promql::{families, family_of, metric_names};
+use support::repository::{repository_file, repository_path, yaml_file, yaml_strings};
 use support::{Client, KEY_A, Node, RedisServer, TempDir, http_get, key, redis_node_args};
-use yaml_rust2::{Yaml, YamlLoader};
+use yaml_rust2::Yaml;
 
 const DASHBOARD: &str = "deploy/grafana/dashboards/chat.json";
 const PROMETHEUS: &str = "deploy/prometheus.yml";
@@ -33,22 +34,6 @@ const DATASOURCES: &str = "deploy/grafana/provisioning/datasources/prometheus.ym
 const DASHBOARD_PROVIDERS: &str = "deploy/grafana/provisioning/dashboards/chat.yml";
 /// The close code of a frame over `--max-frame-bytes`.
 const MESSAGE_TOO_BIG: u16 = 1009;
-
-fn repository_path(path: &str) -> String {
-    format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"))
-}
-
-fn repository_file(path: &str) -> String {
-    let full = repository_path(path);
-    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("read {full}: {e}"))
-}
-
-fn yaml_file(path: &str) -> Yaml {
-    let mut documents = YamlLoader::load_from_str(&repository_file(path))
-        .unwrap_or_else(|e| panic!("{path} parses: {e}"));
-    assert_eq!(documents.len(), 1, "{path}: one YAML document");
-    documents.remove(0)
-}
 
 fn dashboard() -> Value {
     serde_json::from_str(&repository_file(DASHBOARD))
@@ -223,17 +208,9 @@ fn port_of(address: &str) -> &str {
         .expect("a port")
 }
 
-fn strings(list: &Yaml) -> Vec<&str> {
-    list.as_vec()
-        .unwrap_or_else(|| panic!("expected a list, got {list:?}"))
-        .iter()
-        .map(|item| item.as_str().expect("a string"))
-        .collect()
-}
-
 /// The container path a service mounts `source` (a path in the repository) at, read-only.
 fn mount_of<'a>(service: &'a Yaml, source: &str) -> &'a str {
-    let mounts = strings(&service["volumes"]);
+    let mounts = yaml_strings(&service["volumes"]);
     mounts
         .iter()
         .find_map(|m| m.strip_prefix(&format!("./{source}:"))?.strip_suffix(":ro"))
@@ -260,12 +237,12 @@ fn the_monitoring_profile_scrapes_every_node_and_the_balancer() {
     let (prometheus, grafana) = (&services["prometheus"], &services["grafana"]);
     for (name, service) in [("prometheus", prometheus), ("grafana", grafana)] {
         assert_eq!(
-            strings(&service["profiles"]),
+            yaml_strings(&service["profiles"]),
             ["monitoring"],
             "{name}'s profile"
         );
         assert_pinned(service["image"].as_str().expect("an image"));
-        for port in strings(&service["ports"]) {
+        for port in yaml_strings(&service["ports"]) {
             assert!(
                 port.starts_with("127.0.0.1:"),
                 "{name} publishes {port} beyond this host"
@@ -287,7 +264,7 @@ fn the_monitoring_profile_scrapes_every_node_and_the_balancer() {
     };
     let nodes = &job("chat-node")["dns_sd_configs"][0];
     assert_eq!(
-        strings(&nodes["names"]),
+        yaml_strings(&nodes["names"]),
         ["server"],
         "every container of the node service"
     );
@@ -302,7 +279,7 @@ fn the_monitoring_profile_scrapes_every_node_and_the_balancer() {
         .as_str()
         .expect("stats");
     assert_eq!(
-        strings(&job("haproxy")["static_configs"][0]["targets"]),
+        yaml_strings(&job("haproxy")["static_configs"][0]["targets"]),
         [format!("lb:{}", port_of(lb_stats))],
         "the balancer's exporter, on its stats port"
     );

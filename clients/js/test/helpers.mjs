@@ -4,6 +4,7 @@
 import { createHmac } from 'node:crypto';
 import WebSocket from 'ws';
 import { ChatClient } from '../src/chat-client.js';
+import { sleep, until as waitUntil } from './waiting.mjs';
 
 // Every wait is generous: the machine running the tests may be busy.
 export const WAIT_MS = 20_000;
@@ -17,17 +18,10 @@ export function required(name) {
 /** The `/ws` address of a node given as `http://host:port`. */
 export const wsUrl = (httpUrl) => `${httpUrl.replace(/^http/, 'ws')}/ws`;
 
-export const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+export { sleep };
 
-export async function until(what, check, timeoutMs = WAIT_MS) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting until ${what}`);
-    await sleep(20);
-  }
-}
+/** `check()`'s first truthy value, waiting at most `timeoutMs` (generous by default). */
+export const until = (what, check, timeoutMs = WAIT_MS) => waitUntil(what, check, timeoutMs);
 
 /** A client with short backoff (tests should not wait seconds) that records what it hears. */
 export function client(options) {

@@ -37,6 +37,7 @@ pub(crate) mod prometheus;
 pub(crate) mod promql;
 pub(crate) mod raw;
 mod redis;
+pub(crate) mod repository;
 mod tokens;
 
 use std::sync::atomic::{AtomicU64, Ordering};
