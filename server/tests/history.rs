@@ -164,3 +164,41 @@ async fn a_single_node_keeps_history_in_memory() {
         (Some(true), vec!["m3"])
     );
 }
+
+/// A publish learns the epoch from a key of its own instead of reading the stream; the stream
+/// still decides when the two disagree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_redis_lost_begins_a_new_epoch_whatever_its_epoch_key_says() {
+    let (redis, node, _) = pair(10).await;
+    let mut alice = node.client("alice").await;
+    alice.join("lobby").await;
+    let epoch = |id: &str| id.split_once('-').expect("<epoch>-<seq>").0.to_owned();
+    let first = alice.say("lobby", &unique("before ")).await;
+    let second = alice.say("lobby", &unique("before ")).await;
+    assert_eq!(epoch(&second), epoch(&first));
+
+    // The stream goes (evicted, say) while the key holding its epoch stays.
+    let mut connection = redis.connection().await;
+    let mut run = async |args: &[&str]| {
+        let _: redis::Value = redis::cmd(args[0])
+            .arg(&args[1..])
+            .query_async(&mut connection)
+            .await
+            .expect("redis command");
+    };
+    run(&["DEL", "chat:room:lobby:history"]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let after = alice.say("lobby", &unique("after ")).await;
+    assert_ne!(epoch(&after), epoch(&first), "a new history, a new epoch");
+    assert!(after.ends_with("-0"), "{after}");
+
+    // An epoch key older than the stream's does not stop publishing: the stream's epoch wins.
+    run(&["SET", "chat:room:lobby:epoch", "1"]).await;
+    let later = alice.say("lobby", &unique("later ")).await;
+    assert_eq!(epoch(&later), epoch(&after));
+    assert!(later.ends_with("-1"), "{later}");
+    // And a lost epoch key is read back from the stream.
+    run(&["DEL", "chat:room:lobby:epoch"]).await;
+    let last = alice.say("lobby", &unique("last ")).await;
+    assert_eq!(epoch(&last), epoch(&after));
+}

@@ -157,7 +157,9 @@ impl RedisBroker {
 
 impl Broker for RedisBroker {
     fn publish(&self, channel: &str, sealed_body: Bytes, ts: u64) -> BrokerFuture<MessageId> {
-        let mut cmd = SCRIPTS.publish.invoke(&[&history::key(channel)]);
+        let mut cmd = SCRIPTS
+            .publish
+            .invoke(&[&history::key(channel), &history::epoch_key(channel)]);
         cmd.arg(channel)
             .arg(sealed_body.as_ref())
             .arg(ts)
