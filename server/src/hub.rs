@@ -7,8 +7,8 @@
 //! the id while storing it in history. Receiving nodes only open it.
 //!
 //! Joining answers with a page of the room's members, from the node's roster of the room (read
-//! from presence once per room, not once per join; see [`crate::presence`]), and its history. The history is read up to the
-//! position where the joiner's live messages start (see [`Position`]), so the two meet without
+//! from presence once per room, not once per join; see [`crate::presence`]), and its history.
+//! The history is read up to the position where the joiner's live messages start (see [`Position`]), so the two meet without
 //! a gap or a duplicate, and a client that says which message it saw last (`since`) gets
 //! exactly what came after it, or learns that history no longer reaches back that far.
 
@@ -199,12 +199,12 @@ impl Hub {
 
     /// A page of the names in a room this node has members in, after `after`, from the
     /// node's roster with no round trip, once the roster has loaded (a page asked for just
-    /// after the room's first join waits for it). `None` without a local member.
+    /// after the room's first join waits for it). Empty without a local member.
     pub fn members_page(
         &self,
         channel: &str,
         after: Option<&str>,
-    ) -> BoxFuture<'static, Option<MemberPage>> {
+    ) -> BoxFuture<'static, MemberPage> {
         let ready = self.rooms.ready(channel);
         let rooms = self.rooms.clone();
         let channel = channel.to_owned();
@@ -212,8 +212,12 @@ impl Hub {
         let page_size = self.presence_config.page_size();
         async move {
             // A room that failed to prepare has no roster to wait for: its join failed.
-            let _ = ready?.await;
-            rooms.members_page(&channel, after.as_deref(), page_size)
+            if let Some(ready) = ready {
+                let _ = ready.await;
+            }
+            rooms
+                .members_page(&channel, after.as_deref(), page_size)
+                .unwrap_or_else(MemberPage::empty)
         }
         .boxed()
     }
@@ -227,8 +231,7 @@ impl Hub {
         after: Option<&str>,
     ) -> BrokerFuture<MemberPage> {
         if self.rooms.ready(channel).is_some() {
-            let page = self.members_page(channel, after);
-            return async move { Ok(page.await.unwrap_or_else(MemberPage::empty)) }.boxed();
+            return self.members_page(channel, after).map(Ok).boxed();
         }
         let members = self.presence.members(channel);
         let rooms = self.rooms.clone();
@@ -236,8 +239,7 @@ impl Hub {
         let after = after.map(str::to_owned);
         let page_size = self.presence_config.page_size();
         async move {
-            let mut roster = Roster::loading();
-            roster.load(0, open_members(&rooms, &channel, members.await?));
+            let roster = Roster::of(open_members(&rooms, &channel, members.await?));
             Ok(roster.page(after.as_deref(), page_size))
         }
         .boxed()

@@ -63,6 +63,10 @@ pub struct PresenceEntry {
 
 /// Most names a `joined` or a `members` page may carry; a page is also cut to 32 KiB.
 const MAX_MEMBERS_MAX: usize = 1_000;
+/// The defaults of the three flags, shared by the command line and [`PresenceConfig::default`].
+const DEFAULT_MEMBERS_MAX: u64 = 100;
+const DEFAULT_PRESENCE_INTERVAL_MS: u64 = 250;
+const DEFAULT_PRESENCE_NAMES_MAX: usize = 1_000;
 /// Bounds of `--presence-interval-ms`: under 10 ms coalescing no longer coalesces; over a
 /// minute, presence is no longer presence.
 const PRESENCE_INTERVAL_MS: std::ops::RangeInclusive<u64> = 10..=60_000;
@@ -72,19 +76,19 @@ const PRESENCE_INTERVAL_MS: std::ops::RangeInclusive<u64> = 10..=60_000;
 pub struct PresenceConfig {
     /// Most member names in `joined` and in one `members` page (1 to 1000); the count is
     /// always exact, and clients page through the rest with `members`.
-    #[arg(long, env = "CHAT_MEMBERS_MAX", default_value_t = 100,
+    #[arg(long, env = "CHAT_MEMBERS_MAX", default_value_t = DEFAULT_MEMBERS_MAX,
           value_parser = clap::value_parser!(u64).range(1..=MAX_MEMBERS_MAX as u64))]
     pub members_max: u64,
 
     /// A member gets at most one `presence` frame per room this often (10 to 60000 ms), with
     /// the names that came and went since the previous one and the current count.
-    #[arg(long, env = "CHAT_PRESENCE_INTERVAL_MS", default_value_t = 250,
+    #[arg(long, env = "CHAT_PRESENCE_INTERVAL_MS", default_value_t = DEFAULT_PRESENCE_INTERVAL_MS,
           value_parser = clap::value_parser!(u64).range(PRESENCE_INTERVAL_MS))]
     pub presence_interval_ms: u64,
 
     /// Above this many people in a room, `presence` frames carry only the count, not the
     /// names that came and went (0: never names).
-    #[arg(long, env = "CHAT_PRESENCE_NAMES_MAX", default_value_t = 1_000)]
+    #[arg(long, env = "CHAT_PRESENCE_NAMES_MAX", default_value_t = DEFAULT_PRESENCE_NAMES_MAX)]
     pub presence_names_max: usize,
 }
 
@@ -104,9 +108,9 @@ impl PresenceConfig {
 impl Default for PresenceConfig {
     fn default() -> Self {
         PresenceConfig {
-            members_max: 100,
-            presence_interval_ms: 250,
-            presence_names_max: 1_000,
+            members_max: DEFAULT_MEMBERS_MAX,
+            presence_interval_ms: DEFAULT_PRESENCE_INTERVAL_MS,
+            presence_names_max: DEFAULT_PRESENCE_NAMES_MAX,
         }
     }
 }

@@ -144,6 +144,13 @@ impl Roster {
         }
     }
 
+    /// A roster of `members` (key, name), as read from presence, with no load in flight.
+    pub fn of(members: Vec<(String, String)>) -> Self {
+        let mut roster = Roster::loading();
+        roster.load(0, members);
+        roster
+    }
+
     /// How many distinct names the room has.
     pub fn count(&self) -> u64 {
         self.names.len() as u64

@@ -2,10 +2,10 @@
 //! reply.
 //!
 //! Every `send` passes flood control first ([`crate::flood`]); joins, leaves and member pages
-//! pass their own per-connection budget before any work. When a verdict needs a round trip to Redis, the
-//! publish waits for it inside the reply's future, and for the previous send's publish (see
-//! [`FloodState`](super::flood_state::FloodState)), so one client's messages are published in
-//! the order it sent them.
+//! pass their own per-connection budget before any work. When a verdict needs a round trip to
+//! Redis, the publish waits for it inside the reply's future, and for the previous send's
+//! publish (see [`FloodState`](super::flood_state::FloodState)), so one client's messages are
+//! published in the order it sent them.
 
 use chat_protocol::{ClientFrame, ErrorCode, FrameError, MessageId, ServerFrame};
 use futures::FutureExt;
@@ -15,7 +15,6 @@ use super::Session;
 use super::replies::{Reply, not_joined, published, text_message, unavailable};
 use crate::flood::{Check, Verdict};
 use crate::hub::Joined;
-use crate::rooms::MemberPage;
 
 impl Session {
     /// Handles one text frame from the client.
@@ -85,7 +84,7 @@ impl Session {
                 let page = self.hub.members_page(channel, None);
                 let joined = async move {
                     Ok(Joined {
-                        members: page.await.unwrap_or_else(MemberPage::empty),
+                        members: page.await,
                         history: Vec::new(),
                         recovered: None,
                     })
@@ -151,7 +150,7 @@ impl Session {
         let room = room.to_owned();
         self.replies.push_back(
             async move {
-                let page = page.await.unwrap_or_else(MemberPage::empty);
+                let page = page.await;
                 let frame = ServerFrame::Members {
                     room: room.into(),
                     count: page.count,

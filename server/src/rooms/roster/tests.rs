@@ -16,13 +16,11 @@ fn leave(member: &str) -> Change {
 }
 
 fn loaded(members: &[(&str, &str)]) -> Roster {
-    let mut roster = Roster::loading();
     let snapshot = members
         .iter()
         .map(|(m, n)| (m.to_string(), n.to_string()))
         .collect();
-    assert_eq!(roster.load(0, snapshot), Loaded::Applied);
-    roster
+    Roster::of(snapshot)
 }
 
 fn names(list: &[Arc<str>]) -> Vec<&str> {
