@@ -53,6 +53,7 @@ const UNAVAILABLE_RETRY_MS = 1000;
 
 /**
  * @typedef {{ ref: string, type: string, room: string, since?: string, rejoin?: boolean,
+ *   onJoined?: (joined: Joined) => void,
  *   resolve: (value: any) => void, reject: (error: ChatError) => void }} Request
  * @typedef {{ lastId: string, joined: boolean, ever: boolean, timer: any,
  *   waiters: Array<{ resolve: (joined: Joined) => void, reject: (error: ChatError) => void }> }} Room
@@ -364,10 +365,13 @@ export class ChatClient extends Emitter {
     /** @type {Record<string, string>} */
     const frame = { type: 'join', room };
     if (record.lastId) frame.since = record.lastId;
-    this.request(frame, { since: record.lastId, rejoin: record.ever }).then(
-      (joined) => this.onJoined(joined, record),
-      (error) => this.onJoinError(error, room, record),
-    ).catch((error) => setTimeout(() => { throw error; }, 0));
+    // `joined` is applied as its frame is read, not in a promise callback: the live messages
+    // that follow it may be read in the same event (Node's `ws` hands over every frame of one
+    // read at once), and one of them must not move the room's mark past the history first.
+    const onJoined = (/** @type {Joined} */ joined) => this.onJoined(joined, record);
+    this.request(frame, { since: record.lastId, rejoin: record.ever, onJoined })
+      .catch((error) => this.onJoinError(error, room, record))
+      .catch((error) => setTimeout(() => { throw error; }, 0));
   }
 
   /**
@@ -408,7 +412,8 @@ export class ChatClient extends Emitter {
   /**
    * Sends a request and settles with its reply.
    * @param {Record<string, string>} frame
-   * @param {{ since?: string, rejoin?: boolean }} [extra]
+   * @param {{ since?: string, rejoin?: boolean, onJoined?: (joined: Joined) => void }} [extra]
+   *   `onJoined` is called with a `joined` reply as its frame is read, before the promise settles
    * @returns {Promise<any>}
    */
   request(frame, extra = {}) {
@@ -437,7 +442,9 @@ export class ChatClient extends Emitter {
     const [request] = this.inflight.splice(index, 1);
     if (frame.type === 'ack') request.resolve(frame.id);
     else if (frame.type === 'joined') {
-      request.resolve({ ...frame, rejoin: Boolean(request.rejoin), since: request.since || '' });
+      const joined = { ...frame, rejoin: Boolean(request.rejoin), since: request.since || '' };
+      request.onJoined?.(joined);
+      request.resolve(joined);
     } else request.resolve(frame);
   }
 

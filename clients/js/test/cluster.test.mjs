@@ -92,9 +92,15 @@ test('a node killed while sending: nothing acknowledged is lost, recovery report
     assert.deepEqual(reader.seen.closes.map((c) => c.code).slice(0, 1), [1006]);
     // Sends in flight when the connection died are the only ones that may fail, and only so.
     assert.ok(lost.every((code) => code === 'connection_lost'), `failures: ${lost}`);
-    await until('the reader has every acknowledged message', () => {
+    const missing = () => {
       const ids = new Set(reader.seen.messages.map((m) => m.id));
-      return acked.every((id) => ids.has(id));
+      return acked.filter((id) => !ids.has(id));
+    };
+    await until('the reader has every acknowledged message', () => missing().length === 0).catch((error) => {
+      const heard = reader.seen.messages.map((m) => `${m.id} ${m.text}`);
+      throw new Error(`${error.message}; missing ${missing()}; rejoins ${JSON.stringify(
+        reader.seen.joined.map(({ history, ...rest }) => ({ ...rest, history: history.length })),
+      )}; heard ${heard}`);
     });
     const ids = reader.seen.messages.map((m) => m.id);
     assert.equal(new Set(ids).size, ids.length, 'no message twice');
