@@ -13,12 +13,6 @@ pub(super) fn key(channel: &str) -> String {
     format!("{channel}:history")
 }
 
-/// The key holding the epoch of `channel`'s history, so that a publish need not read the
-/// stream to learn it.
-pub(super) fn epoch_key(channel: &str) -> String {
-    format!("{channel}:epoch")
-}
-
 /// The read of `range` in `channel`'s history, and whether it returns the newest entry first
 /// (`XREVRANGE`, which is how "the newest `limit`" is read in one command).
 pub(super) fn read(channel: &str, range: HistoryRange) -> (redis::Cmd, bool) {

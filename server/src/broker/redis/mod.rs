@@ -40,11 +40,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::heartbeat::Heartbeat;
 use self::pipeline::Pipeline;
-use self::scripts::SCRIPTS;
+use self::publish::Publish;
 use self::subscriptions::Command;
 use self::supervisor::{State, Supervisor};
 use super::{
-    BadReply, Broker, BrokerError, BrokerFuture, HistoryEntry, HistoryLimits, HistoryRange, Inbound,
+    Broker, BrokerError, BrokerFuture, HistoryEntry, HistoryLimits, HistoryRange, Inbound,
 };
 use crate::metrics::Metrics;
 use crate::redis_client;
@@ -53,6 +53,7 @@ mod heartbeat;
 mod history;
 mod pipeline;
 mod presence;
+mod publish;
 mod scripts;
 mod subscriptions;
 mod supervisor;
@@ -102,7 +103,6 @@ pub struct RedisBroker {
     /// Everything else, for the publisher connection.
     pipeline: Pipeline,
     address: String,
-    history: HistoryLimits,
     heartbeat: Heartbeat,
     node_rooms_key: String,
 }
@@ -125,7 +125,7 @@ impl RedisBroker {
         let client = redis_client::open(url)?;
         let address = redis_client::address(&client);
         let state = Arc::new(State::new(metrics));
-        let pipeline = Pipeline::start(state.clone(), timing.command_timeout);
+        let pipeline = Pipeline::start(state.clone(), timing.command_timeout, history);
         let (subscriptions, commands) = mpsc::unbounded_channel();
         let heartbeat = Heartbeat::new(&prefix, &node_id);
         let supervisor = Supervisor::new(
@@ -143,7 +143,6 @@ impl RedisBroker {
             subscriptions,
             pipeline,
             address,
-            history,
             node_rooms_key: format!("{prefix}:node:{node_id}:rooms"),
             heartbeat,
         })
@@ -157,28 +156,16 @@ impl RedisBroker {
 
 impl Broker for RedisBroker {
     fn publish(&self, channel: &str, sealed_body: Bytes, ts: u64) -> BrokerFuture<MessageId> {
-        let mut cmd = SCRIPTS
-            .publish
-            .invoke(&[&history::key(channel), &history::epoch_key(channel)]);
-        cmd.arg(channel)
-            .arg(sealed_body.as_ref())
-            .arg(ts)
-            .arg(self.history.size)
-            .arg(self.history.max_age.as_millis() as u64);
-        let published = self.pipeline.send(cmd, true);
-        async move {
-            let id = published.await?;
-            redis::from_redis_value::<String>(id)
-                .ok()
-                .and_then(|id| id.parse().ok())
-                .ok_or(BrokerError::Refused(BadReply::NoMessageId))
-        }
-        .boxed()
+        self.pipeline.publish(Publish {
+            channel: channel.to_owned(),
+            sealed_body,
+            ts,
+        })
     }
 
     fn history(&self, channel: &str, range: HistoryRange) -> BrokerFuture<Vec<HistoryEntry>> {
         let (cmd, newest_first) = history::read(channel, range);
-        let read = self.pipeline.send(cmd, false);
+        let read = self.pipeline.send(cmd);
         async move {
             let mut entries = history::parse_entries(read.await?).map_err(BrokerError::Refused)?;
             if newest_first {

@@ -3,8 +3,9 @@
 //! One task sends everything queued since its last round trip as the next pipeline, so
 //! batches grow with load and order is never in question: requests reach Redis in exactly
 //! the order they were made, which is how one client's messages keep their order without the
-//! caller sequencing anything. Each command gets its own result: one refused message (say, by
-//! an ACL) is not reported as lost for the others, which went through.
+//! caller sequencing anything. Each run of consecutive publishes in a pipeline becomes one
+//! script call (see [`publish`](super::publish)). Each request gets its own result: one
+//! refused message (say, by an ACL) is not reported as lost for the others, which went through.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,9 +15,11 @@ use redis::aio::MultiplexedConnection;
 use redis::{RedisError, Value};
 use tokio::sync::{mpsc, oneshot};
 
+use super::publish::{Batches, MAX_PER_CALL, Publish};
 use super::scripts::{self, SCRIPTS};
 use super::supervisor::State;
-use crate::broker::{BadReply, BrokerError, BrokerFuture};
+use crate::broker::{BadReply, BrokerError, BrokerFuture, HistoryLimits};
+use chat_protocol::MessageId;
 
 /// Most commands in one pipeline.
 const PIPELINE_BATCH: usize = 512;
@@ -29,35 +32,70 @@ pub(super) struct Pipeline {
     requests: mpsc::UnboundedSender<Request>,
 }
 
-/// A command for the publisher connection.
-struct Request {
-    cmd: redis::Cmd,
-    /// Set for publishes, whose time to acceptance is measured.
-    queued: Option<Instant>,
-    /// `None` when nobody waits for the outcome.
-    done: Option<oneshot::Sender<Result<Value, BrokerError>>>,
+/// A request for the publisher connection.
+enum Request {
+    Command {
+        cmd: redis::Cmd,
+        /// `None` when nobody waits for the outcome.
+        done: Option<oneshot::Sender<Result<Value, BrokerError>>>,
+    },
+    Publish(Queued),
+}
+
+/// A publish waiting for its batch.
+struct Queued {
+    publish: Publish,
+    /// Its time to acceptance is measured.
+    queued: Instant,
+    done: oneshot::Sender<Result<MessageId, BrokerError>>,
+}
+
+/// What one command of a pipeline stands for.
+enum Planned {
+    Command {
+        cmd: redis::Cmd,
+        done: Option<oneshot::Sender<Result<Value, BrokerError>>>,
+    },
+    /// Consecutive publishes, in one script call.
+    Publishes(Vec<Queued>),
 }
 
 impl Pipeline {
     /// Starts the task that sends the queue; it ends once the pipeline is dropped.
-    pub(super) fn start(state: Arc<State>, timeout: Duration) -> Self {
+    pub(super) fn start(state: Arc<State>, timeout: Duration, history: HistoryLimits) -> Self {
         let (requests, queue) = mpsc::unbounded_channel();
-        tokio::spawn(send_in_order(state.clone(), queue, timeout));
+        tokio::spawn(send_in_order(state.clone(), queue, timeout, history));
         Pipeline { state, requests }
     }
 
-    /// Queues a command; `timed` measures its time to acceptance as a publish's.
-    pub(super) fn send(&self, cmd: redis::Cmd, timed: bool) -> BrokerFuture<Value> {
+    /// Queues a command.
+    pub(super) fn send(&self, cmd: redis::Cmd) -> BrokerFuture<Value> {
+        self.queue(|done| Request::Command {
+            cmd,
+            done: Some(done),
+        })
+    }
+
+    /// Queues a message to append to its room's history and publish; resolves to its id.
+    pub(super) fn publish(&self, publish: Publish) -> BrokerFuture<MessageId> {
+        self.queue(|done| {
+            Request::Publish(Queued {
+                publish,
+                queued: Instant::now(),
+                done,
+            })
+        })
+    }
+
+    fn queue<T: Send + 'static>(
+        &self,
+        request: impl FnOnce(oneshot::Sender<Result<T, BrokerError>>) -> Request,
+    ) -> BrokerFuture<T> {
         if !self.state.is_ready() {
             return futures::future::ready(Err(BrokerError::Disconnected)).boxed();
         }
         let (done, result) = oneshot::channel();
-        let request = Request {
-            cmd,
-            queued: timed.then(Instant::now),
-            done: Some(done),
-        };
-        if self.requests.send(request).is_err() {
+        if self.requests.send(request(done)).is_err() {
             return futures::future::ready(Err(BrokerError::Disconnected)).boxed();
         }
         async move { result.await.unwrap_or(Err(BrokerError::Disconnected)) }.boxed()
@@ -65,12 +103,7 @@ impl Pipeline {
 
     /// Queues a command whose outcome nobody waits for (a failure is logged).
     pub(super) fn send_and_forget(&self, cmd: redis::Cmd) {
-        let request = Request {
-            cmd,
-            queued: None,
-            done: None,
-        };
-        let _ = self.requests.send(request);
+        let _ = self.requests.send(Request::Command { cmd, done: None });
     }
 }
 
@@ -79,68 +112,107 @@ async fn send_in_order(
     state: Arc<State>,
     mut queue: mpsc::UnboundedReceiver<Request>,
     timeout: Duration,
+    history: HistoryLimits,
 ) {
+    let mut batches = Batches::new(history);
     let mut batch = Vec::with_capacity(PIPELINE_BATCH);
     while queue.recv_many(&mut batch, PIPELINE_BATCH).await > 0 {
-        match run_batch(&state, &batch, timeout).await {
+        let planned = plan(batch.drain(..));
+        let cmds: Vec<redis::Cmd> = planned
+            .iter()
+            .map(|planned| match planned {
+                Planned::Command { cmd, .. } => cmd.clone(),
+                Planned::Publishes(run) => batches.call(run.iter().map(|queued| &queued.publish)),
+            })
+            .collect();
+        match run_batch(&state, &cmds, timeout).await {
             Ok(results) => {
-                let mut results = results.into_iter();
-                for request in batch.drain(..) {
-                    let result = settle(&state, &request, results.next());
-                    if let Some(done) = request.done {
-                        let _ = done.send(result);
-                    }
+                for (planned, result) in planned.into_iter().zip(results) {
+                    settle(&state, &mut batches, planned, Ok(result));
                 }
             }
             Err(error) => {
                 // The connection is in doubt: the supervisor checks it now, not at the next ping.
                 state.check_now.notify_one();
-                for request in batch.drain(..) {
-                    if let Some(done) = request.done {
-                        let _ = done.send(Err(error.clone()));
-                    }
+                for planned in planned {
+                    settle(&state, &mut batches, planned, Err(error.clone()));
                 }
             }
         }
     }
 }
 
-/// The outcome of one request of a pipeline that went through.
+/// One command per request, except that each run of consecutive publishes (up to
+/// [`MAX_PER_CALL`]) is one.
+fn plan(requests: impl Iterator<Item = Request>) -> Vec<Planned> {
+    let mut planned = Vec::new();
+    for request in requests {
+        match (request, planned.last_mut()) {
+            (Request::Command { cmd, done }, _) => planned.push(Planned::Command { cmd, done }),
+            (Request::Publish(queued), Some(Planned::Publishes(run)))
+                if run.len() < MAX_PER_CALL =>
+            {
+                run.push(queued);
+            }
+            (Request::Publish(queued), _) => planned.push(Planned::Publishes(vec![queued])),
+        }
+    }
+    planned
+}
+
+/// Hands the requests behind one command their outcomes: the command's reply, or the error
+/// that lost the whole pipeline.
 fn settle(
     state: &State,
-    request: &Request,
-    reply: Option<redis::RedisResult<Value>>,
-) -> Result<Value, BrokerError> {
-    match reply {
-        Some(Ok(value)) => {
-            if let Some(queued) = request.queued {
-                let waited = queued.elapsed().as_secs_f64();
-                state.metrics.publish_duration.observe(waited);
+    batches: &mut Batches,
+    planned: Planned,
+    reply: Result<redis::RedisResult<Value>, BrokerError>,
+) {
+    match planned {
+        Planned::Command { done, .. } => {
+            let outcome = reply.and_then(command_outcome);
+            if let Some(done) = done {
+                let _ = done.send(outcome);
             }
-            Ok(value)
         }
-        Some(Err(error)) => {
-            log::warn!("Redis refused a request: {error}");
-            Err(classify(&error))
+        Planned::Publishes(run) => {
+            let outcomes = match reply {
+                Ok(reply) => batches.outcomes(run.iter().map(|queued| &queued.publish), reply),
+                Err(error) => vec![Err(error); run.len()],
+            };
+            for (queued, outcome) in run.into_iter().zip(outcomes) {
+                if outcome.is_ok() {
+                    let waited = queued.queued.elapsed().as_secs_f64();
+                    state.metrics.publish_duration.observe(waited);
+                }
+                let _ = queued.done.send(outcome);
+            }
         }
-        None => Err(BrokerError::Refused(BadReply::NoReply)),
     }
+}
+
+/// The outcome of one command of a pipeline that went through.
+fn command_outcome(reply: redis::RedisResult<Value>) -> Result<Value, BrokerError> {
+    reply.map_err(|error| {
+        log::warn!("Redis refused a request: {error}");
+        classify(&error)
+    })
 }
 
 /// Runs one pipeline, each command with its own result; commands refused because Redis lost
 /// its scripts are sent again once the scripts are back.
 async fn run_batch(
     state: &State,
-    batch: &[Request],
+    cmds: &[redis::Cmd],
     timeout: Duration,
 ) -> Result<Vec<redis::RedisResult<Value>>, BrokerError> {
     let mut connection = state.publisher().ok_or(BrokerError::Disconnected)?;
-    let all: Vec<usize> = (0..batch.len()).collect();
-    let mut results = query_pipeline(&mut connection, batch, &all, timeout).await?;
+    let all: Vec<usize> = (0..cmds.len()).collect();
+    let mut results = query_pipeline(&mut connection, cmds, &all, timeout).await?;
     let refused = scripts::missing(&results);
     if !refused.is_empty() {
         within(timeout, SCRIPTS.load(&mut connection)).await?;
-        let retried = query_pipeline(&mut connection, batch, &refused, timeout).await?;
+        let retried = query_pipeline(&mut connection, cmds, &refused, timeout).await?;
         for (index, result) in refused.into_iter().zip(retried) {
             results[index] = result;
         }
@@ -150,14 +222,14 @@ async fn run_batch(
 
 async fn query_pipeline(
     connection: &mut MultiplexedConnection,
-    batch: &[Request],
+    cmds: &[redis::Cmd],
     indices: &[usize],
     timeout: Duration,
 ) -> Result<Vec<redis::RedisResult<Value>>, BrokerError> {
     let mut pipeline = redis::pipe();
     pipeline.ignore_errors();
     for &index in indices {
-        pipeline.add_command(batch[index].cmd.clone());
+        pipeline.add_command(cmds[index].clone());
     }
     within(timeout, pipeline.query_async(connection)).await
 }

@@ -29,7 +29,7 @@ impl Presence for RedisBroker {
             .arg(member)
             .arg(sealed_name.as_ref())
             .arg(key_ttl_ms());
-        let added = self.pipeline.send(cmd, false);
+        let added = self.pipeline.send(cmd);
         async move { added.await.map(drop) }.boxed()
     }
 
@@ -43,7 +43,7 @@ impl Presence for RedisBroker {
         let cmd = SCRIPTS
             .presence_members
             .invoke(&[&key(channel), self.heartbeat.nodes_key()]);
-        let members = self.pipeline.send(cmd, false);
+        let members = self.pipeline.send(cmd);
         async move {
             let flat: Vec<Vec<u8>> = redis::from_redis_value(members.await?)
                 .map_err(|error| BrokerError::Refused(BadReply::Reply(error)))?;
@@ -54,7 +54,7 @@ impl Presence for RedisBroker {
 
     fn retire(&self) -> BrokerFuture {
         let cmd = self.heartbeat.cmd(Duration::ZERO, false);
-        let retired = self.pipeline.send(cmd, false);
+        let retired = self.pipeline.send(cmd);
         async move { retired.await.map(drop) }.boxed()
     }
 }
