@@ -13,6 +13,7 @@ use std::time::Duration;
 use redis::{ParsingError, Value};
 
 use super::scripts::SCRIPTS;
+use super::sweep;
 use crate::presence::HEARTBEAT_INTERVAL;
 
 /// How long a presence key lives unless renewed.
@@ -33,6 +34,7 @@ pub(super) fn key_ttl_ms() -> u64 {
 #[derive(Debug, Clone)]
 pub(super) struct Heartbeat {
     nodes_key: String,
+    sweeps_key: String,
     prefix: String,
     node_id: String,
     /// Where the renewal of this node's presence hashes goes on (`0`: from the start).
@@ -44,6 +46,7 @@ impl Heartbeat {
     pub(super) fn new(prefix: &str, node_id: &str) -> Self {
         Heartbeat {
             nodes_key: format!("{prefix}:nodes"),
+            sweeps_key: format!("{prefix}:sweeps"),
             prefix: prefix.to_owned(),
             node_id: node_id.to_owned(),
             cursor: "0".to_owned(),
@@ -55,25 +58,44 @@ impl Heartbeat {
         &self.nodes_key
     }
 
-    /// The heartbeat script's call: a zero `timeout` retires the node; `fresh` first sweeps
-    /// what an earlier run of the same node id left behind.
+    /// The sorted set of sweeps under way.
+    pub(super) fn sweeps_key(&self) -> &str {
+        &self.sweeps_key
+    }
+
+    /// The key prefix.
+    pub(super) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// This node's id.
+    pub(super) fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The heartbeat script's call: a zero `timeout` retires the node; `fresh` also claims the
+    /// sweep of what an earlier run of the same node id left behind.
     pub(super) fn cmd(&self, timeout: Duration, fresh: bool) -> redis::Cmd {
-        let mut cmd = SCRIPTS.heartbeat.invoke(&[&self.nodes_key]);
+        let mut cmd = SCRIPTS
+            .heartbeat
+            .invoke(&[&self.nodes_key, &self.sweeps_key]);
         cmd.arg(&self.prefix)
             .arg(&self.node_id)
             .arg(timeout.as_millis() as u64)
             .arg(if fresh { "1" } else { "0" })
             .arg(key_ttl_ms())
             .arg(&self.cursor)
-            .arg(REFRESH_BATCH);
+            .arg(REFRESH_BATCH)
+            .arg(sweep::CLAIM.as_millis() as u64);
         cmd
     }
 
-    /// Reads a beat's reply: whether this node was missing (it had been swept) and how many
-    /// members of dead nodes it swept. Remembers where the renewal goes on.
-    pub(super) fn read(&mut self, reply: Value) -> Result<(bool, i64), ParsingError> {
-        let (was_missing, swept, cursor): (i64, i64, String) = redis::from_redis_value(reply)?;
+    /// Reads a beat's reply: whether this node was missing (it had been swept) and the nodes
+    /// whose sweep it claimed. Remembers where the renewal goes on.
+    pub(super) fn read(&mut self, reply: Value) -> Result<(bool, Vec<String>), ParsingError> {
+        let (was_missing, claimed, cursor): (i64, Vec<String>, String) =
+            redis::from_redis_value(reply)?;
         self.cursor = cursor;
-        Ok((was_missing == 1, swept))
+        Ok((was_missing == 1, claimed))
     }
 }

@@ -57,6 +57,7 @@ mod publish;
 mod scripts;
 mod subscriptions;
 mod supervisor;
+mod sweep;
 
 /// Timing of the connection supervision.
 #[derive(Debug, Clone)]

@@ -2,9 +2,10 @@
 //! requests to send again when Redis forgot them.
 //!
 //! Scripts are loaded once per connection and then called by hash (`EVALSHA`), so a publish
-//! costs its arguments on the wire, not the script's text. The scripts touch keys they derive
-//! from their arguments (a dead node's rooms), which single Redis servers and failover pairs
-//! allow and Redis Cluster does not.
+//! costs its arguments on the wire, not the script's text. The heartbeat touches keys it
+//! derives from its arguments (this node's presence hashes, to renew them), which single Redis
+//! servers and failover pairs allow and Redis Cluster does not; every other script touches
+//! only the keys it is given.
 
 use std::sync::LazyLock;
 
@@ -39,6 +40,8 @@ pub(super) struct Scripts {
     pub(super) presence_add: LuaScript,
     /// Removes a member and announces the departure.
     pub(super) presence_remove: LuaScript,
+    /// Removes one room's members on a dead node and announces their departures.
+    pub(super) presence_sweep: LuaScript,
     /// The sealed names of a room's members on live nodes.
     pub(super) presence_members: LuaScript,
     /// Refreshes a node's heartbeat and sweeps dead nodes' members.
@@ -50,6 +53,7 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     publish: LuaScript::new(include_str!("lua/publish.lua")),
     presence_add: LuaScript::new(include_str!("lua/presence_add.lua")),
     presence_remove: LuaScript::new(include_str!("lua/presence_remove.lua")),
+    presence_sweep: LuaScript::new(include_str!("lua/presence_sweep.lua")),
     presence_members: LuaScript::new(include_str!("lua/presence_members.lua")),
     heartbeat: LuaScript::new(include_str!("lua/heartbeat.lua")),
 });
@@ -65,6 +69,7 @@ impl Scripts {
             &self.publish,
             &self.presence_add,
             &self.presence_remove,
+            &self.presence_sweep,
             &self.presence_members,
             &self.heartbeat,
         ] {

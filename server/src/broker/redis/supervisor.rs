@@ -21,6 +21,7 @@ use super::heartbeat::Heartbeat;
 use super::pipeline::within;
 use super::scripts::SCRIPTS;
 use super::subscriptions::{Command, Subscriptions, push_handler};
+use super::sweep::Sweeper;
 use crate::broker::{BrokerError, Inbound};
 use crate::metrics::Metrics;
 use crate::presence::{HEARTBEAT_INTERVAL, NODE_TIMEOUT};
@@ -118,6 +119,7 @@ pub(super) struct Supervisor {
     /// This node's heartbeat. The first one of this process is `fresh`: a node restarted
     /// under the same id (say, after a crash) sweeps the members its earlier run left behind.
     heartbeat: Heartbeat,
+    sweeper: Sweeper,
 }
 
 impl Supervisor {
@@ -130,7 +132,13 @@ impl Supervisor {
         address: String,
         heartbeat: Heartbeat,
     ) -> Self {
+        let sweeper = Sweeper::new(
+            heartbeat.prefix(),
+            heartbeat.sweeps_key(),
+            timing.command_timeout,
+        );
         Supervisor {
+            sweeper,
             client,
             timing,
             state,
@@ -196,8 +204,10 @@ impl Supervisor {
     }
 
     /// Opens both connections and brings them to where the broker can be ready: scripts
-    /// loaded, heartbeat beaten, every wanted channel subscribed.
-    async fn connect(&self, first: bool) -> Result<Link, RedisError> {
+    /// loaded, heartbeat beaten (on the first connect, what an earlier run of this node id
+    /// left in presence swept, before any member of this run can be confused with it), every
+    /// wanted channel subscribed.
+    async fn connect(&mut self, first: bool) -> Result<Link, RedisError> {
         let lost = Arc::new(Notify::new());
         let delivered = Arc::new(AtomicU64::new(0));
         let base = AsyncConnectionConfig::new()
@@ -217,10 +227,19 @@ impl Supervisor {
             .get_multiplexed_async_connection_with_config(&base)
             .await?;
         SCRIPTS.load(&mut publisher).await?;
-        self.heartbeat
+        let beat = self
+            .heartbeat
             .cmd(NODE_TIMEOUT, first)
             .query_async::<Value>(&mut publisher)
             .await?;
+        let (_, claimed) = self.heartbeat.read(beat)?;
+        for node in claimed {
+            if node == self.heartbeat.node_id() {
+                self.sweeper.sweep_logged(&mut publisher, &node).await;
+            } else {
+                self.sweeper.spawn(&publisher, vec![node]);
+            }
+        }
         self.subscriptions.resubscribe(&mut subscriber).await?;
         Ok(Link {
             subscriber,
@@ -267,7 +286,8 @@ impl Supervisor {
         }
     }
 
-    /// Refreshes this node's heartbeat and sweeps dead nodes. If this node had been swept
+    /// Refreshes this node's heartbeat and sweeps the dead nodes it claimed, in the background.
+    /// If this node had been swept
     /// itself (cut off for longer than the timeout), its members are announced again.
     async fn beat(&mut self, publisher: &mut MultiplexedConnection) -> Result<(), Lost> {
         let reply: Value = within(
@@ -278,10 +298,8 @@ impl Supervisor {
         )
         .await
         .map_err(Lost::Heartbeat)?;
-        let (was_missing, swept) = self.heartbeat.read(reply).map_err(Lost::HeartbeatReply)?;
-        if swept > 0 {
-            log::info!("removed {swept} member(s) of nodes that stopped responding");
-        }
+        let (was_missing, claimed) = self.heartbeat.read(reply).map_err(Lost::HeartbeatReply)?;
+        self.sweeper.spawn(publisher, claimed);
         if was_missing {
             log::warn!("this node's presence had expired; announcing its members again");
             self.inbound.reconnected();
