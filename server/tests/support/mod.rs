@@ -37,6 +37,7 @@ pub(crate) mod prometheus;
 pub(crate) mod promql;
 pub(crate) mod raw;
 mod redis;
+pub(crate) mod redis_cluster;
 pub(crate) mod repository;
 mod tokens;
 
