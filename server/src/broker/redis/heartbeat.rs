@@ -35,6 +35,7 @@ pub(super) fn key_ttl_ms() -> u64 {
 pub(super) struct Heartbeat {
     nodes_key: String,
     sweeps_key: String,
+    node_rooms_key: String,
     prefix: String,
     node_id: String,
     /// Where the renewal of this node's presence hashes goes on (`0`: from the start).
@@ -47,6 +48,7 @@ impl Heartbeat {
         Heartbeat {
             nodes_key: format!("{prefix}:nodes"),
             sweeps_key: format!("{prefix}:sweeps"),
+            node_rooms_key: node_rooms_key(prefix, node_id),
             prefix: prefix.to_owned(),
             node_id: node_id.to_owned(),
             cursor: "0".to_owned(),
@@ -68,6 +70,11 @@ impl Heartbeat {
         &self.prefix
     }
 
+    /// The set of this node's presence hashes.
+    pub(super) fn node_rooms_key(&self) -> &str {
+        &self.node_rooms_key
+    }
+
     /// This node's id.
     pub(super) fn node_id(&self) -> &str {
         &self.node_id
@@ -76,11 +83,11 @@ impl Heartbeat {
     /// The heartbeat script's call: a zero `timeout` retires the node; `fresh` also claims the
     /// sweep of what an earlier run of the same node id left behind.
     pub(super) fn cmd(&self, timeout: Duration, fresh: bool) -> redis::Cmd {
-        let mut cmd = SCRIPTS
-            .heartbeat
-            .invoke(&[&self.nodes_key, &self.sweeps_key]);
-        cmd.arg(&self.prefix)
-            .arg(&self.node_id)
+        let mut cmd =
+            SCRIPTS
+                .heartbeat
+                .invoke(&[&self.nodes_key, &self.sweeps_key, &self.node_rooms_key]);
+        cmd.arg(&self.node_id)
             .arg(timeout.as_millis() as u64)
             .arg(if fresh { "1" } else { "0" })
             .arg(key_ttl_ms())
@@ -90,12 +97,39 @@ impl Heartbeat {
         cmd
     }
 
-    /// Reads a beat's reply: whether this node was missing (it had been swept) and the nodes
-    /// whose sweep it claimed. Remembers where the renewal goes on.
-    pub(super) fn read(&mut self, reply: Value) -> Result<(bool, Vec<String>), ParsingError> {
-        let (was_missing, claimed, cursor): (i64, Vec<String>, String) =
+    /// Reads a beat's reply. Remembers where the renewal goes on.
+    pub(super) fn read(&mut self, reply: Value) -> Result<Beat, ParsingError> {
+        let (was_missing, claimed, cursor, renew): (i64, Vec<String>, String, Vec<String>) =
             redis::from_redis_value(reply)?;
         self.cursor = cursor;
-        Ok((was_missing == 1, claimed))
+        Ok(Beat {
+            was_missing: was_missing == 1,
+            claimed,
+            renew,
+        })
     }
+
+    /// Renews the expiry of presence hashes a beat named.
+    pub(super) fn renewal(renew: &[String]) -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        for key in renew {
+            pipe.cmd("PEXPIRE").arg(key).arg(key_ttl_ms()).ignore();
+        }
+        pipe
+    }
+}
+
+/// What a beat found.
+pub(super) struct Beat {
+    /// This node was missing: it had been swept.
+    pub(super) was_missing: bool,
+    /// The nodes whose sweep it claimed.
+    pub(super) claimed: Vec<String>,
+    /// The next batch of this node's presence hashes, to renew.
+    pub(super) renew: Vec<String>,
+}
+
+/// The set of the presence hashes `node` has members in.
+pub(super) fn node_rooms_key(prefix: &str, node: &str) -> String {
+    format!("{prefix}:node:{node}:rooms")
 }

@@ -105,7 +105,6 @@ pub struct RedisBroker {
     pipeline: Pipeline,
     address: String,
     heartbeat: Heartbeat,
-    node_rooms_key: String,
 }
 
 impl RedisBroker {
@@ -144,7 +143,6 @@ impl RedisBroker {
             subscriptions,
             pipeline,
             address,
-            node_rooms_key: format!("{prefix}:node:{node_id}:rooms"),
             heartbeat,
         })
     }
@@ -196,7 +194,9 @@ impl Broker for RedisBroker {
         });
         // The room has no member here any more: a sweep of this node need not visit it.
         let mut forget = redis::cmd("SREM");
-        forget.arg(&self.node_rooms_key).arg(presence::key(channel));
+        forget
+            .arg(self.heartbeat.node_rooms_key())
+            .arg(presence::key(channel));
         self.pipeline.send_and_forget(forget);
     }
 

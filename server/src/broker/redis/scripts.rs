@@ -2,10 +2,10 @@
 //! requests to send again when Redis forgot them.
 //!
 //! Scripts are loaded once per connection and then called by hash (`EVALSHA`), so a publish
-//! costs its arguments on the wire, not the script's text. The heartbeat touches keys it
-//! derives from its arguments (this node's presence hashes, to renew them), which single Redis
-//! servers and failover pairs allow and Redis Cluster does not; every other script touches
-//! only the keys it is given.
+//! costs its arguments on the wire, not the script's text. Every script starts with `#!lua`
+//! and touches only the keys it is given, channels included, all of one room or all of the
+//! node registry: a Redis Cluster runs a script only on keys of one slot, and without the
+//! `#!lua` line it would let a publish to an undeclared channel go nowhere, silently.
 
 use std::sync::LazyLock;
 
@@ -42,8 +42,6 @@ pub(super) struct Scripts {
     pub(super) presence_remove: LuaScript,
     /// Removes one room's members on a dead node and announces their departures.
     pub(super) presence_sweep: LuaScript,
-    /// The sealed names of a room's members on live nodes.
-    pub(super) presence_members: LuaScript,
     /// Refreshes a node's heartbeat and sweeps dead nodes' members.
     pub(super) heartbeat: LuaScript,
 }
@@ -54,7 +52,6 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     presence_add: LuaScript::new(include_str!("lua/presence_add.lua")),
     presence_remove: LuaScript::new(include_str!("lua/presence_remove.lua")),
     presence_sweep: LuaScript::new(include_str!("lua/presence_sweep.lua")),
-    presence_members: LuaScript::new(include_str!("lua/presence_members.lua")),
     heartbeat: LuaScript::new(include_str!("lua/heartbeat.lua")),
 });
 
@@ -70,7 +67,6 @@ impl Scripts {
             &self.presence_add,
             &self.presence_remove,
             &self.presence_sweep,
-            &self.presence_members,
             &self.heartbeat,
         ] {
             pipeline

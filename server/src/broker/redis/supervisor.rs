@@ -84,6 +84,8 @@ pub(super) enum Lost {
     Heartbeat(#[source] BrokerError),
     #[error("heartbeat failed: {0}")]
     HeartbeatReply(#[source] ParsingError),
+    #[error("renewing presence keys failed: {0}")]
+    Renewal(#[source] BrokerError),
     #[error("PING failed: {0}")]
     Ping(#[source] RedisError),
     #[error("PING timed out")]
@@ -232,8 +234,7 @@ impl Supervisor {
             .cmd(NODE_TIMEOUT, first)
             .query_async::<Value>(&mut publisher)
             .await?;
-        let (_, claimed) = self.heartbeat.read(beat)?;
-        for node in claimed {
+        for node in self.heartbeat.read(beat)?.claimed {
             if node == self.heartbeat.node_id() {
                 self.sweeper.sweep_logged(&mut publisher, &node).await;
             } else {
@@ -298,9 +299,18 @@ impl Supervisor {
         )
         .await
         .map_err(Lost::Heartbeat)?;
-        let (was_missing, claimed) = self.heartbeat.read(reply).map_err(Lost::HeartbeatReply)?;
-        self.sweeper.spawn(publisher, claimed);
-        if was_missing {
+        let beat = self.heartbeat.read(reply).map_err(Lost::HeartbeatReply)?;
+        self.sweeper.spawn(publisher, beat.claimed);
+        if !beat.renew.is_empty() {
+            let renewal = Heartbeat::renewal(&beat.renew);
+            within(
+                self.timing.command_timeout,
+                renewal.query_async::<()>(publisher),
+            )
+            .await
+            .map_err(Lost::Renewal)?;
+        }
+        if beat.was_missing {
             log::warn!("this node's presence had expired; announcing its members again");
             self.inbound.reconnected();
         }

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 
+use super::heartbeat::node_rooms_key;
 use super::pipeline::within;
 use super::scripts::SCRIPTS;
 use crate::broker::BrokerError;
@@ -84,7 +85,7 @@ impl Sweeper {
         connection: &mut MultiplexedConnection,
         node: &str,
     ) -> Result<u64, BrokerError> {
-        let rooms_key = format!("{}:node:{node}:rooms", self.prefix);
+        let rooms_key = node_rooms_key(&self.prefix, node);
         let mut swept = 0;
         loop {
             let mut pick = redis::cmd("SRANDMEMBER");
@@ -97,7 +98,7 @@ impl Sweeper {
             for hash in &hashes {
                 if let Some(channel) = hash.strip_suffix(":presence") {
                     let mut sweep = SCRIPTS.presence_sweep.invoke(&[hash, channel]);
-                    sweep.arg(node);
+                    sweep.arg(node).arg("PUBLISH");
                     round.add_command(sweep);
                 }
                 round.cmd("SREM").arg(&rooms_key).arg(hash).ignore();
