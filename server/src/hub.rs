@@ -187,10 +187,15 @@ impl Hub {
             let (added, history) = futures::join!(added, history);
             added?;
             let (entries, recovered) = history?;
-            let history = rooms
+            let mut frames: Vec<(MessageId, String)> = rooms
                 .open_history(&channel, entries)
                 .into_iter()
-                .filter_map(|(_, frame)| EmbeddedFrame::new(frame.as_str().to_owned()).ok())
+                .map(|(id, frame)| (id, frame.as_str().to_owned()))
+                .collect();
+            changes::redact_deleted(&mut frames);
+            let history = frames
+                .into_iter()
+                .filter_map(|(_, frame)| EmbeddedFrame::new(frame).ok())
                 .collect();
             Ok(Joined {
                 members: rooms

@@ -48,7 +48,10 @@ async fn the_page_chats_across_nodes_in_headless_chromium() {
         ("CHAT_TEST_NODE2_URL", format!("http://{}", node2.addr())),
         ("CHAT_TEST_ARTIFACTS", artifacts_dir().display().to_string()),
         ("CHAT_TEST_AUTH_URL", format!("http://{}", signed[0].addr())),
-        ("CHAT_TEST_AUTH2_URL", format!("http://{}", signed[1].addr())),
+        (
+            "CHAT_TEST_AUTH2_URL",
+            format!("http://{}", signed[1].addr()),
+        ),
         ("CHAT_TEST_AUTH_SECRET", AUTH_SECRET.to_owned()),
     ]);
     let deadline = tokio::time::Instant::now() + SCRIPT_TIMEOUT;

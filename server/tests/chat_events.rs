@@ -181,6 +181,9 @@ async fn edits_and_deletions_reach_every_node_and_stay_in_history() {
         let joined = carl.join(ROOM).await;
         let ids: Vec<String> = joined.history_frames.iter().map(frame_id).collect();
         assert_eq!(ids, [&*first, &second, &edit_id, &delete_id], "node {node}");
+        // What its author took back is not handed to whoever joins next.
+        let texts: Vec<&str> = joined.history.iter().map(|m| m.text.as_str()).collect();
+        assert_eq!(texts, ["helo", ""], "node {node}");
     }
     let mut back = cluster.nodes[1].client("Bob").await;
     let joined = back.join_since(ROOM, Some(&second)).await;

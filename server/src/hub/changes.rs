@@ -7,9 +7,15 @@
 //! message that history no longer holds, or that was deleted, cannot be changed.
 //!
 //! A typing signal is a plain publish of the sealed name: no history, no id, no answer.
+//!
+//! History keeps a deleted message's entry (ids stay gap-free, and Redis never learns what
+//! was deleted), so the history a join carries blanks the text of every message that a later
+//! entry in it deletes: what its author took back is not handed to whoever joins next.
+
+use std::collections::HashSet;
 
 use bytes::Bytes;
-use chat_protocol::MessageId;
+use chat_protocol::{MessageId, ServerFrame};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
@@ -141,5 +147,66 @@ impl Hub {
             .seal(&relay::typing_aad(channel), from.as_bytes());
         let payload = relay::typing_payload(&sealed);
         self.broker.signal(channel, Bytes::from(payload));
+    }
+}
+
+/// Blanks the `text` of every `message` frame that a `deleted` frame in `frames` deletes.
+/// Frames stay in place, so ids stay gap-free; only deletions are parsed to find them.
+pub(super) fn redact_deleted(frames: &mut [(MessageId, String)]) {
+    let deleted: HashSet<String> = frames
+        .iter()
+        .filter(|(_, frame)| frame.starts_with(r#"{"type":"deleted""#))
+        .filter_map(|(_, frame)| match serde_json::from_str(frame) {
+            Ok(ServerFrame::Deleted { target, .. }) => Some(target.into_owned()),
+            _ => None,
+        })
+        .collect();
+    if deleted.is_empty() {
+        return;
+    }
+    for (id, frame) in frames.iter_mut() {
+        if !deleted.contains(&id.to_string()) {
+            continue;
+        }
+        if let Ok(ServerFrame::Message {
+            id, room, from, ts, ..
+        }) = serde_json::from_str(frame)
+        {
+            let text = "".into();
+            *frame = ServerFrame::Message {
+                id,
+                room,
+                from,
+                text,
+                ts,
+            }
+            .to_json();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay;
+
+    #[test]
+    fn deleted_messages_lose_their_text_and_keep_their_place() {
+        let id = |seq| MessageId { epoch: 3, seq };
+        let message = |seq, text| {
+            let body = relay::message_body("r", "Ada", text, 1);
+            (id(seq), relay::message_frame(id(seq), &body).unwrap())
+        };
+        let delete = relay::change_body("r", "Ada", Change::Delete { target: id(0) }, 2);
+        let mut frames = vec![
+            message(0, "a secret"),
+            message(1, "kept"),
+            (id(2), relay::message_frame(id(2), &delete).unwrap()),
+        ];
+        let untouched = frames.clone();
+        redact_deleted(&mut frames);
+        assert!(!frames[0].1.contains("a secret"), "{}", frames[0].1);
+        assert!(frames[0].1.contains(r#""text":"""#), "{}", frames[0].1);
+        assert_eq!(frames[1..], untouched[1..]);
     }
 }
