@@ -121,7 +121,7 @@ pub fn typing_payload(sealed_name: &[u8]) -> Vec<u8> {
 pub fn typing_aad(channel: &str) -> Vec<u8> {
     let mut aad = Vec::with_capacity(channel.len() + 7);
     aad.extend_from_slice(channel.as_bytes());
-    aad.extend_from_slice(b":typing");
+    aad.extend_from_slice(b"#typing");
     aad
 }
 
