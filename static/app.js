@@ -26,7 +26,7 @@ import { createPeople, directRoom } from './people.js';
   const STICK_DISTANCE_PX = 48;
   const NAME_KEY = 'chat.name';
   // Sending the same text again cannot help with these, so failed messages offer no retry.
-  const PERMANENT_ERRORS = new Set(['bad_request', 'invalid_room', 'too_large']);
+  const PERMANENT_ERRORS = new Set(['bad_request', 'invalid_room', 'too_large', 'forbidden']);
 
   const CLOSE_REASONS = {
     1000: 'closed by the server',

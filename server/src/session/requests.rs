@@ -192,19 +192,28 @@ impl Session {
         self.refuse_denied(room, allowed, reference)
     }
 
-    /// The joined room's channel, if the connection may publish there; otherwise queues the
-    /// refusal (`not_joined` or `forbidden`) and gives nothing.
+    /// Whether the connection is in `room` and may publish there; otherwise queues the
+    /// refusal (`not_joined` or `forbidden`).
+    fn may_publish_in(&mut self, room: &str, reference: &Option<String>) -> bool {
+        if !self.rooms.contains_key(room) {
+            self.reply_error(not_joined(room, reference.clone()));
+            return false;
+        }
+        let allowed = self.limits.access.may_publish(&self.grants, room);
+        !self.refuse_denied(room, allowed, reference)
+    }
+
+    /// The joined room's channel, if the connection may publish there (see
+    /// [`Self::may_publish_in`]).
     pub(super) fn publishing_channel(
         &mut self,
         room: &str,
         reference: &Option<String>,
     ) -> Option<String> {
-        let Some(channel) = self.rooms.get(room).cloned() else {
-            self.reply_error(not_joined(room, reference.clone()));
+        if !self.may_publish_in(room, reference) {
             return None;
-        };
-        let allowed = self.limits.access.may_publish(&self.grants, room);
-        (!self.refuse_denied(room, allowed, reference)).then_some(channel)
+        }
+        self.rooms.get(room).cloned()
     }
 
     /// Queues and counts the `forbidden` error of a denial; says whether there was one.
@@ -223,7 +232,10 @@ impl Session {
     }
 
     fn send(&mut self, room: &str, text: &str, reference: Option<String>) {
-        let Some(channel) = self.publishing_channel(room, &reference) else {
+        if !self.may_publish_in(room, &reference) {
+            return;
+        }
+        let Some(channel) = self.rooms.get(room) else {
             return;
         };
         if let Err(error) = chat_protocol::validate_text_size(text, self.limits.max_text_bytes) {
@@ -231,7 +243,7 @@ impl Session {
         }
         let pending = match self.flood.check(self.hub.metrics(), &self.name, room, text) {
             Check::Ready(Verdict::Allowed) if self.flood.turn_is_free() => {
-                let publication = self.hub.publish(&channel, room, &self.name, text);
+                let publication = self.hub.publish(channel, room, &self.name, text);
                 self.replies
                     .push_back(published(publication, reference).boxed());
                 return;
@@ -246,7 +258,7 @@ impl Session {
             }
             Check::Pending(verdict) => verdict,
         };
-        let outgoing = Outgoing::Message(text.to_owned());
+        let (channel, outgoing) = (channel.clone(), Outgoing::Message(text.to_owned()));
         self.send_after_check(pending, channel, room, outgoing, reference);
     }
 
