@@ -78,7 +78,9 @@ impl Denial {
     /// The `forbidden` error the client gets, answering `reference`.
     pub fn error(self, room: &str, reference: Option<String>) -> FrameError {
         let message = match self {
-            Denial::Private => format!("room `{room}` is private and your token does not name it"),
+            Denial::Private => {
+                format!("room `{room}` is private: only a token whose `rooms` names it may join")
+            }
             Denial::DirectMessage => format!(
                 "`{room}` is not one of your direct-message rooms: they are named \
                  dm.<a>.<b> after their two users, a before b, and need a token"
