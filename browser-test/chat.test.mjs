@@ -8,7 +8,9 @@
 // - against the real nodes: chat across nodes, rendering of hostile text, the room link, the
 //   remembered name, an error frame from the server, a node restart, screenshots;
 // - against a node that requires tokens: a sign-in link (`#token=`) chats under the token's
-//   name, and a forged or expired token is explained and not retried;
+//   name, and a forged or expired token is explained and not retried; and across two such
+//   nodes (`changes.mjs`), a direct message opened from the people panel, typing, an edit
+//   and a delete;
 // - against a scripted socket (playwright's WebSocket routing) with the page's clock under
 //   the test's control: exact protocol steps a real server cannot be made to take on demand
 //   (a pending send, a rate-limit error, a close with 1001 while time stands still) and the
@@ -26,6 +28,7 @@ import {
   openPage, openScripted, received, required, say, screenshot, settledMessage, shownMessage,
   sleep, systemLines, until,
 } from './pages.mjs';
+import { directMessages } from './changes.mjs';
 import { bigRoom, scriptedPeople } from './people.mjs';
 
 const NODE1 = required('CHAT_TEST_NODE1_URL');
@@ -33,6 +36,8 @@ const NODE2 = required('CHAT_TEST_NODE2_URL');
 const ARTIFACTS = required('CHAT_TEST_ARTIFACTS');
 // A node started with --auth-secret, and that secret, to sign tokens as a login service would.
 const AUTH_NODE = required('CHAT_TEST_AUTH_URL');
+// A second such node on the same Redis, for direct messages across nodes.
+const AUTH_NODE2 = required('CHAT_TEST_AUTH2_URL');
 const AUTH_SECRET = required('CHAT_TEST_AUTH_SECRET');
 
 const CHROMIUM_ARGS = [
@@ -346,6 +351,7 @@ try {
   await acrossNodes(browser);
   await bigRoom(browser, NODE1, NODE2);
   await signIn(browser);
+  await directMessages(browser, { node1: AUTH_NODE, node2: AUTH_NODE2, jwt, nowSecs });
   log('all passed');
 } finally {
   await browser.close();

@@ -119,7 +119,7 @@ export async function settledMessage(page, text) {
 }
 
 export async function members(page) {
-  return page.locator('#members .member').allTextContents();
+  return page.locator('#members .member .member-name').allTextContents();
 }
 
 export async function systemLines(page) {

@@ -2,7 +2,8 @@
 // (reconnect, rejoin with `since`, acks, errors) is the client library's, which the node
 // serves at /client/; this file only shows what happens and takes what people type.
 import { ChatClient } from '/client/chat-client.js';
-import { createPeople } from './people.js';
+import { createChanges } from './changes.js';
+import { createPeople, directRoom } from './people.js';
 
 (function () {
   'use strict';
@@ -25,7 +26,7 @@ import { createPeople } from './people.js';
   const STICK_DISTANCE_PX = 48;
   const NAME_KEY = 'chat.name';
   // Sending the same text again cannot help with these, so failed messages offer no retry.
-  const PERMANENT_ERRORS = new Set(['bad_request', 'invalid_room', 'too_large']);
+  const PERMANENT_ERRORS = new Set(['bad_request', 'invalid_room', 'too_large', 'forbidden']);
 
   const CLOSE_REASONS = {
     1000: 'closed by the server',
@@ -49,7 +50,7 @@ import { createPeople } from './people.js';
     'join', 'join-form', 'join-button', 'name', 'name-error', 'room', 'room-error',
     'chat', 'room-name', 'me', 'node', 'status', 'reconnect', 'members-toggle', 'member-count',
     'leave', 'messages', 'jump', 'people-title', 'members', 'members-note', 'members-more',
-    'notice', 'composer', 'text', 'text-hint',
+    'notice', 'composer', 'text', 'text-hint', 'typing',
   ].forEach((id) => {
     ui[id.replace(/-(\w)/g, (_, c) => c.toUpperCase())] = document.getElementById(id);
   });
@@ -89,6 +90,22 @@ import { createPeople } from './people.js';
       members: (room, after) => (client
         ? client.members(room, after)
         : Promise.reject(Object.assign(new Error('not connected'), { code: 'connection_lost' }))),
+      notice,
+      // Direct messages need a sign-in: a typed name proves nothing, so the server refuses them.
+      canMessage: (name) => {
+        const room = directRoom(state.me, name);
+        return Boolean(state.token) && room !== null && room !== state.room;
+      },
+      message: (name) => moveToRoom(directRoom(state.me, name)),
+    },
+  );
+
+  const changes = createChanges(
+    { typing: ui.typing, text: ui.text, hint: ui.textHint },
+    {
+      item: (id) => state.byId.get(id),
+      client: () => client,
+      room: () => state.room,
       notice,
     },
   );
@@ -251,6 +268,7 @@ import { createPeople } from './people.js';
   function resetRoomView() {
     ui.messages.replaceChildren();
     people.reset(state.room, state.me);
+    changes.reset();
     state.pending.clear();
     state.byId.clear();
     state.early.clear();
@@ -347,10 +365,19 @@ import { createPeople } from './people.js';
   }
 
   function showIncoming(frame) {
-    const item = renderMessage(frame.from, frame.text, frame.ts, frame.from === state.me);
+    const own = frame.from === state.me;
+    const item = renderMessage(frame.from, frame.text, frame.ts, own);
     item.dataset.id = frame.id;
     state.byId.set(frame.id, item);
+    if (own) changes.decorate(item);
+    changes.spoke(frame.from);
     appendToLog(item, false);
+  }
+
+  // Edits and deletions change an entry shown already; history brings them after it.
+  function onChange(frame) {
+    if (frame.type === 'edited') changes.edited(frame);
+    else if (frame.type === 'deleted') changes.deleted(frame);
   }
 
   // ---- sending ----------------------------------------------------------------------------
@@ -388,6 +415,11 @@ import { createPeople } from './people.js';
 
   function submitComposer() {
     const text = ui.text.value.trim();
+    if (changes.submit(text)) {
+      updateTextHint();
+      ui.text.focus();
+      return;
+    }
     if (!text || textBytes() > MAX_TEXT_BYTES) {
       updateTextHint();
       return;
@@ -404,6 +436,8 @@ import { createPeople } from './people.js';
     if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
       submitComposer();
+    } else if (event.key === 'Escape' && changes.cancel()) {
+      event.preventDefault();
     }
   }
 
@@ -428,6 +462,7 @@ import { createPeople } from './people.js';
     item.classList.remove('pending');
     item.dataset.id = id;
     state.byId.set(id, item);
+    changes.decorate(item);
     const echo = state.early.get(id);
     if (echo) {
       state.early.delete(id);
@@ -521,6 +556,7 @@ import { createPeople } from './people.js';
     item.dataset.id = frame.id;
     state.byId.set(frame.id, item);
     setTime(item, frame.ts);
+    changes.decorate(item);
     return true;
   }
 
@@ -533,7 +569,7 @@ import { createPeople } from './people.js';
 
   // A first join refused for good; joins refused for a while are retried by the library.
   function onJoinFailed(error) {
-    if (error.code === 'invalid_room') {
+    if (error.code === 'invalid_room' || error.code === 'forbidden') {
       returnToJoin({ room: `Room refused: ${error.message || 'not accepted'}` });
     } else if (error.code === 'too_many_rooms' || error.code === 'bad_request') {
       notice(`Could not join #${state.room}: ${error.message}`);
@@ -558,6 +594,9 @@ import { createPeople } from './people.js';
     on('welcome', onWelcome);
     on('joined', onJoined);
     on('message', (frame) => { if (frame.room === state.room) onMessage(frame, false); });
+    on('edited', (frame) => { if (frame.room === state.room) onChange(frame); });
+    on('deleted', (frame) => { if (frame.room === state.room) onChange(frame); });
+    on('typing', (frame) => { if (frame.room === state.room) changes.typing(frame); });
     on('presence', (frame) => { if (frame.room === state.room) people.presence(frame); });
     on('error', onError);
     on('close', onClose);
@@ -603,7 +642,10 @@ import { createPeople } from './people.js';
     if (frame.since && frame.recovered === false) {
       addSystemLine('Some messages may be missing: not all of them could be recovered.', 'gap');
     }
-    frame.history.forEach((message) => onMessage(message, true));
+    frame.history.forEach((event) => {
+      if (event.type === 'edited' || event.type === 'deleted') onChange(event);
+      else onMessage(event, true);
+    });
     if (state.everJoined) {
       addSystemLine(`Rejoined via node ${ui.node.textContent}.`);
     } else {
@@ -662,10 +704,15 @@ import { createPeople } from './people.js';
       ui.room.value = room;
     } else if (room !== state.room && !roomProblem(room)) {
       // A shared link pasted into an open tab moves the tab to that room.
-      if (client) client.leave(state.room).catch(() => {});
-      disconnect();
-      enterRoom(state.name, room);
+      moveToRoom(room);
     }
+  }
+
+  function moveToRoom(room) {
+    if (!room || room === state.room) return;
+    if (client) client.leave(state.room).catch(() => {});
+    disconnect();
+    enterRoom(state.name, room);
   }
 
   // ---- start ------------------------------------------------------------------------------
@@ -682,7 +729,10 @@ import { createPeople } from './people.js';
       submitComposer();
     });
     ui.text.addEventListener('keydown', onComposerKey);
-    ui.text.addEventListener('input', updateTextHint);
+    ui.text.addEventListener('input', () => {
+      updateTextHint();
+      changes.input();
+    });
     ui.leave.addEventListener('click', leaveRoom);
     ui.reconnect.addEventListener('click', () => { if (client) client.reconnectNow(); });
     ui.membersToggle.addEventListener('click', () => {

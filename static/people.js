@@ -27,12 +27,24 @@ function serverOrder(a, b) {
   return a < b ? -1 : 1;
 }
 
+// The direct-message room of two names, as the server expects it: `dm.<a>.<b>` with `a`
+// before `b` in byte order. Names with a dot or other characters a room name cannot hold
+// have no such room (null), nor does a name with itself.
+export function directRoom(a, b) {
+  const usable = (name) => /^[A-Za-z0-9_-]+$/.test(name);
+  if (!usable(a) || !usable(b) || a === b) return null;
+  const room = a < b ? `dm.${a}.${b}` : `dm.${b}.${a}`;
+  return room.length <= 64 ? room : null;
+}
+
 function validName(name) {
   return typeof name === 'string' && name !== '';
 }
 
 // `ui`: the elements of the panel. `io.members(room, after)` asks the client library for a
-// page of names (a promise), `io.notice(text)` shows a passing problem.
+// page of names (a promise), `io.notice(text)` shows a passing problem, and
+// `io.message(name)`, when given, opens a direct message with `name` (offered on every name
+// `io.canMessage(name)` allows).
 export function createPeople(ui, io) {
   const state = {
     room: '',
@@ -80,8 +92,20 @@ export function createPeople(ui, io) {
     ui.list.replaceChildren(...names.map((name) => {
       const item = document.createElement('li');
       item.className = name === state.me ? 'member me' : 'member';
-      item.textContent = name;
+      const label = document.createElement('span');
+      label.className = 'member-name';
+      label.textContent = name;
+      item.append(label);
       item.title = name;
+      if (name !== state.me && io.canMessage?.(name)) {
+        const action = document.createElement('button');
+        action.type = 'button';
+        action.className = 'link member-message';
+        action.textContent = 'message';
+        action.setAttribute('aria-label', `Message ${name}`);
+        action.addEventListener('click', () => io.message(name));
+        item.append(action);
+      }
       return item;
     }));
     renderPaging();

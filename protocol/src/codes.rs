@@ -30,11 +30,18 @@ pub enum ErrorCode {
     TooManyRooms,
     /// The server requires a valid token that names the user; the connection is closed (1008).
     Unauthorized,
+    /// The connection's token does not allow this: joining a private or direct-message room
+    /// it is not named for, sending into a room it may only read, or editing or deleting
+    /// someone else's message.
+    Forbidden,
+    /// An `edit` or `delete` named a message the room's history does not hold (never sent,
+    /// trimmed from history, or already deleted).
+    NotFound,
 }
 
 impl ErrorCode {
     /// Every code, for registering one metric series per code up front.
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownType,
         ErrorCode::NotJoined,
@@ -46,6 +53,8 @@ impl ErrorCode {
         ErrorCode::Duplicate,
         ErrorCode::TooManyRooms,
         ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::NotFound,
     ];
 
     /// The code as written in an `error` frame's `code` field; also the metric label and the
@@ -63,6 +72,8 @@ impl ErrorCode {
             ErrorCode::Duplicate => "duplicate",
             ErrorCode::TooManyRooms => "too_many_rooms",
             ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
         }
     }
 }

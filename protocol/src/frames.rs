@@ -56,6 +56,34 @@ pub enum ClientFrame<'a> {
         #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
         reference: Option<Cow<'a, str>>,
     },
+    /// The sender is typing in a joined room: the room's other members get a `typing` frame.
+    /// Best-effort: never stored, never answered, at most one per room every 2 s.
+    Typing {
+        /// Checked by [`validate_room`] in [`parse_client_frame`].
+        room: Cow<'a, str>,
+    },
+    /// Replace the text of one's own message; answered with `ack` like `send`.
+    Edit {
+        /// Checked by [`validate_room`] in [`parse_client_frame`].
+        room: Cow<'a, str>,
+        /// The id of the message to edit; checked to be a [`crate::MessageId`].
+        id: Cow<'a, str>,
+        /// The new text: never empty, at most the node's text limit.
+        text: Cow<'a, str>,
+        /// The client's `ref` (at most [`limits::MAX_REF_BYTES`]), echoed in the reply.
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Cow<'a, str>>,
+    },
+    /// Delete one's own message; answered with `ack` like `send`.
+    Delete {
+        /// Checked by [`validate_room`] in [`parse_client_frame`].
+        room: Cow<'a, str>,
+        /// The id of the message to delete; checked to be a [`crate::MessageId`].
+        id: Cow<'a, str>,
+        /// The client's `ref` (at most [`limits::MAX_REF_BYTES`]), echoed in the reply.
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Cow<'a, str>>,
+    },
 }
 
 /// A frame from the server.
@@ -121,6 +149,43 @@ pub enum ServerFrame<'a> {
         text: Cow<'a, str>,
         /// Unix time in milliseconds when the sender's node accepted the message.
         ts: u64,
+    },
+    /// A message was edited by its author. Stored in history like a message, with an id of its
+    /// own in the room's sequence, so `since` recovery and later joiners see it after the
+    /// message it edits.
+    Edited {
+        /// This event's own id, in the room's message sequence.
+        id: Cow<'a, str>,
+        /// The room of the message.
+        room: Cow<'a, str>,
+        /// The author (only the author may edit).
+        from: Cow<'a, str>,
+        /// The id of the message whose text this replaces.
+        target: Cow<'a, str>,
+        /// The message's new text.
+        text: Cow<'a, str>,
+        /// Unix time in milliseconds when the edit was accepted.
+        ts: u64,
+    },
+    /// A message was deleted by its author; stored in history like `edited`.
+    Deleted {
+        /// This event's own id, in the room's message sequence.
+        id: Cow<'a, str>,
+        /// The room of the message.
+        room: Cow<'a, str>,
+        /// The author (only the author may delete).
+        from: Cow<'a, str>,
+        /// The id of the deleted message.
+        target: Cow<'a, str>,
+        /// Unix time in milliseconds when the deletion was accepted.
+        ts: u64,
+    },
+    /// Another member of the room is typing; never stored, never repeated by history.
+    Typing {
+        /// The room they are typing in.
+        room: Cow<'a, str>,
+        /// Their name, as the server knows it.
+        from: Cow<'a, str>,
     },
     /// The reply to `members`: a page of a room's member names.
     Members {

@@ -53,6 +53,8 @@ struct RawFrame<'a> {
     since: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     after: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
     #[serde(rename = "ref", borrow, default)]
     reference: Option<Cow<'a, str>>,
 }
@@ -127,18 +129,25 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame<'_>, FrameError> {
                 reference,
             })
         }
-        "send" => {
-            let room = checked_room(raw.room, reference_str)?;
-            let text = raw.text.filter(|t| !t.is_empty()).ok_or_else(|| {
-                FrameError::new(ErrorCode::BadRequest, "field `text` is missing or empty")
-                    .with_reference(reference_str)
-            })?;
-            Ok(ClientFrame::Send {
-                room,
-                text,
-                reference,
-            })
-        }
+        "send" => Ok(ClientFrame::Send {
+            room: checked_room(raw.room, reference_str)?,
+            text: checked_text(raw.text, reference_str)?,
+            reference,
+        }),
+        "typing" => Ok(ClientFrame::Typing {
+            room: checked_room(raw.room, reference_str)?,
+        }),
+        "edit" => Ok(ClientFrame::Edit {
+            room: checked_room(raw.room, reference_str)?,
+            id: checked_id(raw.id, reference_str)?,
+            text: checked_text(raw.text, reference_str)?,
+            reference,
+        }),
+        "delete" => Ok(ClientFrame::Delete {
+            room: checked_room(raw.room, reference_str)?,
+            id: checked_id(raw.id, reference_str)?,
+            reference,
+        }),
         other => Err(FrameError::new(
             ErrorCode::UnknownType,
             format!("unknown frame type `{}`", truncate_chars(other, 32)),
@@ -158,6 +167,28 @@ fn checked_room<'a>(
         FrameError::new(ErrorCode::InvalidRoom, message).with_reference(reference)
     })?;
     Ok(room)
+}
+
+fn checked_text<'a>(
+    text: Option<Cow<'a, str>>,
+    reference: Option<&str>,
+) -> Result<Cow<'a, str>, FrameError> {
+    text.filter(|t| !t.is_empty()).ok_or_else(|| {
+        FrameError::new(ErrorCode::BadRequest, "field `text` is missing or empty")
+            .with_reference(reference)
+    })
+}
+
+/// The `id` of an `edit` or `delete`: a message id, `<epoch>-<seq>`.
+fn checked_id<'a>(
+    id: Option<Cow<'a, str>>,
+    reference: Option<&str>,
+) -> Result<Cow<'a, str>, FrameError> {
+    let bad = |message: String| FrameError::new(ErrorCode::BadRequest, message);
+    let id = id.ok_or_else(|| bad("missing field `id`".to_owned()).with_reference(reference))?;
+    id.parse::<crate::MessageId>()
+        .map_err(|error| bad(format!("`id`: {error}")).with_reference(reference))?;
+    Ok(id)
 }
 
 /// Room names: 1–64 of `[A-Za-z0-9_.-]`, so they are safe in Redis channel names, URLs and logs.

@@ -295,3 +295,95 @@ fn error_code_names_match_their_serde_names() {
         );
     }
 }
+
+#[test]
+fn parses_typing_edit_and_delete() {
+    assert_eq!(
+        parse_client_frame(r#"{"type":"typing","room":"lobby"}"#).unwrap(),
+        ClientFrame::Typing {
+            room: "lobby".into()
+        }
+    );
+    assert_eq!(
+        parse_client_frame(
+            r#"{"type":"edit","room":"lobby","id":"17-3","text":"fixed","ref":"e"}"#
+        )
+        .unwrap(),
+        ClientFrame::Edit {
+            room: "lobby".into(),
+            id: "17-3".into(),
+            text: "fixed".into(),
+            reference: Some("e".into())
+        }
+    );
+    assert_eq!(
+        parse_client_frame(r#"{"type":"delete","room":"lobby","id":"17-3"}"#).unwrap(),
+        ClientFrame::Delete {
+            room: "lobby".into(),
+            id: "17-3".into(),
+            reference: None
+        }
+    );
+    for (bad, code) in [
+        (r#"{"type":"typing"}"#, ErrorCode::BadRequest),
+        (r#"{"type":"typing","room":"a b"}"#, ErrorCode::InvalidRoom),
+        (
+            r#"{"type":"edit","room":"r","text":"x"}"#,
+            ErrorCode::BadRequest,
+        ),
+        (
+            r#"{"type":"edit","room":"r","id":"17-3"}"#,
+            ErrorCode::BadRequest,
+        ),
+        (
+            r#"{"type":"edit","room":"r","id":"x","text":"t"}"#,
+            ErrorCode::BadRequest,
+        ),
+        (
+            r#"{"type":"delete","room":"r","id":"17"}"#,
+            ErrorCode::BadRequest,
+        ),
+        (r#"{"type":"delete","room":"r"}"#, ErrorCode::BadRequest),
+    ] {
+        assert_eq!(code_of(bad), code, "{bad}");
+    }
+    let refused = parse_client_frame(r#"{"type":"delete","room":"r","ref":"d1"}"#).unwrap_err();
+    assert_eq!(refused.reference.as_deref(), Some("d1"));
+}
+
+#[test]
+fn edited_deleted_and_typing_frames_have_the_documented_shape() {
+    let edited = ServerFrame::Edited {
+        id: "5-2".into(),
+        room: "lobby".into(),
+        from: "Ada".into(),
+        target: "5-1".into(),
+        text: "fixed".into(),
+        ts: 9,
+    };
+    assert_eq!(
+        edited.to_json(),
+        r#"{"type":"edited","id":"5-2","room":"lobby","from":"Ada","target":"5-1","text":"fixed","ts":9}"#
+    );
+    let deleted = ServerFrame::Deleted {
+        id: "5-3".into(),
+        room: "lobby".into(),
+        from: "Ada".into(),
+        target: "5-1".into(),
+        ts: 9,
+    };
+    assert_eq!(
+        deleted.to_json(),
+        r#"{"type":"deleted","id":"5-3","room":"lobby","from":"Ada","target":"5-1","ts":9}"#
+    );
+    let typing = ServerFrame::Typing {
+        room: "lobby".into(),
+        from: "Ada".into(),
+    };
+    assert_eq!(
+        typing.to_json(),
+        r#"{"type":"typing","room":"lobby","from":"Ada"}"#
+    );
+    assert_eq!(ErrorCode::Forbidden.as_str(), "forbidden");
+    assert_eq!(ErrorCode::NotFound.as_str(), "not_found");
+}

@@ -48,6 +48,25 @@ fn check_accepted(frame: &ClientFrame<'_>) {
             assert!(!text.is_empty(), "accepted an empty text: {frame:?}");
             (room, reference)
         }
+        ClientFrame::Typing { room } => (room, &None),
+        ClientFrame::Edit {
+            room,
+            id,
+            text,
+            reference,
+        } => {
+            assert!(!text.is_empty(), "accepted an empty text: {frame:?}");
+            assert!(id.parse::<chat_protocol::MessageId>().is_ok(), "{frame:?}");
+            (room, reference)
+        }
+        ClientFrame::Delete {
+            room,
+            id,
+            reference,
+        } => {
+            assert!(id.parse::<chat_protocol::MessageId>().is_ok(), "{frame:?}");
+            (room, reference)
+        }
     };
     assert!(validate_room(room).is_ok(), "accepted room {room:?}");
     assert!(

@@ -13,9 +13,11 @@
 //! - `presence` and `members`: their names are cut to [`MEMBERS_BUDGET`] where they are
 //!   chosen (a roster's pages and reports, [`crate::rooms`]);
 //! - `error`: the message is cut to [`MAX_ERROR_MESSAGE_BYTES`] here, whatever produced it;
-//! - `message`: grows with the text, up to 6 bytes per byte of text once JSON-escaped (a
-//!   control character becomes `\u0001`); [`check_max_text_bytes`] refuses at start-up a
-//!   `--max-text-bytes` whose largest frame would not fit in a `joined` frame's history;
+//! - `message` and `edited`: grow with the text, up to 6 bytes per byte of text once
+//!   JSON-escaped (a control character becomes `\u0001`); [`check_max_text_bytes`] refuses at
+//!   start-up a `--max-text-bytes` whose largest frame would not fit in a `joined` frame's
+//!   history. An `edited` frame's `target` (an id) fits in the same overhead; `deleted` and
+//!   `typing` frames carry no text;
 //! - `joined`: its member list is a page (as `members`), and [`joined_frame`] is the one place
 //!   its history is cut to its share of the budget.
 
@@ -53,7 +55,8 @@ const _: () = assert!(FRAME_BUDGET + WRITE_BUFFER_BYTES + 10 + 127 <= MAX_WRITE_
 const _: () = assert!(FRAME_BUDGET == 252_928 && HISTORY_BUDGET == 219_904);
 
 /// The bytes of a `message` frame besides its text: field names, an id of two 20-digit
-/// numbers, a room of 64 bytes, a name of 32 characters of up to 4 bytes, a 20-digit `ts`.
+/// numbers, a room of 64 bytes, a name of 32 characters of up to 4 bytes, a 20-digit `ts`;
+/// with room for an `edited` frame's `target` id (about 60 bytes more).
 const MESSAGE_OVERHEAD: usize = 512;
 
 /// Bytes one byte of text may take in a frame: a control character is written `\u0001`.

@@ -185,8 +185,13 @@ async fn websocket(
         name: params.name.as_deref(),
         token: params.token.as_deref(),
     });
-    let (permit, name, expires) = match admitted {
-        Ok(admitted) => (admitted.permit, admitted.name, admitted.expires),
+    let (permit, name, expires, grants) = match admitted {
+        Ok(admitted) => (
+            admitted.permit,
+            admitted.name,
+            admitted.expires,
+            admitted.grants,
+        ),
         Err(refusal) => return refusal.into_response(),
     };
 
@@ -209,7 +214,7 @@ async fn websocket(
             Ok(upgraded) => {
                 let io = WriteDeadline::new(TokioIo::new(upgraded), limits.write_timeout);
                 let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-                session::run(ws, name, expires, hub, limits, shutdown).await;
+                session::run(ws, name, expires, grants, hub, limits, shutdown).await;
                 drop(permit);
             }
             Err(error) => log::debug!("WebSocket upgrade failed: {error}"),

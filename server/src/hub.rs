@@ -11,6 +11,10 @@
 //! The history is read up to the position where the joiner's live messages start (see [`Position`]), so the two meet without
 //! a gap or a duplicate, and a client that says which message it saw last (`since`) gets
 //! exactly what came after it, or learns that history no longer reaches back that far.
+//!
+//! Edits, deletions and typing signals are in [`changes`].
+
+mod changes;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -33,6 +37,8 @@ use crate::rooms::roster::Loaded;
 use crate::rooms::{
     Member, MemberId, MemberPage, Outbox, Position, Recovery, Resync, Rooms, Roster,
 };
+
+pub use changes::{ChangeDraft, ChangeError};
 
 /// How long to wait before asking history again for a room's missed messages.
 const RESYNC_RETRY: Duration = Duration::from_millis(250);
@@ -181,10 +187,15 @@ impl Hub {
             let (added, history) = futures::join!(added, history);
             added?;
             let (entries, recovered) = history?;
-            let history = rooms
+            let mut frames: Vec<(MessageId, String)> = rooms
                 .open_history(&channel, entries)
                 .into_iter()
-                .filter_map(|(_, frame)| EmbeddedFrame::new(frame.as_str().to_owned()).ok())
+                .map(|(id, frame)| (id, frame.as_str().to_owned()))
+                .collect();
+            changes::redact_deleted(&mut frames);
+            let history = frames
+                .into_iter()
+                .filter_map(|(_, frame)| EmbeddedFrame::new(frame).ok())
                 .collect();
             Ok(Joined {
                 members: rooms

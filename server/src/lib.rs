@@ -27,6 +27,7 @@
 //! - [`host_guard`]: the host names a loopback-bound node answers (DNS rebinding).
 #![warn(missing_docs)]
 
+pub mod access;
 mod admission;
 mod api;
 pub mod broker;

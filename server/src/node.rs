@@ -20,6 +20,7 @@ use tokio::task::JoinError;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::access::Policy;
 use crate::admission::Admission;
 use crate::api::Api;
 use crate::broker::redis::{RedisOptions, RedisTiming};
@@ -281,6 +282,7 @@ fn session_limits(config: &Config, names: Arc<dyn NameLimiter>) -> SessionLimits
             close_after: config.flood.flood_close_after,
             names,
         },
+        access: Policy::new(config.admission.private_prefix.as_str()),
     }
 }
 

@@ -9,6 +9,10 @@
 //! send `Authorization: Bearer <jwt>` instead. A `name` given next to a token must equal its
 //! `sub`.
 //!
+//! Two optional claims say where the holder may go: `rooms` (rooms it may join) and `publish`
+//! (rooms it may send to), each a list of room names and `<prefix>.*` patterns; see
+//! [`crate::access`] for what they allow.
+//!
 //! A token is honoured until `exp` plus the clock leeway, both at the handshake and after it:
 //! [`TokenAuth::name`] returns that moment, and the session is closed then (close code 4003),
 //! so a connection never outlives the token that opened it.
@@ -19,6 +23,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
+use crate::access::Grants;
 use crate::admission::CredentialError;
 
 /// Seconds of clock difference tolerated on `exp` and `nbf`.
@@ -47,6 +52,12 @@ struct Claims {
     sub: String,
     /// Unix seconds; a float is allowed, as in the `NumericDate` of RFC 7519.
     exp: f64,
+    /// Rooms the holder may join; see [`crate::access`].
+    #[serde(default)]
+    rooms: Option<Vec<String>>,
+    /// Rooms the holder may send to.
+    #[serde(default)]
+    publish: Option<Vec<String>>,
 }
 
 /// A name taken from a valid token, and until when the token holds.
@@ -56,6 +67,8 @@ pub(crate) struct Grant {
     pub name: String,
     /// `exp` plus the leeway; `None` when that lies beyond what the clock can represent.
     pub expires: Option<SystemTime>,
+    /// The rooms the token lets its holder join and send to.
+    pub grants: Grants,
 }
 
 /// A secret too short to resist guessing; the message never contains the secret.
@@ -126,6 +139,11 @@ impl TokenAuth {
         Ok(Grant {
             name: claims.sub,
             expires,
+            grants: Grants {
+                verified: true,
+                rooms: claims.rooms,
+                publish: claims.publish,
+            },
         })
     }
 }
@@ -183,6 +201,21 @@ mod tests {
             auth.name(Some(&valid), Some("eve")),
             Err(CredentialError::NameMismatch)
         ));
+        assert_eq!(
+            grant.grants,
+            Grants {
+                verified: true,
+                rooms: None,
+                publish: None
+            }
+        );
+        let claimed = token(
+            SECRET,
+            serde_json::json!({"sub": "ada", "exp": exp, "rooms": ["team.*"], "publish": []}),
+        );
+        let grants = auth.name(Some(&claimed), None).unwrap().grants;
+        assert_eq!(grants.rooms, Some(vec!["team.*".to_owned()]));
+        assert_eq!(grants.publish, Some(Vec::new()));
         let far = token(SECRET, serde_json::json!({"sub": "ada", "exp": u64::MAX}));
         assert_eq!(auth.name(Some(&far), None).unwrap().expires, None);
     }

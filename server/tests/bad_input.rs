@@ -681,6 +681,57 @@ fn corpus() -> Vec<Case> {
             input: || texts(&[&join("c-named")]),
             expect: || replies([joined("c-named")]),
         },
+        // ----- typing, edits, deletes and closed rooms -----
+        Case {
+            what: "typing without join",
+            name: None,
+            input: || texts(&[r#"{"type":"typing","room":"lobby"}"#]),
+            expect: || error(ErrorCode::NotJoined, None),
+        },
+        Case {
+            what: "edit with an `id` that is not a message id",
+            name: None,
+            input: || texts(&[r#"{"type":"edit","room":"lobby","id":"7","text":"x","ref":"ed1"}"#]),
+            expect: || error(ErrorCode::BadRequest, Some("ed1")),
+        },
+        Case {
+            what: "delete without `id`",
+            name: None,
+            input: || texts(&[r#"{"type":"delete","room":"lobby","ref":"ed2"}"#]),
+            expect: || error(ErrorCode::BadRequest, Some("ed2")),
+        },
+        Case {
+            what: "edit of a message history does not hold",
+            name: None,
+            input: || {
+                texts(&[
+                    &join("c-edit"),
+                    r#"{"type":"edit","room":"c-edit","id":"1-0","text":"x","ref":"ed3"}"#,
+                ])
+            },
+            expect: || {
+                replies([
+                    joined("c-edit"),
+                    Reply::Error(ErrorCode::NotFound, Some("ed3")),
+                ])
+            },
+        },
+        Case {
+            what: "join of a private and a direct-message room without tokens",
+            name: None,
+            input: || {
+                texts(&[
+                    r#"{"type":"join","room":"private.c-board","ref":"pr1"}"#,
+                    r#"{"type":"join","room":"dm.a.b","ref":"pr2"}"#,
+                ])
+            },
+            expect: || {
+                replies([
+                    Reply::Error(ErrorCode::Forbidden, Some("pr1")),
+                    Reply::Error(ErrorCode::Forbidden, Some("pr2")),
+                ])
+            },
+        },
     ]
 }
 

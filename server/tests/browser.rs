@@ -3,7 +3,8 @@
 //! chat in one room, hostile text stays text, a server error shows next to its message, and
 //! node 1 restarts on the same port while page A reconnects by itself. On a third node, which
 //! requires tokens, a sign-in link chats under its token's name and a forged or expiring token
-//! is explained to the person instead of retried. In a room that 150 WebSockets fill past
+//! is explained to the person instead of retried; between it and a fourth such node, two pages
+//! open a direct message from the people panel and see each other type, edit and delete. In a room that 150 WebSockets fill past
 //! the first page of names, pages on both nodes show the count as people join and leave, and
 //! "Show more" loads the rest. The script also checks the page's protocol handling against a
 //! scripted socket and saves screenshots at phone and desktop width under
@@ -33,17 +34,24 @@ async fn the_page_chats_across_nodes_in_headless_chromium() {
     })
     .await;
 
-    let signed = Node::spawn(
-        &["--listen", "127.0.0.1:0"],
-        &[("CHAT_AUTH_SECRET", AUTH_SECRET)],
-    )
-    .await;
+    // Two nodes that require tokens, on the same Redis: direct messages across nodes.
+    let mut signed = Vec::new();
+    for id in ["signed-1", "signed-2"] {
+        let args = redis_node_args(&redis, id, &[&key]);
+        let node = Node::spawn(&args, &[("CHAT_AUTH_SECRET", AUTH_SECRET)]).await;
+        node.wait_ready().await;
+        signed.push(node);
+    }
 
     let mut script = BrowserScript::start(&[
         ("CHAT_TEST_NODE1_URL", format!("http://{}", node1.addr())),
         ("CHAT_TEST_NODE2_URL", format!("http://{}", node2.addr())),
         ("CHAT_TEST_ARTIFACTS", artifacts_dir().display().to_string()),
-        ("CHAT_TEST_AUTH_URL", format!("http://{}", signed.addr())),
+        ("CHAT_TEST_AUTH_URL", format!("http://{}", signed[0].addr())),
+        (
+            "CHAT_TEST_AUTH2_URL",
+            format!("http://{}", signed[1].addr()),
+        ),
         ("CHAT_TEST_AUTH_SECRET", AUTH_SECRET.to_owned()),
     ]);
     let deadline = tokio::time::Instant::now() + SCRIPT_TIMEOUT;

@@ -248,7 +248,11 @@ impl<'a> Session<'a> {
                 }
                 self.settle(reference.as_deref(), Fate::Refused);
             }
-            ServerFrame::Welcome { .. } => {}
+            // The load generator neither types nor edits; others' changes carry no payload.
+            ServerFrame::Welcome { .. }
+            | ServerFrame::Typing { .. }
+            | ServerFrame::Edited { .. }
+            | ServerFrame::Deleted { .. } => {}
         }
         Ok(())
     }

@@ -13,9 +13,16 @@ export { ChatError, CloseCode } from './errors.js';
 
 /**
  * @typedef {{ type: 'message', id: string, room: string, from: string, text: string, ts: number }} Message
+ * @typedef {{ type: 'edited', id: string, room: string, from: string, target: string, text: string,
+ *   ts: number }} Edited
+ *   The author replaced the text of message `target`; `id` is the edit's own place in the room.
+ * @typedef {{ type: 'deleted', id: string, room: string, from: string, target: string, ts: number }} Deleted
+ *   The author deleted message `target`.
+ * @typedef {Message | Edited | Deleted} RoomEvent what a room's history holds, in id order
+ * @typedef {{ type: 'typing', room: string, from: string }} Typing
  * @typedef {{ type: 'welcome', node: string, session: string, name: string }} Welcome
  * @typedef {{ type: 'joined', room: string, count: number, members: string[],
- *   more_members?: boolean, history: Message[], recovered?: boolean }} JoinedFrame
+ *   more_members?: boolean, history: RoomEvent[], recovered?: boolean }} JoinedFrame
  * @typedef {JoinedFrame & { rejoin: boolean, since: string }} Joined
  *   `rejoin`: the library joined again after a reconnect; `since`: the id it asked after
  *   ('' for none), so `recovered` is meaningful exactly when `since` is not empty.
@@ -29,7 +36,8 @@ export { ChatError, CloseCode } from './errors.js';
  *   `reconnectInMs`: when the library connects again, or null when it stopped.
  * @typedef {'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed'} ConnectionState
  * @typedef {{ state: ConnectionState, retryAt?: number }} StateChange
- * @typedef {{ welcome: Welcome, joined: Joined, message: Message, presence: Presence,
+ * @typedef {{ welcome: Welcome, joined: Joined, message: Message, edited: Edited,
+ *   deleted: Deleted, typing: Typing, presence: Presence,
  *   close: CloseInfo, state: StateChange, error: ChatError }} EventMap
  * @typedef {string | (() => string | null | undefined | Promise<string | null | undefined>)} TokenSource
  * @typedef {{ new (url: string): WebSocketLike }} WebSocketClass
@@ -50,12 +58,14 @@ export { ChatError, CloseCode } from './errors.js';
 const OPEN = 1;
 /** A rejoin refused with `unavailable` (Redis down) is tried again after this long. */
 const UNAVAILABLE_RETRY_MS = 1000;
+/** The server publishes one typing signal per room every 2 s; sending more is wasted. */
+const TYPING_INTERVAL_MS = 2000;
 
 /**
  * @typedef {{ ref: string, type: string, room: string, since?: string, rejoin?: boolean,
  *   onJoined?: (joined: Joined) => void,
  *   resolve: (value: any) => void, reject: (error: ChatError) => void }} Request
- * @typedef {{ lastId: string, joined: boolean, ever: boolean, timer: any,
+ * @typedef {{ lastId: string, joined: boolean, ever: boolean, timer: any, typedAt?: number,
  *   waiters: Array<{ resolve: (joined: Joined) => void, reject: (error: ChatError) => void }> }} Room
  */
 
@@ -170,6 +180,50 @@ export class ChatClient extends Emitter {
       return Promise.reject(new ChatError('queue_full', `${max} sends already wait for a connection`));
     }
     return new Promise((resolve, reject) => { this.queued.push({ room, text, resolve, reject }); });
+  }
+
+  /**
+   * Replaces the text of one's own message `id` in `room`. Resolves with the id of the edit
+   * (every member, this client included, gets an `edited` event); rejects with `forbidden`
+   * for someone else's message, `not_found` for one the room's history no longer holds or
+   * that was deleted, or any refusal a send can get.
+   * @param {string} room
+   * @param {string} id
+   * @param {string} text
+   * @returns {Promise<string>}
+   */
+  edit(room, id, text) {
+    if (!this.welcomed) return Promise.reject(new ChatError('connection_lost', 'not connected'));
+    return this.request({ type: 'edit', room, id, text });
+  }
+
+  /**
+   * Deletes one's own message `id` in `room`; like `edit`, members get a `deleted` event.
+   * @param {string} room
+   * @param {string} id
+   * @returns {Promise<string>}
+   */
+  deleteMessage(room, id) {
+    if (!this.welcomed) return Promise.reject(new ChatError('connection_lost', 'not connected'));
+    return this.request({ type: 'delete', room, id });
+  }
+
+  /**
+   * Tells `room`'s other members that this user is typing; call it on every keystroke. At
+   * most one signal per room goes out every 2 s (the server drops more anyway), and none
+   * while disconnected: typing is best-effort and never answered. Returns whether one went.
+   * @param {string} room
+   * @returns {boolean}
+   */
+  typing(room) {
+    const record = this.rooms.get(room);
+    const socket = this.socket;
+    if (!record || !record.joined || !this.welcomed || !socket || socket.readyState !== OPEN) return false;
+    const now = Date.now();
+    if (record.typedAt !== undefined && now - record.typedAt < TYPING_INTERVAL_MS) return false;
+    record.typedAt = now;
+    socket.send(JSON.stringify({ type: 'typing', room }));
+    return true;
   }
 
   /**
@@ -335,7 +389,8 @@ export class ChatClient extends Emitter {
       case 'left': this.reply(frame, (r) => r.type === 'leave' && r.room === frame.room); break;
       case 'ack': case 'members': this.reply(frame, (r) => r.ref === frame.ref); break;
       case 'error': this.onError(frame); break;
-      case 'message': this.onMessage(frame); break;
+      case 'message': case 'edited': case 'deleted': this.onMessage(frame); break;
+      case 'typing': if (this.rooms.get(frame.room)?.joined) this.emit('typing', frame); break;
       case 'presence': if (this.rooms.has(frame.room)) this.emit('presence', frame); break;
       // Types added by newer servers are ignored, so this library keeps working against them.
       default: break;
@@ -467,17 +522,23 @@ export class ChatClient extends Emitter {
     }
   }
 
-  /** @param {Message} frame */
+  /**
+   * A message, an edit or a deletion: they share the room's ids, so each moves its mark.
+   * @param {RoomEvent} frame
+   */
   onMessage(frame) {
     const record = this.rooms.get(frame.room);
     if (!record || typeof frame.id !== 'string') return;
-    if (this.advance(record, frame)) this.emit('message', frame);
+    if (!this.advance(record, frame)) return;
+    if (frame.type === 'edited') this.emit('edited', frame);
+    else if (frame.type === 'deleted') this.emit('deleted', frame);
+    else this.emit('message', frame);
   }
 
   /**
    * Moves the room's mark to `message` if it is news; false for one seen already.
    * @param {Room} record
-   * @param {Message} message
+   * @param {RoomEvent} message
    */
   advance(record, message) {
     if (record.lastId && !isNewer(message.id, record.lastId)) return false;

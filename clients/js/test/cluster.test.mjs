@@ -47,6 +47,44 @@ test('chat across two nodes: acks, messages, presence, members', async () => {
   }
 });
 
+test('typing, edits and deletes across two nodes', async () => {
+  const room = roomName('changes');
+  const ada = client({ url: NODE1, name: 'Ada' });
+  const bob = client({ url: NODE2, name: 'Bob' });
+  try {
+    await ada.join(room);
+    await bob.join(room);
+    assert.equal(ada.typing(room), true);
+    assert.equal(ada.typing(room), false, 'one signal per 2 s');
+    assert.equal(ada.typing('not-joined-here'), false);
+    const typing = await until('Bob sees Ada typing', () => bob.seen.typing[0]);
+    assert.deepEqual([typing.room, typing.from], [room, 'Ada']);
+
+    const id = await ada.send(room, 'helo');
+    const editId = await ada.edit(room, id, 'hello');
+    const edited = await until('Bob gets the edit', () => bob.seen.changes.find((c) => c.id === editId));
+    assert.deepEqual([edited.type, edited.target, edited.text, edited.from], ['edited', id, 'hello', 'Ada']);
+    assert.equal(bob.lastId(room), editId, 'an edit moves the room mark like a message');
+    await assert.rejects(bob.deleteMessage(room, id), { code: 'forbidden' });
+    await assert.rejects(ada.edit(room, '1-0', 'nothing there'), { code: 'not_found' });
+    const deleteId = await ada.deleteMessage(room, id);
+    await until('Bob gets the deletion', () => bob.seen.changes.find((c) => c.id === deleteId));
+    await assert.rejects(ada.edit(room, id, 'too late'), { code: 'not_found' });
+
+    const late = client({ url: NODE2, name: 'Late' });
+    try {
+      const joined = await late.join(room);
+      assert.deepEqual(joined.history.map((e) => e.type), ['message', 'edited', 'deleted']);
+    } finally {
+      late.close();
+    }
+    assert.equal(ada.seen.typing.length, 0, 'nobody hears their own typing');
+  } finally {
+    ada.close();
+    bob.close();
+  }
+});
+
 test('a node killed while sending: nothing acknowledged is lost, recovery reported', async () => {
   const room = roomName('killed');
   // Node 2 first; once it is gone, the next (re)connect tries node 1.

@@ -26,11 +26,17 @@ export const until = (what, check, timeoutMs = WAIT_MS) => waitUntil(what, check
 /** A client with short backoff (tests should not wait seconds) that records what it hears. */
 export function client(options) {
   const chat = new ChatClient({ WebSocket, backoffInitialMs: 100, backoffMaxMs: 500, ...options });
-  const seen = { messages: [], joined: [], presence: [], closes: [], errors: [], welcomes: [] };
+  const seen = {
+    messages: [], changes: [], typing: [], joined: [], presence: [], closes: [], errors: [], welcomes: [],
+  };
   chat.on('message', (frame) => seen.messages.push(frame));
+  chat.on('edited', (frame) => seen.changes.push(frame));
+  chat.on('deleted', (frame) => seen.changes.push(frame));
+  chat.on('typing', (frame) => seen.typing.push(frame));
   chat.on('joined', (joined) => {
     seen.joined.push(joined);
-    seen.messages.push(...joined.history);
+    seen.messages.push(...joined.history.filter((event) => event.type === 'message'));
+    seen.changes.push(...joined.history.filter((event) => event.type !== 'message'));
   });
   chat.on('presence', (frame) => seen.presence.push(frame));
   chat.on('close', (info) => seen.closes.push(info));

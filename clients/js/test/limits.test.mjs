@@ -87,3 +87,26 @@ test('a token function: the name comes from the token, and an expired session re
     chat.close();
   }
 });
+
+test('direct messages and private rooms: joins the token does not allow are forbidden', async () => {
+  const token = (sub, claims = {}) => jwt({ sub, exp: nowSecs() + 300, ...claims }, SECRET);
+  const ada = client({ url: AUTH, token: token('ada') });
+  const bob = client({ url: AUTH, token: token('bob', { publish: [] }) });
+  const eve = client({ url: AUTH, token: token('eve', { rooms: ['*'] }) });
+  try {
+    await ada.join('dm.ada.bob');
+    await bob.join('dm.ada.bob');
+    const id = await bob.send('dm.ada.bob', 'a read-only token still writes its own DMs');
+    await until('Ada gets it', () => ada.seen.messages.some((m) => m.id === id));
+    await assert.rejects(eve.join('dm.ada.bob'), { code: 'forbidden' });
+    await assert.rejects(ada.join('private.board'), { code: 'forbidden' });
+    await eve.join('private.board');
+    const news = roomName('news');
+    await bob.join(news);
+    await assert.rejects(bob.send(news, 'a token with `publish: []` reads only'), { code: 'forbidden' });
+  } finally {
+    ada.close();
+    bob.close();
+    eve.close();
+  }
+});

@@ -25,6 +25,7 @@ use chat_protocol::{ErrorCode, FrameError};
 use dashmap::DashMap;
 use ipnet::IpNet;
 
+use crate::access::Grants;
 use crate::token::{self, Expected, TokenAuth, WeakSecret};
 
 mod refusal;
@@ -77,6 +78,16 @@ pub struct AdmissionConfig {
     #[arg(long, env = "CHAT_AUTH_AUDIENCE", value_name = "AUDIENCE")]
     pub auth_audience: Option<String>,
 
+    /// Rooms whose names start with this are private: only a token whose `rooms` claim names
+    /// them may join, and without `--auth-secret` nobody may.
+    #[arg(
+        long,
+        env = "CHAT_PRIVATE_PREFIX",
+        default_value = crate::access::DEFAULT_PRIVATE_PREFIX,
+        value_parser = parse_room_prefix
+    )]
+    pub private_prefix: String,
+
     /// Seconds a connection may take from accept to a completed WebSocket handshake; slower
     /// ones, and plain HTTP connections kept open longer, are closed.
     #[arg(long, env = "CHAT_HANDSHAKE_TIMEOUT", default_value_t = 10)]
@@ -96,6 +107,20 @@ impl AdmissionConfig {
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_secs(self.handshake_timeout_secs)
     }
+}
+
+fn parse_room_prefix(text: &str) -> Result<String, String> {
+    if text.len() > chat_protocol::limits::MAX_ROOM_BYTES
+        || !text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
+        return Err(format!(
+            "`{text}` cannot start a room name: use at most {} of A-Z, a-z, 0-9, '_', '.' and '-'",
+            chat_protocol::limits::MAX_ROOM_BYTES
+        ));
+    }
+    Ok(text.to_owned())
 }
 
 fn parse_network(text: &str) -> Result<IpNet, String> {
@@ -161,6 +186,8 @@ pub(crate) struct Admitted {
     pub name: Result<String, FrameError>,
     /// When the token that gave the name stops being honoured; the session ends then.
     pub expires: Option<SystemTime>,
+    /// Where the token lets the connection go (nothing verified without tokens).
+    pub grants: Grants,
 }
 
 impl Admission {
@@ -197,14 +224,15 @@ impl Admission {
         };
         match permit {
             Ok(permit) => {
-                let (name, expires) = match self.name(handshake) {
-                    Ok((name, expires)) => (Ok(name), expires),
-                    Err(error) => (Err(error), None),
+                let (name, expires, grants) = match self.name(handshake) {
+                    Ok((name, expires, grants)) => (Ok(name), expires, grants),
+                    Err(error) => (Err(error), None, Grants::default()),
                 };
                 Ok(Admitted {
                     permit,
                     name,
                     expires,
+                    grants,
                 })
             }
             Err(refusal) => {
@@ -290,13 +318,13 @@ impl Admission {
         Ok(permit)
     }
 
-    /// The connection's name and, with tokens, when it expires.
-    fn name(&self, handshake: &Handshake<'_>) -> Result<(String, Option<SystemTime>), FrameError> {
+    /// The connection's name and, with tokens, when it expires and where it may go.
+    fn name(&self, handshake: &Handshake<'_>) -> Result<Identity, FrameError> {
         let Some(auth) = &self.auth else {
             return match handshake.name {
-                None => Ok((crate::ids::guest_name(), None)),
+                None => Ok((crate::ids::guest_name(), None, Grants::default())),
                 Some(name) => chat_protocol::validate_name(name)
-                    .map(|()| (name.to_owned(), None))
+                    .map(|()| (name.to_owned(), None, Grants::default()))
                     .map_err(|message| FrameError::new(ErrorCode::InvalidName, message)),
             };
         };
@@ -305,9 +333,12 @@ impl Admission {
             self.refusals.inc(Refusal::Unauthorized);
             FrameError::new(ErrorCode::Unauthorized, error.to_string())
         })?;
-        Ok((grant.name, grant.expires))
+        Ok((grant.name, grant.expires, grant.grants))
     }
 }
+
+/// A connection's name, when its token expires, and where it may go.
+type Identity = (String, Option<SystemTime>, Grants);
 
 /// The key a client address is counted under by the per-address caps: an IPv4 address (or an
 /// IPv4-mapped IPv6 one) as itself, an IPv6 address by its /64. One IPv6 subscriber usually

@@ -309,6 +309,10 @@ impl Broker for MemoryBroker {
         ready(id)
     }
 
+    fn signal(&self, channel: &str, payload: Bytes) {
+        self.announce(channel, || payload.to_vec());
+    }
+
     fn history(&self, channel: &str, range: HistoryRange) -> BrokerFuture<Vec<HistoryEntry>> {
         let limits = self.limits;
         let entries = self.with_channel(channel, |state| {

@@ -130,6 +130,11 @@ pub trait Broker: Send + Sync + 'static {
     /// once the broker accepted it: only then may the sender be acknowledged.
     fn publish(&self, channel: &str, sealed_body: Bytes, ts: u64) -> BrokerFuture<MessageId>;
 
+    /// Publishes an ephemeral payload (a typing signal) to every node subscribed to
+    /// `channel`: not stored, no id, not confirmed. Best-effort: while the backplane is down
+    /// it is dropped.
+    fn signal(&self, channel: &str, payload: Bytes);
+
     /// Reads `channel`'s history. In call order with `publish`.
     fn history(&self, channel: &str, range: HistoryRange) -> BrokerFuture<Vec<HistoryEntry>>;
 

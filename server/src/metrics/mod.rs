@@ -6,12 +6,14 @@
 //!
 //! This module holds the registry, the rendering and the node-wide series; each family of
 //! series with a concern of its own has a module: [`limits`] (rate limits and refused
-//! connections), [`frames`] (the frame budget), [`api`] (the HTTP API). Metrics depend on no
+//! connections), [`frames`] (the frame budget), [`api`] (the HTTP API), [`chat`] (permissions,
+//! typing, edits). Metrics depend on no
 //! part of the node but the label enums it owns (such as [`crate::admission::Refusal`]): the
 //! node's modules count into metrics, never the other way round. Modules whose series are
 //! private to them register them here with [`Metrics::register`].
 
 mod api;
+mod chat;
 mod frames;
 mod limits;
 
@@ -25,6 +27,7 @@ use prometheus::{
 };
 
 pub(crate) use api::{ApiMetrics, CapRefusals};
+pub use chat::ChatMetrics;
 pub use frames::FrameMetrics;
 pub use limits::LimitMetrics;
 
@@ -67,6 +70,8 @@ pub struct Metrics {
     pub limits: LimitMetrics,
     /// `joined` replies cut to fit, and frames that did not fit.
     pub frames: FrameMetrics,
+    /// Refusals by permission rule, typing signals, edits and deletions.
+    pub chat: ChatMetrics,
     errors: PerLabel<ErrorCode>,
     closes: IntCounterVec,
 }
@@ -142,6 +147,7 @@ impl Metrics {
             publish_duration: publish_duration(),
             limits: LimitMetrics::new(),
             frames: FrameMetrics::new(),
+            chat: ChatMetrics::new(),
             errors,
             closes,
             registry,
@@ -149,6 +155,7 @@ impl Metrics {
         metrics.register_all();
         metrics.limits.register(&metrics.registry);
         metrics.frames.register(&metrics.registry);
+        metrics.chat.register(&metrics.registry);
         metrics
     }
 

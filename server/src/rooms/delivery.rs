@@ -82,6 +82,14 @@ impl Inbound for Rooms {
                     Err(_) => self.dropped(channel, "a member key that is not UTF-8"),
                 }
             }
+            Some(Relayed::Typing) if payload.len() > relay::MAX_TYPING_PAYLOAD_LEN => {
+                self.drops.inc(DropReason::Oversize);
+                self.warn_dropped(channel, "a typing payload longer than any name");
+            }
+            Some(Relayed::Typing) => {
+                payload.drain(..1);
+                self.deliver_typing(channel, payload);
+            }
             Some(Relayed::Leave) => match std::str::from_utf8(&payload[1..]) {
                 Ok(member) => self.deliver_leave(channel, member),
                 Err(_) => self.dropped(channel, "a member key that is not UTF-8"),

@@ -24,8 +24,8 @@
 //! Where to find the rest: [`delivery`] (from a backplane payload to the queues), [`open`]
 //! (decrypting payloads), [`ordering`] (the pure ordering rules), [`recovery`] (asking history
 //! and resuming), [`roster`] (the pure member list) and [`presence`] (keeping it and reporting
-//! it), [`outbox`] (a member's bounded queue), [`drops`] and [`throttle`] (counting and logging
-//! what was refused).
+//! it), [`typing`] (typing signals, outside the ordering), [`outbox`] (a member's bounded
+//! queue), [`drops`] and [`throttle`] (counting and logging what was refused).
 
 mod delivery;
 mod drops;
@@ -36,6 +36,7 @@ mod presence;
 mod recovery;
 pub mod roster;
 mod throttle;
+mod typing;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -67,6 +67,20 @@ impl Rooms {
             .collect()
     }
 
+    /// Opens a stored body to learn its author and what it changes; `None` (counted as a
+    /// drop) when it does not open or is not a body a node writes.
+    pub fn open_stored(&self, channel: &str, sealed_body: Vec<u8>) -> Option<relay::StoredEntry> {
+        let stored = self
+            .keyring
+            .open(channel.as_bytes(), sealed_body)
+            .map_err(PayloadError::from)
+            .and_then(|body| {
+                let body = std::str::from_utf8(&body).map_err(|_| PayloadError::BodyNotUtf8)?;
+                relay::stored_author(body).ok_or(PayloadError::BodyNotObject)
+            });
+        stored.map_err(|reason| self.dropped(channel, reason)).ok()
+    }
+
     /// Opens a sealed member name.
     pub fn open_name(&self, channel: &str, sealed_name: Vec<u8>) -> Result<String, PayloadError> {
         let name = self.keyring.open(&name_aad(channel), sealed_name)?;

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::access::Policy;
 use crate::flood::FloodPolicy;
 
 /// Per-connection limits.
@@ -24,4 +25,6 @@ pub(crate) struct SessionLimits {
     pub write_timeout: Duration,
     /// Rate limits, debounce and join budget for the connection's requests.
     pub flood: FloodPolicy,
+    /// Which rooms are private, for the join and publish checks.
+    pub access: Policy,
 }

@@ -8,12 +8,14 @@
 //! At most `max_in_flight` requests wait for their reply at once; beyond that the task stops
 //! reading the socket and TCP pushes back on the client.
 //!
-//! Where to find the rest: [`requests`] (join, leave, send and flood control), [`replies`]
+//! Where to find the rest: [`requests`] (join, leave, send, flood control and the access
+//! checks), [`changes`] (typing, edit and delete), [`replies`]
 //! (one reply per request, in order), [`idle`] (pings and the idle timeout), [`ending`] (why a
 //! session ends and how it closes), [`closing`] (lingering closes), [`write_deadline`] (the
 //! deadline on writes, 4001 for a client that stops reading), [`limits`] (the flags it runs
 //! under).
 
+mod changes;
 mod closing;
 mod ending;
 mod flood_state;
@@ -39,6 +41,7 @@ use tokio_tungstenite::tungstenite::error::Error as WsError;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
+use crate::access::Grants;
 use crate::hub::Hub;
 use crate::rooms::{MemberId, Outbox};
 use closing::{CLOSE_TIMEOUT, close_lingering};
@@ -53,11 +56,13 @@ const WRITE_BATCH: usize = 256;
 
 /// Runs a connection to its end. `name` is the name to use, or why the connection may not
 /// chat (told to the client before a 1008 close); `expires`, when the token that gave the name
-/// stops being honoured (the connection is closed with 4003 then).
+/// stops being honoured (the connection is closed with 4003 then); `grants`, where its token
+/// lets it go.
 pub(crate) async fn run<S>(
     mut ws: WebSocketStream<S>,
     name: Result<String, FrameError>,
     expires: Option<SystemTime>,
+    grants: Grants,
     hub: Arc<Hub>,
     limits: SessionLimits,
     shutdown: CancellationToken,
@@ -75,8 +80,10 @@ pub(crate) async fn run<S>(
                 hub: hub.clone(),
                 flood: FloodState::new(limits.flood.clone()),
                 name,
+                grants,
                 outbox,
                 rooms: HashMap::new(),
+                typing: HashMap::new(),
                 joins_pending: 0,
                 replies: FuturesOrdered::new(),
                 batch: Vec::new(),
@@ -103,9 +110,13 @@ struct Session {
     hub: Arc<Hub>,
     member: MemberId,
     name: String,
+    /// Where the connection's token lets it go.
+    grants: Grants,
     outbox: Outbox,
     /// Joined rooms and their backplane channels, formatted once per join rather than per send.
     rooms: HashMap<String, String>,
+    /// When the connection last published a typing signal in each joined room.
+    typing: HashMap<String, Instant>,
     /// Joins not answered yet. While there are any, the session reads no further requests, so
     /// a `send` right after a `join` cannot be published before this node hears the room and
     /// the sender always receives its own message; and it writes no deliveries, so the room's

@@ -29,6 +29,8 @@ pub(super) enum Reply {
     Published {
         reference: Option<String>,
         result: Result<MessageId, BrokerError>,
+        /// An edit or a deletion rather than a message.
+        change: bool,
     },
     /// Flood control refused a send after a round trip.
     Refused {
@@ -72,7 +74,11 @@ impl Session {
                     self.batch.push(frame);
                 }
             }
-            Reply::Published { reference, result } => self.on_published(reference, result),
+            Reply::Published {
+                reference,
+                result,
+                change,
+            } => self.on_published(reference, result, change),
         }
     }
 
@@ -97,11 +103,20 @@ impl Session {
         }
     }
 
-    fn on_published(&mut self, reference: Option<String>, result: Result<MessageId, BrokerError>) {
+    fn on_published(
+        &mut self,
+        reference: Option<String>,
+        result: Result<MessageId, BrokerError>,
+        change: bool,
+    ) {
         match result {
             Ok(id) => {
                 self.flood.record(Verdict::Allowed);
-                self.hub.metrics().messages_in.inc();
+                let metrics = self.hub.metrics();
+                match change {
+                    true => metrics.chat.changes.inc(),
+                    false => metrics.messages_in.inc(),
+                }
                 let ack = ServerFrame::Ack {
                     reference: reference.map(Into::into),
                     id: id.to_string().into(),
@@ -141,6 +156,7 @@ pub(super) async fn published(
     Reply::Published {
         reference,
         result: accepted.await,
+        change: false,
     }
 }
 

@@ -1,5 +1,8 @@
 //! Requests: `join`, `leave`, `members` and `send`, from a text frame to the future of their
-//! reply.
+//! reply (`typing`, `edit` and `delete` are in [`super::changes`]).
+//!
+//! A `join` and anything that publishes first ask the node's access rules ([`crate::access`])
+//! whether this connection's token allows it; a refusal is `forbidden`, before any work.
 //!
 //! Every `send` passes flood control first ([`crate::flood`]); joins, leaves and member pages
 //! pass their own per-connection budget before any work. When a verdict needs a round trip to
@@ -12,7 +15,9 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use super::Session;
+use super::changes::{Outgoing, changed};
 use super::replies::{Reply, not_joined, published, text_message, unavailable};
+use crate::access::Denial;
 use crate::flood::{Check, Verdict};
 use crate::hub::Joined;
 
@@ -56,6 +61,18 @@ impl Session {
                 text,
                 reference,
             }) => self.send(&room, &text, reference.map(Into::into)),
+            Ok(ClientFrame::Typing { room }) => self.typing(&room),
+            Ok(ClientFrame::Edit {
+                room,
+                id,
+                text,
+                reference,
+            }) => self.edit(&room, &id, &text, reference.map(Into::into)),
+            Ok(ClientFrame::Delete {
+                room,
+                id,
+                reference,
+            }) => self.delete(&room, &id, reference.map(Into::into)),
             Err(error) => self.reply_error(error),
         }
     }
@@ -78,6 +95,9 @@ impl Session {
     }
 
     fn join(&mut self, room: &str, since: Option<MessageId>, reference: Option<String>) {
+        if !self.rooms.contains_key(room) && self.forbidden_to_join(room, &reference) {
+            return;
+        }
         let (joined, awaited) = match self.rooms.get(room) {
             // Joining again changes nothing: the reply tells who is here.
             Some(channel) => {
@@ -135,6 +155,7 @@ impl Session {
         match self.rooms.remove(room) {
             Some(channel) => {
                 self.hub.leave(&channel, self.member);
+                self.typing.remove(room);
                 let left = ServerFrame::Left { room: room.into() };
                 self.reply(text_message(left.to_json()));
             }
@@ -164,9 +185,58 @@ impl Session {
         );
     }
 
+    /// Refuses (with `forbidden`) a join the connection's token does not allow; says whether
+    /// it did.
+    fn forbidden_to_join(&mut self, room: &str, reference: &Option<String>) -> bool {
+        let allowed = self.limits.access.may_join(&self.name, &self.grants, room);
+        self.refuse_denied(room, allowed, reference)
+    }
+
+    /// Whether the connection is in `room` and may publish there; otherwise queues the
+    /// refusal (`not_joined` or `forbidden`).
+    fn may_publish_in(&mut self, room: &str, reference: &Option<String>) -> bool {
+        if !self.rooms.contains_key(room) {
+            self.reply_error(not_joined(room, reference.clone()));
+            return false;
+        }
+        let allowed = self.limits.access.may_publish(&self.grants, room);
+        !self.refuse_denied(room, allowed, reference)
+    }
+
+    /// The joined room's channel, if the connection may publish there (see
+    /// [`Self::may_publish_in`]).
+    pub(super) fn publishing_channel(
+        &mut self,
+        room: &str,
+        reference: &Option<String>,
+    ) -> Option<String> {
+        if !self.may_publish_in(room, reference) {
+            return None;
+        }
+        self.rooms.get(room).cloned()
+    }
+
+    /// Queues and counts the `forbidden` error of a denial; says whether there was one.
+    pub(super) fn refuse_denied(
+        &mut self,
+        room: &str,
+        allowed: Result<(), Denial>,
+        reference: &Option<String>,
+    ) -> bool {
+        let Err(denial) = allowed else {
+            return false;
+        };
+        self.hub.metrics().chat.forbidden.inc(denial);
+        self.reply_error(denial.error(room, reference.clone()));
+        true
+    }
+
     fn send(&mut self, room: &str, text: &str, reference: Option<String>) {
+        if !self.may_publish_in(room, &reference) {
+            return;
+        }
         let Some(channel) = self.rooms.get(room) else {
-            return self.reply_error(not_joined(room, reference));
+            return;
         };
         if let Err(error) = chat_protocol::validate_text_size(text, self.limits.max_text_bytes) {
             return self.reply_error(error.with_reference(reference));
@@ -188,22 +258,22 @@ impl Session {
             }
             Check::Pending(verdict) => verdict,
         };
-        let channel = channel.clone();
-        self.send_after_check(pending, channel, room, text, reference);
+        let (channel, outgoing) = (channel.clone(), Outgoing::Message(text.to_owned()));
+        self.send_after_check(pending, channel, room, outgoing, reference);
     }
 
     /// Publishes once flood control allows it and the previous such send has been published.
-    fn send_after_check(
+    pub(super) fn send_after_check(
         &mut self,
         verdict: BoxFuture<'static, Verdict>,
         channel: String,
         room: &str,
-        text: &str,
+        outgoing: Outgoing,
         reference: Option<String>,
     ) {
         let turn = self.flood.take_turn();
         let hub = self.hub.clone();
-        let (room, name, text) = (room.to_owned(), self.name.clone(), text.to_owned());
+        let (room, name) = (room.to_owned(), self.name.clone());
         self.replies.push_back(
             async move {
                 let verdict = verdict.await;
@@ -213,10 +283,21 @@ impl Session {
                 if verdict != Verdict::Allowed {
                     return Reply::Refused { verdict, reference };
                 }
-                let publication = hub.publish(&channel, &room, &name, &text);
-                // Dropping the sender, after publishing or refusing, hands the turn on.
-                drop(turn.mine);
-                published(publication, reference).await
+                match outgoing {
+                    Outgoing::Message(text) => {
+                        let publication = hub.publish(&channel, &room, &name, &text);
+                        // Dropping the sender, after publishing or refusing, hands the turn on.
+                        drop(turn.mine);
+                        published(publication, reference).await
+                    }
+                    Outgoing::Change(draft) => {
+                        // The change is published only once its author is checked: the turn
+                        // is held until then, so the sender's later messages stay behind it.
+                        let result = hub.publish_change(&channel, &room, &name, draft).await;
+                        drop(turn.mine);
+                        changed(&hub, &room, result, reference)
+                    }
+                }
             }
             .boxed(),
         );

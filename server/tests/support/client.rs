@@ -84,7 +84,10 @@ pub(crate) struct JoinedReply {
     pub count: u64,
     pub members: Vec<String>,
     pub more_members: bool,
+    /// The `message` frames of its history.
     pub history: Vec<Chat>,
+    /// Every frame of its history (`message`, `edited`, `deleted`), in order.
+    pub history_frames: Vec<ServerFrame<'static>>,
     pub recovered: Option<bool>,
 }
 
@@ -329,20 +332,20 @@ impl Client {
                 history,
                 recovered,
                 ..
-            } => JoinedReply {
-                count,
-                members: members.into_iter().map(Cow::into_owned).collect(),
-                more_members,
-                history: history
+            } => {
+                let history_frames: Vec<ServerFrame<'static>> = history
                     .iter()
-                    .map(|embedded| {
-                        let frame: ServerFrame<'_> =
-                            serde_json::from_str(embedded.json()).expect("a history frame");
-                        Chat::from_frame(&frame).expect("history holds message frames")
-                    })
-                    .collect(),
-                recovered,
-            },
+                    .map(|embedded| serde_json::from_str(embedded.json()).expect("a history frame"))
+                    .collect();
+                JoinedReply {
+                    count,
+                    members: members.into_iter().map(Cow::into_owned).collect(),
+                    more_members,
+                    history: history_frames.iter().filter_map(Chat::from_frame).collect(),
+                    history_frames,
+                    recovered,
+                }
+            }
             other => panic!("join {room}: {other:?}"),
         }
     }

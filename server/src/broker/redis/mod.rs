@@ -162,6 +162,16 @@ impl Broker for RedisBroker {
         })
     }
 
+    fn signal(&self, channel: &str, payload: Bytes) {
+        // One plain PUBLISH, no script: nothing is stored, and a lost signal is not retried.
+        if !self.state.is_ready() {
+            return;
+        }
+        let mut publish = redis::cmd("PUBLISH");
+        publish.arg(channel).arg(payload.as_ref());
+        self.pipeline.send_and_forget(publish);
+    }
+
     fn history(&self, channel: &str, range: HistoryRange) -> BrokerFuture<Vec<HistoryEntry>> {
         let (cmd, newest_first) = history::read(channel, range);
         let read = self.pipeline.send(cmd);
