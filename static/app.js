@@ -3,30 +3,18 @@
 // serves at /client/; this file only shows what happens and takes what people type.
 import { ChatClient } from '/client/chat-client.js';
 import { createChanges } from './changes.js';
+import { createLog, renderMessage } from './log.js';
+import { createOutgoing } from './outgoing.js';
 import { createPeople, directRoom } from './people.js';
+import { MAX_TEXT_BYTES, nameProblem, roomProblem } from './validation.js';
 
 (function () {
   'use strict';
 
-  // Limits mirror the protocol crate; the server enforces them too, checking them here only
-  // gives people a clear message before a round trip.
-  const MAX_NAME_CHARS = 32;
-  const MAX_ROOM_CHARS = 64;
-  const MAX_TEXT_BYTES = 4096;
-  const ROOM_CHARS = /^[A-Za-z0-9_.-]+$/;
-  // Rust's char::is_control, which the server uses: the C0 and C1 control ranges.
-  const CONTROL_CHARS = /[\u0000-\u001F\u007F-\u009F]/;
-  const BIDI_CHARS = /[\u061C\u200E\u200F\u202A-\u202E\u2066-\u2069]/;
-
   const BACKOFF_START_MS = 500;
   const BACKOFF_CAP_MS = 10000;
   const NOTICE_MS = 10000;
-  // Long-lived tabs would otherwise grow the DOM without bound.
-  const MAX_LOG_ITEMS = 1000;
-  const STICK_DISTANCE_PX = 48;
   const NAME_KEY = 'chat.name';
-  // Sending the same text again cannot help with these, so failed messages offer no retry.
-  const PERMANENT_ERRORS = new Set(['bad_request', 'invalid_room', 'too_large', 'forbidden']);
 
   const CLOSE_REASONS = {
     1000: 'closed by the server',
@@ -69,14 +57,26 @@ import { createPeople, directRoom } from './people.js';
     retryAt: 0,
     countdownTimer: 0,
     noticeTimer: 0,
-    stick: true,
-    pending: new Set(), // own message elements awaiting their ack
     byId: new Map(), // message id -> element, to dedupe echoes and history
-    early: new Map(), // message id -> own echo that overtook its ack
-    // Own messages whose connection dropped before their ack: they may have been published,
-    // and history delivered after a rejoin then confirms them instead of listing them twice.
-    unconfirmed: [],
   };
+
+  const log = createLog({ list: ui.messages, jump: ui.jump }, (id) => state.byId.delete(id));
+  const outgoing = createOutgoing(log, state.byId, {
+    send: (text) => {
+      if (!client || !client.isJoined(state.room)) {
+        notice('Not connected right now. Your message was kept; send it again once connected.');
+        return null;
+      }
+      return client.send(state.room, text);
+    },
+    me: () => state.me,
+    showIncoming: (frame) => showIncoming(frame),
+    decorate: (item) => changes.decorate(item),
+    rejoining: () => {
+      state.joined = false;
+      setStatus('connecting', 'rejoining…');
+    },
+  });
 
   const people = createPeople(
     {
@@ -109,26 +109,6 @@ import { createPeople, directRoom } from './people.js';
       notice,
     },
   );
-
-  // ---- validation -------------------------------------------------------------------------
-
-  function nameProblem(name) {
-    if (!name) return 'Enter a name.';
-    // Spread counts code points, as the server does, so emoji count once.
-    if ([...name].length > MAX_NAME_CHARS) return `Names are at most ${MAX_NAME_CHARS} characters.`;
-    if (CONTROL_CHARS.test(name)) return 'Names cannot contain control characters.';
-    if (BIDI_CHARS.test(name)) return 'Names cannot contain text-direction characters.';
-    return '';
-  }
-
-  function roomProblem(room) {
-    if (!room) return 'Enter a room.';
-    if (room.length > MAX_ROOM_CHARS) return `Room names are at most ${MAX_ROOM_CHARS} characters.`;
-    if (!ROOM_CHARS.test(room)) {
-      return 'Room names use only letters A–Z, digits, “_”, “.” and “-”.';
-    }
-    return '';
-  }
 
   function showFieldError(input, errorEl, message) {
     errorEl.textContent = message;
@@ -170,7 +150,7 @@ import { createPeople, directRoom } from './people.js';
     disconnect();
     state.token = '';
     setStatus('signed-out', 'signed out');
-    addSystemLine(text, 'auth');
+    log.system(text, 'auth');
     clearTimeout(state.noticeTimer);
     ui.notice.textContent = text;
     setComposerEnabled(false);
@@ -266,16 +246,12 @@ import { createPeople, directRoom } from './people.js';
   }
 
   function resetRoomView() {
-    ui.messages.replaceChildren();
+    log.reset();
     people.reset(state.room, state.me);
     changes.reset();
-    state.pending.clear();
+    outgoing.reset();
     state.byId.clear();
-    state.early.clear();
-    state.unconfirmed = [];
     state.everJoined = false;
-    state.stick = true;
-    ui.jump.hidden = true;
     setPeopleOpen(false);
     notice('');
   }
@@ -306,64 +282,6 @@ import { createPeople, directRoom } from './people.js';
 
   // ---- message list -----------------------------------------------------------------------
 
-  function make(tag, className, text) {
-    const node = document.createElement(tag);
-    node.className = className;
-    if (text !== undefined) node.textContent = text;
-    return node;
-  }
-
-  function setTime(item, ts) {
-    const time = item.querySelector('.time');
-    const date = new Date(Number.isFinite(ts) ? ts : Date.now());
-    time.dateTime = date.toISOString();
-    time.textContent = date.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
-    time.title = date.toLocaleString();
-  }
-
-  function renderMessage(from, text, ts, own) {
-    const item = make('li', own ? 'message own' : 'message');
-    const meta = make('div', 'meta');
-    meta.append(make('span', 'from', from), make('time', 'time'));
-    item.append(meta, make('div', 'text', text));
-    setTime(item, ts);
-    return item;
-  }
-
-  function appendToLog(node, forceScroll) {
-    ui.messages.append(node);
-    pruneLog();
-    if (forceScroll || state.stick) {
-      scrollToBottom();
-    } else {
-      ui.jump.hidden = false;
-    }
-  }
-
-  function pruneLog() {
-    while (ui.messages.childElementCount > MAX_LOG_ITEMS) {
-      const oldest = ui.messages.firstElementChild;
-      if (oldest.dataset.id) state.byId.delete(oldest.dataset.id);
-      oldest.remove();
-    }
-  }
-
-  function addSystemLine(text, kind) {
-    appendToLog(make('li', kind ? `system ${kind}` : 'system', text), false);
-  }
-
-  function scrollToBottom() {
-    ui.messages.scrollTop = ui.messages.scrollHeight;
-    state.stick = true;
-    ui.jump.hidden = true;
-  }
-
-  function onLogScroll() {
-    const log = ui.messages;
-    state.stick = log.scrollHeight - log.scrollTop - log.clientHeight < STICK_DISTANCE_PX;
-    if (state.stick) ui.jump.hidden = true;
-  }
-
   function showIncoming(frame) {
     const own = frame.from === state.me;
     const item = renderMessage(frame.from, frame.text, frame.ts, own);
@@ -371,7 +289,7 @@ import { createPeople, directRoom } from './people.js';
     state.byId.set(frame.id, item);
     if (own) changes.decorate(item);
     changes.spoke(frame.from);
-    appendToLog(item, false);
+    log.append(item, false);
   }
 
   // Edits and deletions change an entry shown already; history brings them after it.
@@ -381,22 +299,6 @@ import { createPeople, directRoom } from './people.js';
   }
 
   // ---- sending ----------------------------------------------------------------------------
-
-  function sendText(text) {
-    if (!client || !client.isJoined(state.room)) {
-      notice('Not connected right now. Your message was kept; send it again once connected.');
-      return false;
-    }
-    const item = renderMessage(state.me, text, Date.now(), true);
-    item.classList.add('pending');
-    state.pending.add(item);
-    appendToLog(item, true);
-    client.send(state.room, text).then(
-      (id) => onAck(item, id),
-      (error) => onSendFailed(item, error),
-    );
-    return true;
-  }
 
   function textBytes() {
     return encoder.encode(ui.text.value.trim()).length;
@@ -424,7 +326,7 @@ import { createPeople, directRoom } from './people.js';
       updateTextHint();
       return;
     }
-    if (sendText(text)) {
+    if (outgoing.send(text)) {
       ui.text.value = '';
       updateTextHint();
     }
@@ -439,125 +341,6 @@ import { createPeople, directRoom } from './people.js';
     } else if (event.key === 'Escape' && changes.cancel()) {
       event.preventDefault();
     }
-  }
-
-  // ---- acks, echoes and failures ------------------------------------------------------------
-
-  function settle(item) {
-    state.pending.delete(item);
-    if (state.pending.size === 0) flushEarly();
-  }
-
-  // Own echoes held back while sends were unacked that turned out to belong to none of them
-  // (another tab with the same name, or a send whose ack was lost) are shown after all.
-  function flushEarly() {
-    const frames = [...state.early.values()];
-    state.early.clear();
-    frames.forEach(showIncoming);
-  }
-
-  function onAck(item, id) {
-    // An entry of a room this tab has since left, or one already failed with its connection.
-    if (!state.pending.has(item)) return;
-    item.classList.remove('pending');
-    item.dataset.id = id;
-    state.byId.set(id, item);
-    changes.decorate(item);
-    const echo = state.early.get(id);
-    if (echo) {
-      state.early.delete(id);
-      setTime(item, echo.ts);
-    }
-    settle(item);
-  }
-
-  function onSendFailed(item, error) {
-    if (!state.pending.has(item)) return;
-    failMessage(item, describeError(error), error.code);
-    if (error.code === 'not_joined') {
-      // The client library rejoins by itself; say so until it has.
-      state.joined = false;
-      setStatus('connecting', 'rejoining…');
-    }
-  }
-
-  // History and live messages take the same path, so whatever arrives twice is shown once.
-  // The client library already drops what it has seen by id order; this also covers ids it
-  // cannot compare, and matches own echoes with their entries.
-  function onMessage(frame, fromHistory) {
-    if (!frame || typeof frame.id !== 'string') return;
-    const known = state.byId.get(frame.id);
-    if (known) {
-      // The echo of an acked send: it confirms the entry already shown, with the server's time.
-      setTime(known, frame.ts);
-      return;
-    }
-    if (state.early.has(frame.id)) return;
-    if (fromHistory && frame.from === state.me && confirmUnconfirmed(frame)) return;
-    if (frame.from === state.me && state.pending.size > 0) {
-      // Probably the echo of a send whose ack is still on its way; hold it so the message is
-      // never listed twice, and let the ack match it by id.
-      state.early.set(frame.id, frame);
-      return;
-    }
-    showIncoming(frame);
-  }
-
-  // The server's own words (for example how long a rate limit lasts) say most; the code is
-  // the fallback and the tooltip.
-  function describeError(error) {
-    const code = String(error.code || 'error');
-    const what = error.message && error.message !== code ? error.message : code.replace(/_/g, ' ');
-    const sentence = /[.!?]$/.test(what) ? what : `${what}.`;
-    const wait = Number(error.retryAfterMs);
-    const retry = wait > 0 ? ` Try again in ${Math.ceil(wait / 1000)} s.` : '';
-    return `Not sent: ${sentence}${retry}`;
-  }
-
-  function failMessage(item, reason, code) {
-    const text = item.querySelector('.text').textContent;
-    item.classList.remove('pending');
-    item.classList.add('failed');
-    const error = make('span', 'error', reason);
-    if (code) error.title = code;
-    item.append(error);
-    if (!PERMANENT_ERRORS.has(code)) {
-      const retry = make('button', 'retry link', 'Retry');
-      retry.type = 'button';
-      retry.addEventListener('click', () => {
-        if (sendText(text)) {
-          item.remove();
-          state.unconfirmed = state.unconfirmed.filter((other) => other !== item);
-        }
-      });
-      item.append(retry);
-    }
-    settle(item);
-  }
-
-  function failAllPending(reason) {
-    const items = [...state.pending];
-    items.forEach((item) => failMessage(item, reason));
-    // Entries pruned from the log can no longer be confirmed in place; dropping them keeps
-    // this list as bounded as the log.
-    state.unconfirmed = [...state.unconfirmed, ...items].filter((item) => item.isConnected);
-  }
-
-  // An own message from history that matches one whose ack was lost with the connection was
-  // published after all: mark that entry sent rather than show the text twice.
-  function confirmUnconfirmed(frame) {
-    const index = state.unconfirmed.findIndex(
-      (item) => item.querySelector('.text').textContent === frame.text,
-    );
-    if (index < 0) return false;
-    const [item] = state.unconfirmed.splice(index, 1);
-    item.classList.remove('failed');
-    item.querySelectorAll('.error, .retry').forEach((node) => node.remove());
-    item.dataset.id = frame.id;
-    state.byId.set(frame.id, item);
-    setTime(item, frame.ts);
-    changes.decorate(item);
-    return true;
   }
 
   // Errors that answer no request of the page's: a refused handshake (followed by a close,
@@ -593,7 +376,7 @@ import { createPeople, directRoom } from './people.js';
     on('state', onState);
     on('welcome', onWelcome);
     on('joined', onJoined);
-    on('message', (frame) => { if (frame.room === state.room) onMessage(frame, false); });
+    on('message', (frame) => { if (frame.room === state.room) outgoing.receive(frame, false); });
     on('edited', (frame) => { if (frame.room === state.room) onChange(frame); });
     on('deleted', (frame) => { if (frame.room === state.room) onChange(frame); });
     on('typing', (frame) => { if (frame.room === state.room) changes.typing(frame); });
@@ -640,16 +423,16 @@ import { createPeople, directRoom } from './people.js';
     people.joined(frame, state.me);
     // The gap lies before whatever the server could replay.
     if (frame.since && frame.recovered === false) {
-      addSystemLine('Some messages may be missing: not all of them could be recovered.', 'gap');
+      log.system('Some messages may be missing: not all of them could be recovered.', 'gap');
     }
     frame.history.forEach((event) => {
       if (event.type === 'edited' || event.type === 'deleted') onChange(event);
-      else onMessage(event, true);
+      else outgoing.receive(event, true);
     });
     if (state.everJoined) {
-      addSystemLine(`Rejoined via node ${ui.node.textContent}.`);
+      log.system(`Rejoined via node ${ui.node.textContent}.`);
     } else {
-      addSystemLine(`You joined #${state.room}.`);
+      log.system(`You joined #${state.room}.`);
     }
     state.everJoined = true;
   }
@@ -658,7 +441,7 @@ import { createPeople, directRoom } from './people.js';
     const wasJoined = state.joined;
     state.joined = false;
     people.disconnected();
-    failAllPending('connection lost — not confirmed');
+    outgoing.failAll('connection lost — not confirmed');
     const error = info.error;
     if (info.code === 1008 && error && error.code === 'invalid_name') {
       returnToJoin({ name: `Name refused: ${error.message || 'not accepted'}` });
@@ -670,7 +453,7 @@ import { createPeople, directRoom } from './people.js';
       return;
     }
     const reason = CLOSE_REASONS[info.code] || `closed (${info.code})`;
-    if (wasJoined) addSystemLine(`Disconnected: ${reason}.`);
+    if (wasJoined) log.system(`Disconnected: ${reason}.`);
     // A node going away sends the client elsewhere at once: nothing to wait for.
     if (info.reconnectInMs !== 0) notice(`Disconnected: ${reason}.`);
   }
@@ -738,12 +521,6 @@ import { createPeople, directRoom } from './people.js';
     ui.membersToggle.addEventListener('click', () => {
       setPeopleOpen(!ui.chat.classList.contains('people-open'));
     });
-    ui.messages.addEventListener('scroll', onLogScroll, { passive: true });
-    ui.jump.addEventListener('click', scrollToBottom);
-    // The list shrinks when a phone keyboard opens; keep the newest message in view.
-    new ResizeObserver(() => {
-      if (state.stick) scrollToBottom();
-    }).observe(ui.messages);
     window.addEventListener('hashchange', onHashChange);
     window.addEventListener('online', onOnline);
     showView('join');
