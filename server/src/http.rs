@@ -26,13 +26,13 @@ use crate::api::{self, Api};
 use crate::hub::Hub;
 use crate::listener::Peer;
 use crate::session::write_deadline::WriteDeadline;
-use crate::session::{self, SessionLimits};
+use crate::session::{self, Admitted, SessionLimits};
 
-/// Read buffer per connection. Chat frames are small, and tungstenite grows the buffer for a
-/// larger frame only while reading it, so 1 KiB costs little time; the library's default
-/// (128 KiB, allocated up front) would cost ~128 KiB per idle connection. Measured: ~9 KiB of
-/// node memory per idle connection in all, where a 2 KiB buffer cost ~0.9 KiB more.
-const READ_BUFFER_BYTES: usize = 1024;
+/// Read buffer per connection, allocated (and zero-filled) up front. Clients send small
+/// frames, a few a second at most, and tungstenite grows the buffer to fit a larger frame when
+/// one comes, so 256 bytes cost little time; the library's default (128 KiB) would cost
+/// ~128 KiB per idle connection, and 1 KiB cost ~0.7 KiB more per connection than this.
+const READ_BUFFER_BYTES: usize = 256;
 /// Frames are gathered up to this size before a write; larger bursts mean fewer syscalls, and
 /// the buffer is only allocated once something is written.
 pub(crate) const WRITE_BUFFER_BYTES: usize = 8 * 1024;
@@ -62,7 +62,7 @@ pub(crate) struct AppState {
     pub hub: Arc<Hub>,
     /// The HTTP API, when the node has an API key.
     pub api: Option<Arc<Api>>,
-    pub limits: SessionLimits,
+    pub limits: Arc<SessionLimits>,
     pub admission: Arc<Admission>,
     pub max_frame_bytes: usize,
     /// Cancelled when the node begins to shut down.
@@ -196,25 +196,26 @@ async fn websocket(
     };
 
     let upgrade = hyper::upgrade::on(&mut request);
-    let config = WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(WRITE_BUFFER_BYTES)
-        .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
-        .max_message_size(Some(state.max_frame_bytes))
-        .max_frame_size(Some(state.max_frame_bytes));
+    let admitted = Box::new(Admitted {
+        name,
+        expires,
+        grants,
+    });
     let AppState {
         hub,
         limits,
         shutdown,
         sessions,
+        max_frame_bytes,
         ..
     } = state;
     sessions.spawn(async move {
         match upgrade.await {
             Ok(upgraded) => {
                 let io = WriteDeadline::new(TokioIo::new(upgraded), limits.write_timeout);
-                let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-                session::run(ws, name, expires, grants, hub, limits, shutdown).await;
+                let config = websocket_config(max_frame_bytes);
+                let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+                session::run(&mut ws, admitted, hub, limits, shutdown).await;
                 drop(permit);
             }
             Err(error) => log::debug!("WebSocket upgrade failed: {error}"),
@@ -234,6 +235,16 @@ async fn websocket(
         ],
     )
         .into_response()
+}
+
+/// The buffers and limits of a connection whose frames may be `max_frame_bytes` long.
+fn websocket_config(max_frame_bytes: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
+        .max_message_size(Some(max_frame_bytes))
+        .max_frame_size(Some(max_frame_bytes))
 }
 
 /// Why a request to `/ws` is not a WebSocket upgrade this node can take.

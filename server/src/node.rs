@@ -119,7 +119,7 @@ impl Node {
         let state = AppState {
             hub,
             api,
-            limits: session_limits(config, names),
+            limits: Arc::new(session_limits(config, names)),
             admission: Arc::new(Admission::new(
                 &config.admission,
                 metrics.limits.refusals.clone(),

@@ -59,7 +59,7 @@ use crate::relay;
 pub use drops::{DropReason, Drops};
 pub use open::PayloadError;
 use ordering::{HeldBudget, Sequence};
-pub use outbox::Outbox;
+pub use outbox::{Inbox, Outbox};
 pub use recovery::{Recovery, Resync};
 use roster::Change;
 pub use roster::{MemberPage, Roster};

@@ -1,48 +1,73 @@
-//! A connection's outbound queue, as the rooms see it: bounded, never waited on.
+//! A connection's outbound queue: bounded, never waited on by the rooms, and free when idle.
 //!
-//! Fan-out offers a frame with a non-blocking `try_send` while it holds a room's entry, so
-//! nothing awaits under a lock. A member whose queue is full is not waited for: its connection
-//! is flagged as a slow consumer (the token below) and closed by its own task, so one stuck
-//! reader never slows its room.
+//! Fan-out offers a frame without waiting while it holds a room's entry, so nothing awaits
+//! under a lock. A member whose queue is full is not waited for: its connection is flagged as
+//! a slow consumer and closed by its own task, so one stuck reader never slows its room.
+//!
+//! Most connections are idle most of the time, so the queue costs nothing while empty: its
+//! storage is allocated by the first frame and given back whenever it drains, and
+//! the overflow flag shares the queue's one allocation and waker. (A tokio channel allocated
+//! about 1.4 KiB per connection up front, idle or not.)
 
-use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+
+use futures::task::AtomicWaker;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
-use tokio_util::sync::CancellationToken;
 
-/// The sending end of one connection's bounded outbound queue.
+/// The sending end of one connection's queue, cloned into every room the connection is in.
 #[derive(Clone)]
 pub struct Outbox {
-    queue: mpsc::Sender<Utf8Bytes>,
-    overflowed: CancellationToken,
+    shared: Arc<Shared>,
+}
+
+/// The receiving end, owned by the connection's task (the only one that takes frames and
+/// waits for them, so the one waker is enough).
+pub struct Inbox {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    frames: Mutex<Frames>,
+    capacity: usize,
+    overflowed: AtomicBool,
+    /// The connection's task, woken by a new frame and by an overflow.
+    task: AtomicWaker,
+}
+
+struct Frames {
+    queue: VecDeque<Utf8Bytes>,
+    /// The receiver is gone: nothing more is taken.
+    closed: bool,
 }
 
 impl Outbox {
-    /// A queue of `capacity` frames; the receiver belongs to the connection's task.
-    pub fn new(capacity: usize) -> (Self, mpsc::Receiver<Utf8Bytes>) {
-        let (queue, receiver) = mpsc::channel(capacity.max(1));
-        let outbox = Outbox {
-            queue,
-            overflowed: CancellationToken::new(),
-        };
-        (outbox, receiver)
+    /// A queue of `capacity` frames; the [`Inbox`] belongs to the connection's task.
+    pub fn new(capacity: usize) -> (Self, Inbox) {
+        let shared = Arc::new(Shared {
+            frames: Mutex::new(Frames {
+                queue: VecDeque::new(),
+                closed: false,
+            }),
+            capacity: capacity.max(1),
+            overflowed: AtomicBool::new(false),
+            task: AtomicWaker::new(),
+        });
+        (
+            Outbox {
+                shared: shared.clone(),
+            },
+            Inbox { shared },
+        )
     }
 
-    /// Cancelled once the queue overflowed: the connection must close as a slow consumer.
-    pub fn overflowed(&self) -> &CancellationToken {
-        &self.overflowed
-    }
-
-    /// Queues a frame without waiting; returns whether it was queued.
+    /// Queues a frame without waiting; returns whether it was queued. A full queue flags the
+    /// connection as a slow consumer.
     pub(super) fn offer(&self, frame: &Utf8Bytes) -> bool {
-        match self.queue.try_send(frame.clone()) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                self.overflowed.cancel();
-                false
-            }
-            Err(TrySendError::Closed(_)) => false,
-        }
+        self.push(frame, self.shared.capacity, true)
     }
 
     /// Queues a presence frame only while the queue is at most half full; returns whether it
@@ -50,7 +75,89 @@ impl Outbox {
     /// close healthy connections as slow consumers, nor crowd out their messages: what does
     /// not fit is dropped, and the member list is whole again at the next join.
     pub(super) fn offer_presence(&self, frame: &Utf8Bytes) -> bool {
-        self.queue.capacity() * 2 > self.queue.max_capacity()
-            && self.queue.try_send(frame.clone()).is_ok()
+        self.push(frame, self.shared.capacity.div_ceil(2), false)
+    }
+
+    /// Queues `frame` while fewer than `limit` frames wait; otherwise flags the connection as
+    /// a slow consumer when `overflow` says so.
+    fn push(&self, frame: &Utf8Bytes, limit: usize, overflow: bool) -> bool {
+        let mut frames = self.shared.lock();
+        if frames.closed {
+            return false;
+        }
+        if frames.queue.len() >= limit {
+            drop(frames);
+            if overflow {
+                self.shared.overflowed.store(true, Ordering::Release);
+                self.shared.task.wake();
+            }
+            return false;
+        }
+        frames.queue.push_back(frame.clone());
+        drop(frames);
+        self.shared.task.wake();
+        true
+    }
+}
+
+impl Inbox {
+    /// The next frame, waiting for one.
+    pub async fn recv(&self) -> Utf8Bytes {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Utf8Bytes> {
+        if let Some(frame) = self.try_recv() {
+            return Poll::Ready(frame);
+        }
+        self.shared.task.register(cx.waker());
+        // A frame queued between the first look and the registration woke nobody.
+        self.try_recv().map_or(Poll::Pending, Poll::Ready)
+    }
+
+    /// The next frame if one waits.
+    pub fn try_recv(&self) -> Option<Utf8Bytes> {
+        let mut frames = self.shared.lock();
+        let frame = frames.queue.pop_front();
+        if frames.queue.is_empty() && frames.queue.capacity() > 0 {
+            frames.queue = VecDeque::new();
+        }
+        frame
+    }
+
+    /// Resolves once the queue overflowed: the connection must close as a slow consumer.
+    pub async fn overflowed(&self) {
+        poll_fn(|cx| {
+            if self.has_overflowed() {
+                return Poll::Ready(());
+            }
+            self.shared.task.register(cx.waker());
+            if self.has_overflowed() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Whether the queue overflowed.
+    pub fn has_overflowed(&self) -> bool {
+        self.shared.overflowed.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        let mut frames = self.shared.lock();
+        frames.closed = true;
+        frames.queue = VecDeque::new();
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Frames> {
+        // A panic elsewhere cannot leave the queue half-changed: every change is one call.
+        self.frames.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

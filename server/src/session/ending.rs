@@ -6,7 +6,7 @@
 //! a broken protocol is a violation told to the client before a lingering close.
 
 use chat_protocol::{ErrorCode, FrameError, close};
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};

@@ -20,55 +20,81 @@ mod closing;
 mod ending;
 mod flood_state;
 mod idle;
+mod in_order;
+mod joined_rooms;
 mod limits;
 mod replies;
 mod requests;
 pub(crate) mod write_deadline;
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use chat_protocol::{ErrorCode, FrameError, ServerFrame, close};
 use futures::future::BoxFuture;
-use futures::stream::FuturesOrdered;
 use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::error::Error as WsError;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
 use crate::access::Grants;
 use crate::hub::Hub;
-use crate::rooms::{MemberId, Outbox};
+use crate::rooms::{Inbox, MemberId, Outbox};
 use closing::{CLOSE_TIMEOUT, close_lingering};
 use ending::{End, read_error_end, write_error_end};
 use flood_state::FloodState;
 use idle::{IdleCheck, IdleStep};
+use in_order::InOrder;
+use joined_rooms::JoinedRooms;
 pub(crate) use limits::SessionLimits;
 use replies::{Reply, error_frame, text_message};
 
 /// Most frames written between two flushes.
 const WRITE_BATCH: usize = 256;
 
-/// Runs a connection to its end. `name` is the name to use, or why the connection may not
-/// chat (told to the client before a 1008 close); `expires`, when the token that gave the name
-/// stops being honoured (the connection is closed with 4003 then); `grants`, where its token
-/// lets it go.
+/// Who a new connection is and where it may go, as its handshake decided.
+pub(crate) struct Admitted {
+    /// The name to use, or why the connection may not chat (told to the client before a 1008
+    /// close).
+    pub name: Result<String, FrameError>,
+    /// When the token that gave the name stops being honoured (the connection is closed with
+    /// 4003 then).
+    pub expires: Option<SystemTime>,
+    /// Where its token lets it go.
+    pub grants: Grants,
+}
+
+impl Admitted {
+    /// Takes the fields out and frees the box now, rather than when the connection ends (an
+    /// argument of an async function lives as long as its call).
+    #[expect(clippy::boxed_local, reason = "the box is what is being freed early")]
+    fn unbox(admitted: Box<Admitted>) -> Admitted {
+        *admitted
+    }
+}
+
+/// Runs a connection to its end. `ws` is borrowed and `admitted` comes boxed: an async
+/// function keeps its own copy of every argument it owns beside the one it uses, for the
+/// connection's whole life.
 pub(crate) async fn run<S>(
-    mut ws: WebSocketStream<S>,
-    name: Result<String, FrameError>,
-    expires: Option<SystemTime>,
-    grants: Grants,
+    ws: &mut WebSocketStream<S>,
+    admitted: Box<Admitted>,
     hub: Arc<Hub>,
-    limits: SessionLimits,
+    limits: Arc<SessionLimits>,
     shutdown: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let Admitted {
+        name,
+        expires,
+        grants,
+    } = Admitted::unbox(admitted);
     hub.metrics().connections.inc();
     hub.metrics().connections_total.inc();
     match name {
@@ -82,14 +108,14 @@ pub(crate) async fn run<S>(
                 name,
                 grants,
                 outbox,
-                rooms: HashMap::new(),
+                rooms: JoinedRooms::default(),
                 typing: HashMap::new(),
                 joins_pending: 0,
-                replies: FuturesOrdered::new(),
+                replies: InOrder::new(),
                 batch: Vec::new(),
                 limits,
             };
-            session.serve(&mut ws, queue, expires, &shutdown).await;
+            session.serve(ws, queue, expires, &shutdown).await;
         }
         Err(error) => {
             let reason = match error.code {
@@ -97,8 +123,12 @@ pub(crate) async fn run<S>(
                 _ => "invalid name",
             };
             let refusal = error_frame(&hub, error);
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.send(refusal)).await;
-            close_lingering(&hub, &mut ws, close::POLICY_VIOLATION, reason).await;
+            // Boxed for the same reason as a session's end.
+            Box::pin(async {
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.send(refusal)).await;
+                close_lingering(&hub, ws, close::POLICY_VIOLATION, reason).await;
+            })
+            .await;
         }
     }
     hub.metrics().connections.dec();
@@ -114,7 +144,7 @@ struct Session {
     grants: Grants,
     outbox: Outbox,
     /// Joined rooms and their backplane channels, formatted once per join rather than per send.
-    rooms: HashMap<String, String>,
+    rooms: JoinedRooms,
     /// When the connection last published a typing signal in each joined room.
     typing: HashMap<String, Instant>,
     /// Joins not answered yet. While there are any, the session reads no further requests, so
@@ -123,16 +153,16 @@ struct Session {
     /// live messages follow the `joined` reply and its history instead of overtaking them.
     joins_pending: usize,
     flood: FloodState,
-    replies: FuturesOrdered<BoxFuture<'static, Reply>>,
+    replies: InOrder<BoxFuture<'static, Reply>>,
     batch: Vec<Message>,
-    limits: SessionLimits,
+    limits: Arc<SessionLimits>,
 }
 
 impl Session {
     async fn serve<S>(
         &mut self,
         ws: &mut WebSocketStream<S>,
-        mut queue: mpsc::Receiver<Utf8Bytes>,
+        queue: Inbox,
         expires: Option<SystemTime>,
         shutdown: &CancellationToken,
     ) where
@@ -142,16 +172,19 @@ impl Session {
             node: self.hub.node_id().into(),
             session: self.id.as_str().into(),
             name: self.name.as_str().into(),
-        };
-        self.batch.push(text_message(welcome.to_json()));
+        }
+        .to_json();
+        self.batch.push(text_message(welcome));
         log::debug!("session {} opened for {:?}", self.id, self.name);
-        let end = self.exchange(ws, &mut queue, expires, shutdown).await;
+        let end = self.exchange(ws, &queue, expires, shutdown).await;
         // Stop deliveries into the queue before anything else.
-        for channel in self.rooms.values() {
+        for channel in self.rooms.channels() {
             self.hub.leave(channel, self.member);
         }
         log::debug!("session {} closing: {}", self.id, end.describe());
-        self.finish(ws, end).await;
+        // Boxed: a closing handshake's state is needed once, at the end, and would otherwise
+        // be part of every connection's task for its whole life.
+        Box::pin(self.finish(ws, end)).await;
     }
 
     /// Reads requests and writes the batch (replies, deliveries, pings) until something ends
@@ -159,27 +192,27 @@ impl Session {
     async fn exchange<S>(
         &mut self,
         ws: &mut WebSocketStream<S>,
-        queue: &mut mpsc::Receiver<Utf8Bytes>,
+        queue: &Inbox,
         expires: Option<SystemTime>,
         shutdown: &CancellationToken,
     ) -> End
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let overflowed = self.outbox.overflowed().clone();
         let mut flush_needed = true;
         let mut idle = IdleCheck::new(self.limits.idle_timeout);
         let idle_check = tokio::time::sleep(idle.half().unwrap_or(Duration::MAX));
         tokio::pin!(idle_check);
-        let expiry_deadline = expires.and_then(deadline_of);
-        let expiry = tokio::time::sleep_until(expiry_deadline.unwrap_or_else(Instant::now));
-        tokio::pin!(expiry);
+        // A timer only for a token that expires: most connections would carry one for nothing.
+        let mut expiry = expires
+            .and_then(deadline_of)
+            .map(|at| Box::pin(tokio::time::sleep_until(at)));
 
         loop {
             if !self.batch.is_empty() || flush_needed {
                 let written = tokio::select! {
                     result = write_batch(ws, &mut self.batch) => result,
-                    _ = overflowed.cancelled() => return End::SlowConsumer,
+                    () = queue.overflowed() => return End::SlowConsumer,
                     _ = shutdown.cancelled() => return End::Shutdown,
                 };
                 if let Err(error) = written {
@@ -191,8 +224,8 @@ impl Session {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return End::Shutdown,
-                _ = overflowed.cancelled() => return End::SlowConsumer,
-                () = &mut expiry, if expiry_deadline.is_some() => return End::TokenExpired,
+                () = queue.overflowed() => return End::SlowConsumer,
+                () = expired(&mut expiry) => return End::TokenExpired,
                 Some(reply) = self.replies.next(), if !self.replies.is_empty() => {
                     self.on_reply(reply);
                 }
@@ -215,7 +248,7 @@ impl Session {
                 }
                 // After the socket, so a busy room cannot starve a client's requests; whatever
                 // is queued is drained below after every event anyway.
-                Some(frame) = queue.recv(), if self.joins_pending == 0 => {
+                frame = queue.recv(), if self.joins_pending == 0 => {
                     self.batch.push(Message::Text(frame));
                 }
             }
@@ -251,16 +284,24 @@ impl Session {
     }
 
     /// Takes whatever else is ready without waiting, so that it joins this batch.
-    fn take_ready(&mut self, queue: &mut mpsc::Receiver<Utf8Bytes>) {
+    fn take_ready(&mut self, queue: &Inbox) {
         while let Some(Some(reply)) = self.replies.next().now_or_never() {
             self.on_reply(reply);
         }
         while self.joins_pending == 0 && self.batch.len() < WRITE_BATCH {
             match queue.try_recv() {
-                Ok(frame) => self.batch.push(Message::Text(frame)),
-                Err(_) => break,
+                Some(frame) => self.batch.push(Message::Text(frame)),
+                None => break,
             }
         }
+    }
+}
+
+/// Resolves when the token's timer fires; never without one.
+async fn expired(expiry: &mut Option<Pin<Box<Sleep>>>) {
+    match expiry {
+        Some(timer) => timer.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -282,5 +323,8 @@ where
     for message in batch.drain(..) {
         ws.feed(message).await?;
     }
+    // Most connections are idle between batches: the batch's storage is given back rather
+    // than kept for the next one, a malloc per write against a kept buffer per connection.
+    *batch = Vec::new();
     ws.flush().await
 }

@@ -127,7 +127,7 @@ impl Session {
                         .join(room, &channel, self.member, &self.name, &self.outbox, since);
                 match joined {
                     Ok(joined) => {
-                        self.rooms.insert(room.to_owned(), channel);
+                        self.rooms.insert(room, channel);
                         (joined, true)
                     }
                     Err(error) => {
