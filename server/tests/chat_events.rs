@@ -8,19 +8,9 @@ mod support;
 use std::time::Duration;
 
 use chat_protocol::{ClientFrame, ErrorCode, ServerFrame};
-use support::{Client, Node, QUIET, cluster_with, member, unique};
+use support::{Client, NO_FLOOD_LIMITS, Node, QUIET, cluster_with, member, unique};
 
 const ROOM: &str = "lobby";
-
-/// Flags that let tests edit, delete and send as fast as they like.
-const NO_LIMITS: [&str; 6] = [
-    "--send-rate",
-    "0",
-    "--name-send-rate",
-    "0",
-    "--duplicate-window-ms",
-    "0",
-];
 
 async fn typing(client: &mut Client, room: &str) {
     client
@@ -74,7 +64,7 @@ async fn change_with_id(client: &mut Client, id: &str) -> ServerFrame<'static> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typing_reaches_members_on_other_nodes_and_never_history() {
-    let cluster = cluster_with(2, &NO_LIMITS).await;
+    let cluster = cluster_with(2, &NO_FLOOD_LIMITS).await;
     let mut ada = member(&cluster.nodes[0], "node-0", "Ada", ROOM).await;
     let mut bob = member(&cluster.nodes[1], "node-1", "Bob", ROOM).await;
     let mut ada_too = member(&cluster.nodes[1], "node-1", "Ada", ROOM).await;
@@ -129,7 +119,7 @@ fn seq(id: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edits_and_deletions_reach_every_node_and_stay_in_history() {
-    let cluster = cluster_with(2, &NO_LIMITS).await;
+    let cluster = cluster_with(2, &NO_FLOOD_LIMITS).await;
     let mut ada = member(&cluster.nodes[0], "node-0", "Ada", ROOM).await;
     let mut bob = member(&cluster.nodes[1], "node-1", "Bob", ROOM).await;
     let first = ada.say(ROOM, "helo").await;
@@ -195,7 +185,7 @@ async fn edits_and_deletions_reach_every_node_and_stay_in_history() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edits_deletions_and_typing_work_on_the_in_memory_broker() {
     let mut args = vec!["--listen", "127.0.0.1:0"];
-    args.extend(NO_LIMITS);
+    args.extend(NO_FLOOD_LIMITS);
     let node = Node::spawn(&args, &[]).await;
     let mut ada = node.client("Ada").await;
     let mut bob = node.client("Bob").await;

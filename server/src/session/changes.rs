@@ -110,12 +110,7 @@ impl Session {
     ) {
         let pending = match self.flood.check(self.hub.metrics(), &self.name, room, key) {
             Check::Ready(Verdict::Allowed) => futures::future::ready(Verdict::Allowed).boxed(),
-            Check::Ready(verdict) => {
-                let refused = Reply::Refused { verdict, reference };
-                self.replies
-                    .push_back(futures::future::ready(refused).boxed());
-                return;
-            }
+            Check::Ready(verdict) => return self.reply_refused(verdict, reference),
             Check::Pending(verdict) => verdict,
         };
         let outgoing = Outgoing::Change(draft);

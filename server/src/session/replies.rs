@@ -146,6 +146,13 @@ impl Session {
         let frame = error_frame(&self.hub, error);
         self.reply(frame);
     }
+
+    /// Queues flood control's refusal of a request, in request order.
+    pub(super) fn reply_refused(&mut self, verdict: Verdict, reference: Option<String>) {
+        let refused = Reply::Refused { verdict, reference };
+        self.replies
+            .push_back(futures::future::ready(refused).boxed());
+    }
 }
 
 /// Waits for the broker to accept a publication: the reply to a `send`.

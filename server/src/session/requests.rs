@@ -250,12 +250,7 @@ impl Session {
             }
             Check::Ready(Verdict::Allowed) => futures::future::ready(Verdict::Allowed).boxed(),
             // A refusal publishes nothing, so it need not wait for its turn.
-            Check::Ready(verdict) => {
-                let refused = Reply::Refused { verdict, reference };
-                self.replies
-                    .push_back(futures::future::ready(refused).boxed());
-                return;
-            }
+            Check::Ready(verdict) => return self.reply_refused(verdict, reference),
             Check::Pending(verdict) => verdict,
         };
         let (channel, outgoing) = (channel.clone(), Outgoing::Message(text.to_owned()));
