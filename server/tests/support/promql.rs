@@ -8,14 +8,18 @@ use std::collections::{BTreeMap, BTreeSet};
 /// The metric names `promql` reads: identifiers that are neither functions, keywords, label
 /// names (inside `{…}`, `by (…)`, `on (…)`, …) nor inside strings, ranges or numbers.
 pub(crate) fn metric_names(promql: &str) -> BTreeSet<String> {
-    // Aggregations among them: one may be followed by `by (…)` rather than its argument.
-    const KEYWORDS: &[&str] = &[
+    // Words followed by a list of label names.
+    const LABEL_LISTS: [&str; 6] = [
         "by",
         "without",
         "on",
         "ignoring",
         "group_left",
         "group_right",
+    ];
+    // Other words that are not metrics; aggregations among them, since one may be followed by
+    // `by (…)` rather than its argument.
+    const KEYWORDS: &[&str] = &[
         "bool",
         "and",
         "or",
@@ -34,14 +38,6 @@ pub(crate) fn metric_names(promql: &str) -> BTreeSet<String> {
         "bottomk",
         "topk",
         "quantile",
-    ];
-    const LABEL_LISTS: [&str; 6] = [
-        "by",
-        "without",
-        "on",
-        "ignoring",
-        "group_left",
-        "group_right",
     ];
     let chars: Vec<char> = promql.chars().collect();
     let mut names = BTreeSet::new();
@@ -66,7 +62,10 @@ pub(crate) fn metric_names(promql: &str) -> BTreeSet<String> {
             let opens = next.is_some_and(|n| chars[i + n] == '(');
             if opens && LABEL_LISTS.contains(&word.as_str()) {
                 i = skip_group(&chars, i + next.unwrap_or(0), ')');
-            } else if !opens && !KEYWORDS.contains(&word.as_str()) {
+            } else if !opens
+                && !KEYWORDS.contains(&word.as_str())
+                && !LABEL_LISTS.contains(&word.as_str())
+            {
                 names.insert(word);
             }
         } else {
