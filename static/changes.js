@@ -4,6 +4,7 @@
 // composer's edit mode.
 //
 // Everything a server or another person sent is shown with textContent, never as HTML.
+import { make } from './log.js';
 
 // A typing signal is repeated at most every 2 s while someone types, so a name disappears a
 // little after the last one: long enough not to flicker, short enough to be true.
@@ -33,10 +34,8 @@ export function createChanges(ui, io) {
   }
 
   function button(label, onClick) {
-    const node = document.createElement('button');
+    const node = make('button', 'link message-action', label);
     node.type = 'button';
-    node.className = 'link message-action';
-    node.textContent = label;
     node.addEventListener('click', onClick);
     return node;
   }
@@ -75,8 +74,7 @@ export function createChanges(ui, io) {
     decorate(item) {
       if (!item.dataset.id || item.querySelector('.message-actions')) return;
       if (item.classList.contains('deleted')) return;
-      const actions = document.createElement('span');
-      actions.className = 'message-actions';
+      const actions = make('span', 'message-actions');
       actions.append(button('Edit', () => startEdit(item)), button('Delete', () => remove(item)));
       item.querySelector('.meta').append(actions);
     },
@@ -87,9 +85,7 @@ export function createChanges(ui, io) {
       if (!item || item.classList.contains('deleted')) return;
       item.querySelector('.text').textContent = frame.text;
       if (!item.querySelector('.edited')) {
-        const mark = document.createElement('span');
-        mark.className = 'edited';
-        mark.textContent = '(edited)';
+        const mark = make('span', 'edited', '(edited)');
         item.querySelector('.meta').insertBefore(mark, item.querySelector('.message-actions'));
       }
     },

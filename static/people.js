@@ -5,6 +5,7 @@
 // the room is small enough for the server to send them), and "Show more" asks for the next
 // page with `members`. The names held are capped, so a tab left open in a huge room stays
 // small; the count is always the server's.
+import { make } from './log.js';
 
 // Beyond this many names the list stops growing and says it shows only the first ones. It
 // matches the server's default --presence-names-max: above it, presence carries no names, so
@@ -90,18 +91,12 @@ export function createPeople(ui, io) {
   function renderNames() {
     const names = [...state.names].sort(serverOrder);
     ui.list.replaceChildren(...names.map((name) => {
-      const item = document.createElement('li');
-      item.className = name === state.me ? 'member me' : 'member';
-      const label = document.createElement('span');
-      label.className = 'member-name';
-      label.textContent = name;
-      item.append(label);
+      const item = make('li', name === state.me ? 'member me' : 'member');
+      item.append(make('span', 'member-name', name));
       item.title = name;
       if (name !== state.me && io.canMessage?.(name)) {
-        const action = document.createElement('button');
+        const action = make('button', 'link member-message', 'message');
         action.type = 'button';
-        action.className = 'link member-message';
-        action.textContent = 'message';
         action.setAttribute('aria-label', `Message ${name}`);
         action.addEventListener('click', () => io.message(name));
         item.append(action);
