@@ -133,3 +133,26 @@ async fn a_message_redis_refuses_to_publish_is_taken_out_of_history() {
     assert_eq!(stored(&redis, "chat:room:open").await, 2);
     assert_eq!(stored(&redis, "chat:room:readonly").await, 0);
 }
+
+/// Redis that forgot its scripts (flushed, restarted from a snapshot, a failover) refuses the
+/// calls with NOSCRIPT; they are sent again once the scripts are loaded, and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_refused_for_a_lost_script_are_sent_again() {
+    let redis = RedisServer::start().await;
+    let broker = broker(&redis.url()).await;
+    broker
+        .publish("chat:room:a", Bytes::from_static(b"first"), 1)
+        .await
+        .expect("published");
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut redis.connection().await)
+        .await
+        .expect("SCRIPT FLUSH");
+    let published: Vec<_> = (0..10)
+        .map(|n| broker.publish("chat:room:a", Bytes::from(format!("m{n}")), 2))
+        .collect();
+    let outcomes = futures::future::join_all(published).await;
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    assert_eq!(stored(&redis, "chat:room:a").await, 11);
+}

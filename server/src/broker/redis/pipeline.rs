@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use redis::aio::MultiplexedConnection;
 use redis::{RedisError, Value};
 use tokio::sync::{mpsc, oneshot};
 
@@ -50,12 +49,10 @@ struct Queued {
     done: oneshot::Sender<Result<MessageId, BrokerError>>,
 }
 
-/// What one command of a pipeline stands for.
+/// Who waits for the reply to one command of a pipeline.
 enum Planned {
-    Command {
-        cmd: redis::Cmd,
-        done: Option<oneshot::Sender<Result<Value, BrokerError>>>,
-    },
+    /// The caller of one command, if anyone waits.
+    Command(Option<oneshot::Sender<Result<Value, BrokerError>>>),
     /// Consecutive publishes, in one script call.
     Publishes(Vec<Queued>),
 }
@@ -117,15 +114,8 @@ async fn send_in_order(
     let mut batches = Batches::new(history);
     let mut batch = Vec::with_capacity(PIPELINE_BATCH);
     while queue.recv_many(&mut batch, PIPELINE_BATCH).await > 0 {
-        let planned = plan(batch.drain(..));
-        let cmds: Vec<redis::Cmd> = planned
-            .iter()
-            .map(|planned| match planned {
-                Planned::Command { cmd, .. } => cmd.clone(),
-                Planned::Publishes(run) => batches.call(run.iter().map(|queued| &queued.publish)),
-            })
-            .collect();
-        match run_batch(&state, &cmds, timeout).await {
+        let (pipeline, planned) = plan(batch.drain(..), &mut batches);
+        match run_batch(&state, &pipeline, timeout).await {
             Ok(results) => {
                 for (planned, result) in planned.into_iter().zip(results) {
                     settle(&state, &mut batches, planned, Ok(result));
@@ -142,22 +132,47 @@ async fn send_in_order(
     }
 }
 
-/// One command per request, except that each run of consecutive publishes (up to
-/// [`MAX_PER_CALL`]) is one.
-fn plan(requests: impl Iterator<Item = Request>) -> Vec<Planned> {
+/// The pipeline for `requests`, one command per request except that each run of consecutive
+/// publishes (up to [`MAX_PER_CALL`]) is one script call, and who waits for each command.
+/// Commands are moved in, not copied: a publish call carries every message body of its run.
+fn plan(
+    requests: impl Iterator<Item = Request>,
+    batches: &mut Batches,
+) -> (redis::Pipeline, Vec<Planned>) {
+    let mut pipeline = redis::pipe();
+    pipeline.ignore_errors();
     let mut planned = Vec::new();
+    let mut run = Vec::new();
     for request in requests {
-        match (request, planned.last_mut()) {
-            (Request::Command { cmd, done }, _) => planned.push(Planned::Command { cmd, done }),
-            (Request::Publish(queued), Some(Planned::Publishes(run)))
-                if run.len() < MAX_PER_CALL =>
-            {
+        match request {
+            Request::Publish(queued) => {
                 run.push(queued);
+                if run.len() == MAX_PER_CALL {
+                    end_run(&mut run, batches, &mut pipeline, &mut planned);
+                }
             }
-            (Request::Publish(queued), _) => planned.push(Planned::Publishes(vec![queued])),
+            Request::Command { cmd, done } => {
+                end_run(&mut run, batches, &mut pipeline, &mut planned);
+                pipeline.add_command(cmd);
+                planned.push(Planned::Command(done));
+            }
         }
     }
-    planned
+    end_run(&mut run, batches, &mut pipeline, &mut planned);
+    (pipeline, planned)
+}
+
+/// Adds the publishes of `run`, if any, to the pipeline as one script call.
+fn end_run(
+    run: &mut Vec<Queued>,
+    batches: &mut Batches,
+    pipeline: &mut redis::Pipeline,
+    planned: &mut Vec<Planned>,
+) {
+    if !run.is_empty() {
+        pipeline.add_command(batches.call(run.iter().map(|queued| &queued.publish)));
+        planned.push(Planned::Publishes(std::mem::take(run)));
+    }
 }
 
 /// Hands the requests behind one command their outcomes: the command's reply, or the error
@@ -169,7 +184,7 @@ fn settle(
     reply: Result<redis::RedisResult<Value>, BrokerError>,
 ) {
     match planned {
-        Planned::Command { done, .. } => {
+        Planned::Command(done) => {
             let outcome = reply.and_then(command_outcome);
             if let Some(done) = done {
                 let _ = done.send(outcome);
@@ -203,35 +218,32 @@ fn command_outcome(reply: redis::RedisResult<Value>) -> Result<Value, BrokerErro
 /// its scripts are sent again once the scripts are back.
 async fn run_batch(
     state: &State,
-    cmds: &[redis::Cmd],
+    pipeline: &redis::Pipeline,
     timeout: Duration,
 ) -> Result<Vec<redis::RedisResult<Value>>, BrokerError> {
     let mut connection = state.publisher().ok_or(BrokerError::Disconnected)?;
-    let all: Vec<usize> = (0..cmds.len()).collect();
-    let mut results = query_pipeline(&mut connection, cmds, &all, timeout).await?;
+    let mut results: Vec<redis::RedisResult<Value>> =
+        within(timeout, pipeline.query_async(&mut connection)).await?;
     let refused = scripts::missing(&results);
     if !refused.is_empty() {
         within(timeout, SCRIPTS.load(&mut connection)).await?;
-        let retried = query_pipeline(&mut connection, cmds, &refused, timeout).await?;
+        // Rare (Redis restarted or flushed its scripts), so the refused commands are copied.
+        let mut again = redis::pipe();
+        again.ignore_errors();
+        for (_, cmd) in pipeline
+            .cmd_iter()
+            .enumerate()
+            .filter(|(index, _)| refused.contains(index))
+        {
+            again.add_command(cmd.clone());
+        }
+        let retried: Vec<redis::RedisResult<Value>> =
+            within(timeout, again.query_async(&mut connection)).await?;
         for (index, result) in refused.into_iter().zip(retried) {
             results[index] = result;
         }
     }
     Ok(results)
-}
-
-async fn query_pipeline(
-    connection: &mut MultiplexedConnection,
-    cmds: &[redis::Cmd],
-    indices: &[usize],
-    timeout: Duration,
-) -> Result<Vec<redis::RedisResult<Value>>, BrokerError> {
-    let mut pipeline = redis::pipe();
-    pipeline.ignore_errors();
-    for &index in indices {
-        pipeline.add_command(cmds[index].clone());
-    }
-    within(timeout, pipeline.query_async(connection)).await
 }
 
 /// Runs a Redis call with a deadline, classifying its failure.
