@@ -11,9 +11,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chat_server::config::RedisTarget;
 use chat_server::flood::{
     Check, FloodGuard, FloodPolicy, MemoryLimiter, NameLimiter, Rate, RedisLimiter, Verdict,
 };
+use chat_server::keyspace::Keyspace;
 use chat_server::metrics::Metrics;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
@@ -100,8 +102,14 @@ fn redis(c: &mut Criterion) {
     let metrics = Arc::new(Metrics::new());
     let url = format!("redis://127.0.0.1:{}/", server.1);
     let limiter = runtime.block_on(async {
-        let limiter =
-            RedisLimiter::start(&url, "bench", generous(), WINDOW, metrics).expect("valid url");
+        let limiter = RedisLimiter::start(
+            &RedisTarget::Single(url),
+            Keyspace::new("bench", false),
+            generous(),
+            WINDOW,
+            metrics,
+        )
+        .expect("valid url");
         // Until it is connected the limiter decides in memory.
         for _ in 0..100 {
             if matches!(limiter.check("probe", "lobby", "probe"), Check::Pending(_)) {

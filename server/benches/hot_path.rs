@@ -13,6 +13,7 @@ use chat_protocol::MessageId;
 use chat_server::broker::{HistoryLimits, Inbound, MemoryBroker};
 use chat_server::envelope::Keyring;
 use chat_server::hub::{Hub, HubParts};
+use chat_server::keyspace::Keyspace;
 use chat_server::metrics::Metrics;
 use chat_server::relay;
 use chat_server::rooms::{Member, Outbox, Rooms};
@@ -56,7 +57,7 @@ fn publish(c: &mut Criterion) {
     let broker = Arc::new(MemoryBroker::new(rooms.clone(), history));
     let hub = Hub::new(HubParts {
         node_id: "bench".into(),
-        redis_prefix: "chat".into(),
+        keyspace: Keyspace::new("chat", false),
         rooms,
         broker: broker.clone(),
         presence: broker,

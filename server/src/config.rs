@@ -37,6 +37,19 @@ pub struct Config {
     #[arg(long, env = "CHAT_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
+    /// A seed node of a Redis Cluster backplane (redis:// or rediss://); repeat (or separate
+    /// with commas) for more seeds. Rooms are spread over the cluster's shards with sharded
+    /// pub/sub. Not with --redis-url.
+    #[arg(
+        long = "redis-cluster",
+        env = "CHAT_REDIS_CLUSTER",
+        value_delimiter = ',',
+        hide_env_values = true,
+        value_name = "URL",
+        conflicts_with = "redis_url"
+    )]
+    pub redis_cluster: Vec<String>,
+
     /// Name of this node, shown to clients in `welcome` [default: host name plus a random suffix].
     #[arg(long, env = "CHAT_NODE_ID")]
     pub node_id: Option<String>,
@@ -160,8 +173,8 @@ pub struct Config {
 pub enum ConfigError {
     /// Redis is configured but no key is: payloads must never cross Redis unsealed.
     #[error(
-        "a key is required with --redis-url: make one with `openssl rand -base64 32` and pass it \
-         with --key, CHAT_KEY or --key-file"
+        "a key is required with --redis-url or --redis-cluster: make one with \
+         `openssl rand -base64 32` and pass it with --key, CHAT_KEY or --key-file"
     )]
     MissingKey,
     /// A key from --key or --key-file was refused.
@@ -201,7 +214,32 @@ pub enum ConfigError {
     ApiInFlight,
 }
 
+/// Where the backplane is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RedisTarget {
+    /// One Redis server (`--redis-url`).
+    Single(String),
+    /// Seed nodes of a Redis Cluster (`--redis-cluster`).
+    Cluster(Vec<String>),
+}
+
 impl Config {
+    /// Redis, if the node shares its rooms through one: a server or a cluster (clap refuses
+    /// both at once); `None` runs the node alone on the in-memory broker.
+    pub fn redis_target(&self) -> Option<RedisTarget> {
+        let seeds: Vec<String> = self
+            .redis_cluster
+            .iter()
+            .filter(|url| !url.trim().is_empty())
+            .cloned()
+            .collect();
+        match &self.redis_url {
+            Some(url) => Some(RedisTarget::Single(url.clone())),
+            None if !seeds.is_empty() => Some(RedisTarget::Cluster(seeds)),
+            None => None,
+        }
+    }
+
     /// The keys from --key and --key-file; an ephemeral key when none is given and no Redis is
     /// configured, since then nothing leaves the process.
     pub fn keyring(&self) -> Result<Keyring, ConfigError> {
@@ -219,7 +257,7 @@ impl Config {
             );
         }
         keys.retain(|key| !key.trim().is_empty());
-        match (keys.is_empty(), &self.redis_url) {
+        match (keys.is_empty(), self.redis_target()) {
             (true, Some(_)) => Err(ConfigError::MissingKey),
             (true, None) => Ok(Keyring::ephemeral()),
             (false, _) => Ok(Keyring::from_base64(&keys)?),

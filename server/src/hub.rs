@@ -30,6 +30,7 @@ use crate::broker::{
 };
 use crate::envelope::Keyring;
 use crate::ids::now_ms;
+use crate::keyspace::Keyspace;
 use crate::metrics::Metrics;
 use crate::presence::{PresenceConfig, PresenceEntry, SharedPresence, name_aad};
 use crate::relay;
@@ -46,7 +47,7 @@ const RESYNC_RETRY: Duration = Duration::from_millis(250);
 /// One per node, shared by its sessions, the HTTP API and the recovery task.
 pub struct Hub {
     node_id: String,
-    channel_prefix: String,
+    keyspace: Keyspace,
     rooms: Arc<Rooms>,
     broker: SharedBroker,
     presence: SharedPresence,
@@ -73,8 +74,8 @@ pub struct Joined {
 pub struct HubParts {
     /// This node's name; presence keys are `<node_id>|<member id>`, so it must not contain '|'.
     pub node_id: String,
-    /// `--redis-prefix`: room channels are named `<prefix>:room:<room>`.
-    pub redis_prefix: String,
+    /// Where room channels are: `<prefix>:room:<room>`, with a hash tag on a Redis Cluster.
+    pub keyspace: Keyspace,
     /// The node's local rooms, shared with the broker that delivers into them.
     pub rooms: Arc<Rooms>,
     /// The backplane messages are published to and read back from.
@@ -96,7 +97,7 @@ impl Hub {
     pub fn new(parts: HubParts) -> Self {
         Hub {
             node_id: parts.node_id,
-            channel_prefix: format!("{}:room:", parts.redis_prefix),
+            keyspace: parts.keyspace,
             rooms: parts.rooms,
             broker: parts.broker,
             presence: parts.presence,
@@ -131,7 +132,7 @@ impl Hub {
 
     /// The backplane channel of a (validated) room name.
     pub fn channel(&self, room: &str) -> String {
-        format!("{}{room}", self.channel_prefix)
+        self.keyspace.channel(room)
     }
 
     /// The member's key in presence: unique in the cluster, and naming its node.

@@ -20,7 +20,8 @@
 //!   one hex encoder;
 //! - [`frame_budget`]: the largest frame the node may build, and `joined` cut to fit it;
 //! - [`flood`]: rate limits per connection and per name, and the debounce;
-//! - [`redis_client`]: connecting to Redis, shared by the broker and the flood limiter;
+//! - [`redis_client`]: connecting to Redis or a Redis Cluster, shared by the broker and the
+//!   flood limiter; [`keyspace`]: the names of everything in Redis, and their hash tags;
 //! - [`admission`], [`token`]: who may connect, and under which name;
 //! - [`listener`]: the port's listener: a deadline on every handshake, and caps on connections
 //!   before their upgrade;
@@ -40,6 +41,7 @@ mod host_guard;
 mod http;
 pub mod hub;
 mod ids;
+pub mod keyspace;
 mod listener;
 pub mod metrics;
 pub mod node;

@@ -25,12 +25,13 @@ use crate::admission::Admission;
 use crate::api::Api;
 use crate::broker::redis::{RedisOptions, RedisTiming};
 use crate::broker::{MemoryBroker, RedisBroker, SharedBroker};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, RedisTarget};
 use crate::envelope::Keyring;
 use crate::flood::{FloodPolicy, MemoryLimiter, NameLimiter, RedisLimiter};
 use crate::host_guard::{self, HostGuard};
 use crate::http::{self, AppState};
 use crate::hub::{Hub, HubParts};
+use crate::keyspace::Keyspace;
 use crate::listener::{GuardedListener, Peer, PendingHandshakes};
 use crate::metrics::Metrics;
 use crate::presence::SharedPresence;
@@ -94,7 +95,7 @@ impl Node {
         let names = name_limiter(config, &metrics)?;
         let hub = Arc::new(Hub::new(HubParts {
             node_id,
-            redis_prefix: config.redis_prefix.clone(),
+            keyspace: keyspace(config),
             rooms,
             broker,
             presence: presence.clone(),
@@ -202,7 +203,14 @@ impl Node {
     }
 }
 
-/// The broker and presence: Redis when `--redis-url` is given, else in memory (one node).
+/// Where keys and channels are: tagged for a Redis Cluster with `--redis-cluster`.
+fn keyspace(config: &Config) -> Keyspace {
+    let cluster = matches!(config.redis_target(), Some(RedisTarget::Cluster(_)));
+    Keyspace::new(&config.redis_prefix, cluster)
+}
+
+/// The broker and presence: Redis when `--redis-url` or `--redis-cluster` is given, else in
+/// memory (one node).
 fn backplane(
     config: &Config,
     node_id: &str,
@@ -210,7 +218,7 @@ fn backplane(
     rooms: &Arc<Rooms>,
     metrics: &Arc<Metrics>,
 ) -> Result<(SharedBroker, SharedPresence), NodeError> {
-    let Some(url) = &config.redis_url else {
+    let Some(target) = config.redis_target() else {
         log::info!("node {node_id}: in-memory broker (single node, no Redis)");
         metrics.broker_ready.set(1);
         let broker = Arc::new(
@@ -227,10 +235,10 @@ fn backplane(
     let options = RedisOptions {
         timing: RedisTiming::default(),
         history: config.history(),
-        prefix: config.redis_prefix.clone(),
+        keyspace: keyspace(config),
         node_id: node_id.to_owned(),
     };
-    let broker = RedisBroker::start(url, options, rooms.clone(), metrics.clone())
+    let broker = RedisBroker::start(&target, options, rooms.clone(), metrics.clone())
         .map_err(|error| NodeError::RedisUrl(error.into()))?;
     log::info!(
         "node {node_id}: Redis backplane at {}, channels under `{}:`, sealing with key {}",
@@ -249,12 +257,12 @@ fn name_limiter(
 ) -> Result<Arc<dyn NameLimiter>, NodeError> {
     let name_rate = config.flood.name_rate();
     let window = config.flood.duplicate_window();
-    Ok(match &config.redis_url {
+    Ok(match config.redis_target() {
         // Nothing to share when both are off: no round trip per send.
-        Some(url) if name_rate.is_some() || window.is_some() => Arc::new(
+        Some(target) if name_rate.is_some() || window.is_some() => Arc::new(
             RedisLimiter::start(
-                url,
-                &config.redis_prefix,
+                &target,
+                keyspace(config),
                 name_rate,
                 window,
                 metrics.clone(),

@@ -1,35 +1,167 @@
-//! What every Redis user of the node shares: how a client is set up, how long to wait between
-//! reconnection attempts, and the slot that holds the current connection.
+//! What every Redis user of the node shares: where Redis is (one server or a Redis Cluster),
+//! how a client is set up, how long to wait between reconnection attempts, and the slot that
+//! holds the current connection.
 //!
 //! The broker and the flood limiter each keep their own connections and supervise them their
 //! own way (the broker resubscribes and reports readiness, the limiter falls back to limits per
 //! node), but they must reach Redis the same way: a `rediss://` URL means TLS, Nagle is off
 //! because both pipeline small commands, and RESP3 lets pushes and replies share a connection.
+//! On a Redis Cluster commands go through redis-rs's cluster connection, which follows the
+//! slots as they move; the broker's subscriptions do not (see `broker::redis::shards`).
 
 use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
-use redis::io::tcp::TcpSettings;
-use redis::{IntoConnectionInfo, ProtocolVersion, RedisError};
+pub(crate) use crate::config::RedisTarget;
 
-/// A client for `url` (`redis://` or `rediss://`), speaking RESP3 with TCP_NODELAY. Fails only
-/// if the URL is invalid: nothing is connected yet.
-pub(crate) fn open(url: &str) -> Result<redis::Client, RedisError> {
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::io::tcp::TcpSettings;
+use redis::{
+    AsyncConnectionConfig, Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Pipeline,
+    ProtocolVersion, RedisError, RedisFuture, RedisResult, Value,
+};
+
+/// A client of one Redis or of a Redis Cluster; nothing is connected until asked.
+#[derive(Clone)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per connection supervisor, made once per process"
+)]
+pub(crate) enum Client {
+    Single(redis::Client),
+    Cluster {
+        client: ClusterClient,
+        /// The first seed: credentials and TLS settings for connections to single nodes.
+        seed: ConnectionInfo,
+    },
+}
+
+impl Client {
+    /// A client for `target`, speaking RESP3 with TCP_NODELAY. Fails only if a URL is invalid.
+    pub(crate) fn open(target: &RedisTarget) -> Result<Self, RedisError> {
+        match target {
+            RedisTarget::Single(url) => Ok(Client::Single(redis::Client::open(info(url)?)?)),
+            RedisTarget::Cluster(urls) => {
+                let seeds = urls
+                    .iter()
+                    .map(|url| info(url))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let seed = seeds.first().cloned().ok_or_else(|| {
+                    RedisError::from((redis::ErrorKind::InvalidClientConfig, "no seed node"))
+                })?;
+                let client = ClusterClient::builder(seeds)
+                    .use_protocol(ProtocolVersion::RESP3)
+                    .tcp_settings(TcpSettings::default().set_nodelay(true))
+                    .build()?;
+                Ok(Client::Cluster { client, seed })
+            }
+        }
+    }
+
+    /// `host:port` of the server (of the first seed of a cluster), without credentials, for
+    /// logs.
+    pub(crate) fn address(&self) -> String {
+        match self {
+            Client::Single(client) => client.get_connection_info().addr().to_string(),
+            Client::Cluster { seed, .. } => format!("cluster seed {}", seed.addr()),
+        }
+    }
+
+    /// A connection for commands; `timeout` bounds the connect and every reply.
+    pub(crate) async fn connect(&self, timeout: Duration) -> RedisResult<Connection> {
+        match self {
+            Client::Single(client) => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout));
+                let connection = client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                Ok(Connection::Single(connection))
+            }
+            Client::Cluster { client, .. } => {
+                let config = redis::cluster::ClusterConfig::new()
+                    .set_connection_timeout(timeout)
+                    .set_response_timeout(timeout);
+                let connection = client.get_async_connection_with_config(config).await?;
+                Ok(Connection::Cluster(connection))
+            }
+        }
+    }
+
+    /// A client of one node of the cluster at `host:port`, with the seeds' credentials and
+    /// TLS settings (the node of a single Redis for a single Redis).
+    pub(crate) fn node(&self, host: &str, port: u16) -> RedisResult<redis::Client> {
+        match self {
+            Client::Single(client) => Ok(client.clone()),
+            Client::Cluster { seed, .. } => {
+                let addr = match seed.addr() {
+                    ConnectionAddr::TcpTls {
+                        insecure,
+                        tls_params,
+                        ..
+                    } => ConnectionAddr::TcpTls {
+                        host: host.to_owned(),
+                        port,
+                        insecure: *insecure,
+                        tls_params: tls_params.clone(),
+                    },
+                    _ => ConnectionAddr::Tcp(host.to_owned(), port),
+                };
+                redis::Client::open(seed.clone().set_addr(addr))
+            }
+        }
+    }
+}
+
+/// `url` as RESP3 with TCP_NODELAY.
+fn info(url: &str) -> RedisResult<ConnectionInfo> {
     let info = url.into_connection_info()?;
     let settings = info
         .redis_settings()
         .clone()
         .set_protocol(ProtocolVersion::RESP3);
-    redis::Client::open(
-        info.set_redis_settings(settings)
-            .set_tcp_settings(TcpSettings::default().set_nodelay(true)),
-    )
+    Ok(info
+        .set_redis_settings(settings)
+        .set_tcp_settings(TcpSettings::default().set_nodelay(true)))
 }
 
-/// `host:port` of the client's server, without credentials, for logs.
-pub(crate) fn address(client: &redis::Client) -> String {
-    client.get_connection_info().addr().to_string()
+/// A connection for commands, to one Redis or to a cluster; cloning it is cheap, and clones
+/// share it.
+#[derive(Clone)]
+pub(crate) enum Connection {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Single(connection) => connection.req_packed_command(cmd),
+            Connection::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Single(connection) => connection.req_packed_commands(cmd, offset, count),
+            Connection::Cluster(connection) => connection.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Single(connection) => connection.get_db(),
+            Connection::Cluster(connection) => connection.get_db(),
+        }
+    }
 }
 
 /// Capped exponential backoff between reconnection attempts: the first wait is `min`, each
@@ -85,11 +217,11 @@ impl Backoff {
 /// reconnects, read (and cloned, which is cheap for a multiplexed connection) by every caller.
 /// A plain lock is enough: it is never held across an `.await`.
 #[derive(Default)]
-pub(crate) struct ConnectionCell(RwLock<Option<MultiplexedConnection>>);
+pub(crate) struct ConnectionCell(RwLock<Option<Connection>>);
 
 impl ConnectionCell {
     /// A clone of the current connection, if there is one.
-    pub(crate) fn get(&self) -> Option<MultiplexedConnection> {
+    pub(crate) fn get(&self) -> Option<Connection> {
         self.0
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -97,12 +229,12 @@ impl ConnectionCell {
     }
 
     /// Replaces the current connection (`None`: there is none any more).
-    pub(crate) fn set(&self, connection: Option<MultiplexedConnection>) {
+    pub(crate) fn set(&self, connection: Option<Connection>) {
         *self.0.write().unwrap_or_else(PoisonError::into_inner) = connection;
     }
 
     /// Takes the current connection out, leaving none; returns it if there was one.
-    pub(crate) fn take(&self) -> Option<MultiplexedConnection> {
+    pub(crate) fn take(&self) -> Option<Connection> {
         self.0
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -134,7 +266,8 @@ mod tests {
 
     #[test]
     fn addresses_leave_credentials_out() {
-        let client = open("rediss://user:secret@example.net:6380/0").expect("valid URL");
-        assert_eq!(address(&client), "example.net:6380");
+        let target = RedisTarget::Single("rediss://user:secret@example.net:6380/0".to_owned());
+        let client = Client::open(&target).expect("valid URL");
+        assert_eq!(client.address(), "example.net:6380");
     }
 }

@@ -201,7 +201,7 @@ async fn a_name_is_limited_across_nodes_sharing_redis() {
     // The state lives in Redis under the prefix, with an expiry.
     let mut redis_connection = redis.connection().await;
     let ttl: i64 = redis::cmd("PTTL")
-        .arg("flood-test:flood:name:ada")
+        .arg("flood-test:flood:ada:rate")
         .query_async(&mut redis_connection)
         .await
         .expect("PTTL");

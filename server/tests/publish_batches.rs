@@ -9,6 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use chat_server::broker::redis::{RedisOptions, RedisTiming};
 use chat_server::broker::{Broker, BrokerError, HistoryLimits, Inbound, RedisBroker};
+use chat_server::config::RedisTarget;
+use chat_server::keyspace::Keyspace;
 use chat_server::metrics::Metrics;
 use support::{RedisServer, STEP, wait_until};
 
@@ -41,10 +43,11 @@ async fn broker(url: &str) -> RedisBroker {
             size: 100,
             max_age: Duration::from_secs(3600),
         },
-        prefix: "chat".to_owned(),
+        keyspace: Keyspace::new("chat", false),
         node_id: "batches".to_owned(),
     };
-    let broker = RedisBroker::start(url, options, Arc::new(Ignore), Arc::new(Metrics::new()))
+    let target = RedisTarget::Single(url.to_owned());
+    let broker = RedisBroker::start(&target, options, Arc::new(Ignore), Arc::new(Metrics::new()))
         .expect("a valid URL");
     wait_until("the broker is ready", STEP, async || broker.is_ready()).await;
     broker

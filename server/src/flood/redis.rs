@@ -23,8 +23,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use super::{Check, MemoryLimiter, NameLimiter, Rate, Verdict};
+use crate::keyspace::Keyspace;
 use crate::metrics::Metrics;
-use crate::redis_client::{self, Backoff, ConnectionCell};
+use crate::redis_client::{Backoff, Client, ConnectionCell, RedisTarget};
 
 /// KEYS: the name's rate key, the debounce key. ARGV: emission interval and burst tolerance
 /// in microseconds (interval 0: no rate limit), debounce window in milliseconds (0: none).
@@ -60,7 +61,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub struct RedisLimiter {
     shared: Arc<Shared>,
     script: Arc<Script>,
-    key_prefix: String,
+    keyspace: Keyspace,
     interval_us: u64,
     tolerance_us: u64,
     window_ms: u64,
@@ -75,16 +76,17 @@ struct Shared {
 }
 
 impl RedisLimiter {
-    /// Starts connecting to `url` in the background; until connected, checks use the fallback.
-    /// Keys live under `<prefix>:flood:`.
+    /// Starts connecting to `target` in the background; until connected, checks use the
+    /// fallback. Keys live under `<prefix>:flood:<name>:` (the name is the hash tag on a
+    /// Redis Cluster, so a name's keys share a slot).
     pub fn start(
-        url: &str,
-        prefix: &str,
+        target: &RedisTarget,
+        keyspace: Keyspace,
         rate: Option<Rate>,
         window: Option<Duration>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, RedisError> {
-        let client = redis_client::open(url)?;
+        let client = Client::open(target)?;
         let shared = Arc::new(Shared {
             connection: ConnectionCell::default(),
             lost: Notify::new(),
@@ -96,7 +98,7 @@ impl RedisLimiter {
         Ok(RedisLimiter {
             shared,
             script: Arc::new(Script::new(SCRIPT)),
-            key_prefix: format!("{prefix}:flood:"),
+            keyspace,
             interval_us: rate.map_or(0, |r| micros(r.interval_ns).max(1)),
             tolerance_us: rate.map_or(0, |r| micros(r.tolerance_ns)),
             window_ms: window.map_or(0, |w| u64::try_from(w.as_millis()).unwrap_or(u64::MAX)),
@@ -110,8 +112,9 @@ impl NameLimiter for RedisLimiter {
             self.shared.metrics.limits.rate_limit_fallbacks.inc();
             return Check::Ready(self.shared.fallback.verdict(name, room, text));
         };
-        let rate_key = format!("{}name:{name}", self.key_prefix);
-        let duplicate_key = format!("{}dup:{}", self.key_prefix, text_digest(name, room, text));
+        let keys = self.keyspace.flood(name);
+        let rate_key = format!("{keys}rate");
+        let duplicate_key = format!("{keys}dup:{}", text_digest(name, room, text));
         let args = [self.interval_us, self.tolerance_us, self.window_ms];
         let script = self.script.clone();
         let shared = self.shared.clone();
@@ -177,11 +180,10 @@ fn text_digest(name: &str, room: &str, text: &str) -> String {
 
 /// Connects, waits until a check reports the connection lost, and connects again, with
 /// capped exponential backoff, for as long as the node runs.
-async fn keep_connected(client: redis::Client, shared: Arc<Shared>) {
+async fn keep_connected(client: Client, shared: Arc<Shared>) {
     let mut backoff = Backoff::jittered(MIN_BACKOFF, MAX_BACKOFF);
     loop {
-        let connecting =
-            tokio::time::timeout(CHECK_TIMEOUT, client.get_multiplexed_async_connection());
+        let connecting = tokio::time::timeout(CHECK_TIMEOUT, client.connect(CHECK_TIMEOUT));
         match connecting.await {
             Ok(Ok(connection)) => {
                 backoff.reset();

@@ -60,6 +60,8 @@ pub struct Metrics {
     pub decrypt_failures: IntCounter,
     /// Times the connection to Redis was re-established after a loss.
     pub redis_reconnects: IntCounter,
+    /// Times the sharded subscriptions were rebuilt because the Redis Cluster changed.
+    pub redis_resubscribes: IntCounter,
     /// 1 while the broker is connected, else 0.
     pub broker_ready: IntGauge,
     /// Connections closed because their outbound queue overflowed.
@@ -139,6 +141,10 @@ impl Metrics {
                 "chat_redis_reconnects_total",
                 "Times the Redis connection was re-established after a loss",
             ),
+            redis_resubscribes: counter(
+                "chat_redis_resubscribes_total",
+                "Times the sharded subscriptions were rebuilt after the Redis Cluster changed",
+            ),
             broker_ready: gauge("chat_broker_ready", "1 while the broker is connected"),
             slow_consumer_closes: counter(
                 "chat_slow_consumer_closes_total",
@@ -160,7 +166,7 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn Collector>; 18] = [
+        let collectors: [Box<dyn Collector>; 19] = [
             Box::new(self.connections.clone()),
             Box::new(self.connections_total.clone()),
             Box::new(self.rooms.clone()),
@@ -174,6 +180,7 @@ impl Metrics {
             Box::new(self.roster_loads.clone()),
             Box::new(self.decrypt_failures.clone()),
             Box::new(self.redis_reconnects.clone()),
+            Box::new(self.redis_resubscribes.clone()),
             Box::new(self.broker_ready.clone()),
             Box::new(self.slow_consumer_closes.clone()),
             Box::new(self.publish_duration.clone()),

@@ -20,6 +20,7 @@
 pub(crate) mod api;
 pub(crate) mod balancer;
 pub(crate) mod browser;
+pub(crate) mod chatters;
 mod client;
 mod clock;
 mod cluster;

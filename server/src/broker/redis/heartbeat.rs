@@ -14,6 +14,7 @@ use redis::{ParsingError, Value};
 
 use super::scripts::SCRIPTS;
 use super::sweep;
+use crate::keyspace::Keyspace;
 use crate::presence::HEARTBEAT_INTERVAL;
 
 /// How long a presence key lives unless renewed.
@@ -36,20 +37,20 @@ pub(super) struct Heartbeat {
     nodes_key: String,
     sweeps_key: String,
     node_rooms_key: String,
-    prefix: String,
+    keyspace: Keyspace,
     node_id: String,
     /// Where the renewal of this node's presence hashes goes on (`0`: from the start).
     cursor: String,
 }
 
 impl Heartbeat {
-    /// The heartbeat of `node_id`, under `prefix`.
-    pub(super) fn new(prefix: &str, node_id: &str) -> Self {
+    /// The heartbeat of `node_id`, in `keyspace`'s registry.
+    pub(super) fn new(keyspace: &Keyspace, node_id: &str) -> Self {
         Heartbeat {
-            nodes_key: format!("{prefix}:nodes"),
-            sweeps_key: format!("{prefix}:sweeps"),
-            node_rooms_key: node_rooms_key(prefix, node_id),
-            prefix: prefix.to_owned(),
+            nodes_key: keyspace.registry("nodes"),
+            sweeps_key: keyspace.registry("sweeps"),
+            node_rooms_key: node_rooms_key(keyspace, node_id),
+            keyspace: keyspace.clone(),
             node_id: node_id.to_owned(),
             cursor: "0".to_owned(),
         }
@@ -65,9 +66,9 @@ impl Heartbeat {
         &self.sweeps_key
     }
 
-    /// The key prefix.
-    pub(super) fn prefix(&self) -> &str {
-        &self.prefix
+    /// Where the cluster's keys are.
+    pub(super) fn keyspace(&self) -> &Keyspace {
+        &self.keyspace
     }
 
     /// The set of this node's presence hashes.
@@ -109,13 +110,14 @@ impl Heartbeat {
         })
     }
 
-    /// Renews the expiry of presence hashes a beat named.
-    pub(super) fn renewal(renew: &[String]) -> redis::Pipeline {
-        let mut pipe = redis::pipe();
-        for key in renew {
-            pipe.cmd("PEXPIRE").arg(key).arg(key_ttl_ms()).ignore();
-        }
-        pipe
+    /// Renews the expiry of presence hashes a beat named: one command each, since on a
+    /// cluster each is in a slot of its own.
+    pub(super) fn renewal(renew: &[String]) -> impl Iterator<Item = redis::Cmd> + '_ {
+        renew.iter().map(|key| {
+            let mut cmd = redis::cmd("PEXPIRE");
+            cmd.arg(key).arg(key_ttl_ms());
+            cmd
+        })
     }
 }
 
@@ -130,6 +132,6 @@ pub(super) struct Beat {
 }
 
 /// The set of the presence hashes `node` has members in.
-pub(super) fn node_rooms_key(prefix: &str, node: &str) -> String {
-    format!("{prefix}:node:{node}:rooms")
+pub(super) fn node_rooms_key(keyspace: &Keyspace, node: &str) -> String {
+    keyspace.registry(&format!("node:{node}:rooms"))
 }

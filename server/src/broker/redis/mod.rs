@@ -23,7 +23,9 @@
 //! Keys, under the node's prefix (`chat` by default): `<prefix>:room:<room>` is a room's
 //! channel, `<channel>:history` its history stream, `<channel>:presence` its presence hash;
 //! `<prefix>:nodes` holds node heartbeats and `<prefix>:node:<node>:rooms` a node's presence
-//! hashes. Message and presence operations are Lua scripts (see [`scripts`]). Every
+//! hashes. On a Redis Cluster the same names carry hash tags ([`crate::keyspace`]), channels
+//! are sharded (`SPUBLISH`, `SSUBSCRIBE`: a message reaches only the shard of its room, see
+//! [`shards`]). Message and presence operations are Lua scripts (see [`scripts`]). Every
 //! one of these keys expires unless renewed (see [`heartbeat`]).
 //!
 //! This file holds the broker's handle and its [`Broker`] side; [`presence`] its
@@ -46,8 +48,9 @@ use self::supervisor::{State, Supervisor};
 use super::{
     Broker, BrokerError, BrokerFuture, HistoryEntry, HistoryLimits, HistoryRange, Inbound,
 };
+use crate::keyspace::Keyspace;
 use crate::metrics::Metrics;
-use crate::redis_client;
+use crate::redis_client::{self, RedisTarget};
 
 mod heartbeat;
 mod history;
@@ -55,6 +58,7 @@ mod pipeline;
 mod presence;
 mod publish;
 mod scripts;
+mod shards;
 mod subscriptions;
 mod supervisor;
 mod sweep;
@@ -90,8 +94,8 @@ pub struct RedisOptions {
     pub timing: RedisTiming,
     /// How much history each room keeps.
     pub history: HistoryLimits,
-    /// Key prefix (`--redis-prefix`).
-    pub prefix: String,
+    /// Where keys and channels are (`--redis-prefix`, and whether Redis is a cluster).
+    pub keyspace: Keyspace,
     /// This node's id: its presence entries and heartbeat are filed under it.
     pub node_id: String,
 }
@@ -105,13 +109,25 @@ pub struct RedisBroker {
     pipeline: Pipeline,
     address: String,
     heartbeat: Heartbeat,
+    /// `PUBLISH`, or `SPUBLISH` on a Redis Cluster.
+    publish: &'static str,
+}
+
+/// The command that publishes on a room's channel: sharded on a Redis Cluster, where a plain
+/// `PUBLISH` would be copied to every shard.
+fn publish_command(keyspace: &Keyspace) -> &'static str {
+    if keyspace.is_cluster() {
+        "SPUBLISH"
+    } else {
+        "PUBLISH"
+    }
 }
 
 impl RedisBroker {
-    /// Starts supervising a connection to `url` in the background; the broker reports ready
-    /// once it is connected. Fails only if the URL itself is invalid.
+    /// Starts supervising connections to `target` in the background; the broker reports
+    /// ready once it is connected. Fails only if a URL itself is invalid.
     pub fn start(
-        url: &str,
+        target: &RedisTarget,
         options: RedisOptions,
         inbound: Arc<dyn Inbound>,
         metrics: Arc<Metrics>,
@@ -119,15 +135,15 @@ impl RedisBroker {
         let RedisOptions {
             timing,
             history,
-            prefix,
+            keyspace,
             node_id,
         } = options;
-        let client = redis_client::open(url)?;
-        let address = redis_client::address(&client);
+        let client = redis_client::Client::open(target)?;
+        let address = client.address();
         let state = Arc::new(State::new(metrics));
-        let pipeline = Pipeline::start(state.clone(), timing.command_timeout, history);
+        let pipeline = Pipeline::start(state.clone(), timing.command_timeout, history, &keyspace);
         let (subscriptions, commands) = mpsc::unbounded_channel();
-        let heartbeat = Heartbeat::new(&prefix, &node_id);
+        let heartbeat = Heartbeat::new(&keyspace, &node_id);
         let supervisor = Supervisor::new(
             client,
             timing,
@@ -144,6 +160,7 @@ impl RedisBroker {
             pipeline,
             address,
             heartbeat,
+            publish: publish_command(&keyspace),
         })
     }
 
@@ -163,11 +180,11 @@ impl Broker for RedisBroker {
     }
 
     fn signal(&self, channel: &str, payload: Bytes) {
-        // One plain PUBLISH, no script: nothing is stored, and a lost signal is not retried.
+        // One PUBLISH (SPUBLISH on a cluster), no script: nothing is stored, and a lost signal is not retried.
         if !self.state.is_ready() {
             return;
         }
-        let mut publish = redis::cmd("PUBLISH");
+        let mut publish = redis::cmd(self.publish);
         publish.arg(channel).arg(payload.as_ref());
         self.pipeline.send_and_forget(publish);
     }

@@ -7,6 +7,7 @@
 //! script call (see [`publish`](super::publish)). Each request gets its own result: one
 //! refused message (say, by an ACL) is not reported as lost for the others, which went through.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,8 @@ use super::publish::{Batches, MAX_PER_CALL, Publish};
 use super::scripts::{self, SCRIPTS};
 use super::supervisor::State;
 use crate::broker::{BadReply, BrokerError, BrokerFuture, HistoryLimits};
+use crate::keyspace::{Keyspace, slot_of};
+use crate::redis_client::Connection;
 use chat_protocol::MessageId;
 
 /// Most commands in one pipeline.
@@ -59,9 +62,22 @@ enum Planned {
 
 impl Pipeline {
     /// Starts the task that sends the queue; it ends once the pipeline is dropped.
-    pub(super) fn start(state: Arc<State>, timeout: Duration, history: HistoryLimits) -> Self {
+    pub(super) fn start(
+        state: Arc<State>,
+        timeout: Duration,
+        history: HistoryLimits,
+        keyspace: &Keyspace,
+    ) -> Self {
         let (requests, queue) = mpsc::unbounded_channel();
-        tokio::spawn(send_in_order(state.clone(), queue, timeout, history));
+        let batches = Batches::new(history, keyspace);
+        let cluster = keyspace.is_cluster();
+        tokio::spawn(send_in_order(
+            state.clone(),
+            queue,
+            timeout,
+            batches,
+            cluster,
+        ));
         Pipeline { state, requests }
     }
 
@@ -104,31 +120,77 @@ impl Pipeline {
     }
 }
 
-/// Sends queued requests to Redis in queue order, one pipeline per round trip.
+/// Sends queued requests to Redis in queue order, one pipeline per round trip (on a
+/// cluster, one per slot).
 async fn send_in_order(
     state: Arc<State>,
     mut queue: mpsc::UnboundedReceiver<Request>,
     timeout: Duration,
-    history: HistoryLimits,
+    mut batches: Batches,
+    cluster: bool,
 ) {
-    let mut batches = Batches::new(history);
     let mut batch = Vec::with_capacity(PIPELINE_BATCH);
     while queue.recv_many(&mut batch, PIPELINE_BATCH).await > 0 {
-        let (pipeline, planned) = plan(batch.drain(..), &mut batches);
-        match run_batch(&state, &pipeline, timeout).await {
-            Ok(results) => {
-                for (planned, result) in planned.into_iter().zip(results) {
-                    settle(&state, &mut batches, planned, Ok(result));
-                }
+        let plans: Vec<(redis::Pipeline, Vec<Planned>)> = if cluster {
+            let mut slots: BTreeMap<Option<usize>, Vec<Request>> = BTreeMap::new();
+            for request in batch.drain(..) {
+                slots.entry(request.slot()).or_default().push(request);
             }
-            Err(error) => {
-                // The connection is in doubt: the supervisor checks it now, not at the next ping.
-                state.check_now.notify_one();
-                for planned in planned {
-                    settle(&state, &mut batches, planned, Err(error.clone()));
+            let plans = slots
+                .into_values()
+                .map(|slot| plan(slot.into_iter(), &mut batches));
+            plans.collect()
+        } else {
+            vec![plan(batch.drain(..), &mut batches)]
+        };
+        let runs = plans
+            .iter()
+            .map(|(pipeline, _)| run_batch(&state, pipeline, timeout));
+        let results = futures::future::join_all(runs).await;
+        for ((_, planned), result) in plans.into_iter().zip(results) {
+            match result {
+                Ok(results) => {
+                    for (planned, result) in planned.into_iter().zip(results) {
+                        settle(&state, &mut batches, planned, Ok(result));
+                    }
+                }
+                Err(error) => {
+                    // The connection is in doubt: the supervisor checks it now, not at the
+                    // next ping.
+                    state.check_now.notify_one();
+                    for planned in planned {
+                        settle(&state, &mut batches, planned, Err(error.clone()));
+                    }
                 }
             }
         }
+    }
+}
+
+impl Request {
+    /// The cluster slot of the request's keys; `None` for a command with no key.
+    fn slot(&self) -> Option<usize> {
+        match self {
+            Request::Publish(queued) => Some(slot_of(&queued.publish.channel)),
+            Request::Command { cmd, .. } => first_key(cmd).map(slot_of),
+        }
+    }
+}
+
+/// The first key of a command the broker sends: the first argument after a script call's
+/// hash and key count, after the name of any other command with keys.
+fn first_key(cmd: &redis::Cmd) -> Option<&str> {
+    let mut args = cmd.args_iter().map(|arg| match arg {
+        redis::Arg::Simple(bytes) => std::str::from_utf8(bytes).ok(),
+        _ => None,
+    });
+    let name = args.next()??;
+    if name.eq_ignore_ascii_case("EVALSHA") || name.eq_ignore_ascii_case("EVAL") {
+        args.nth(2)?
+    } else if name.eq_ignore_ascii_case("TIME") || name.eq_ignore_ascii_case("PING") {
+        None
+    } else {
+        args.next()?
     }
 }
 
@@ -244,6 +306,20 @@ async fn run_batch(
         }
     }
     Ok(results)
+}
+
+/// Sends `cmds` all at once, each on its own (they may be in different slots of a cluster),
+/// and returns their replies in order, or the first failure.
+pub(super) async fn each<T: redis::FromRedisValue>(
+    connection: &Connection,
+    cmds: impl Iterator<Item = redis::Cmd>,
+    timeout: Duration,
+) -> Result<Vec<T>, BrokerError> {
+    let calls = cmds.map(|cmd| {
+        let mut connection = connection.clone();
+        async move { within(timeout, cmd.query_async::<T>(&mut connection)).await }
+    });
+    futures::future::try_join_all(calls).await
 }
 
 /// Runs a Redis call with a deadline, classifying its failure.

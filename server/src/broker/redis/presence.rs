@@ -38,14 +38,14 @@ impl Presence for RedisBroker {
         cmd.arg(member)
             .arg(sealed_name.as_ref())
             .arg(key_ttl_ms())
-            .arg("PUBLISH");
+            .arg(self.publish);
         let added = self.pipeline.send(cmd);
         async move { added.await.map(drop) }.boxed()
     }
 
     fn remove(&self, channel: &str, member: &str) {
         let mut cmd = SCRIPTS.presence_remove.invoke(&[&key(channel), channel]);
-        cmd.arg(member).arg("PUBLISH");
+        cmd.arg(member).arg(self.publish);
         self.pipeline.send_and_forget(cmd);
     }
 

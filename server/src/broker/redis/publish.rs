@@ -22,6 +22,7 @@ use redis::{Cmd, RedisResult, Value};
 use super::history;
 use super::scripts::SCRIPTS;
 use crate::broker::{BadReply, BrokerError, HistoryLimits};
+use crate::keyspace::Keyspace;
 
 /// Most messages in one script call: Redis runs nothing else while a script runs, so a call
 /// stays short (about a tenth of a millisecond).
@@ -52,13 +53,16 @@ struct Known {
 /// publisher's queue task, so it needs no lock.
 pub(super) struct Batches {
     history: HistoryLimits,
+    /// `PUBLISH`, or `SPUBLISH` on a Redis Cluster.
+    publish: &'static str,
     known: HashMap<String, Known>,
 }
 
 impl Batches {
-    pub(super) fn new(history: HistoryLimits) -> Self {
+    pub(super) fn new(history: HistoryLimits, keyspace: &Keyspace) -> Self {
         Batches {
             history,
+            publish: super::publish_command(keyspace),
             known: HashMap::new(),
         }
     }
@@ -88,7 +92,7 @@ impl Batches {
         let mut cmd = SCRIPTS.publish.invoke(&keys);
         cmd.arg(self.history.size)
             .arg(self.history.max_age.as_millis() as u64)
-            .arg("PUBLISH");
+            .arg(self.publish);
         for (publish, hint, refresh) in planned {
             cmd.arg(publish.sealed_body.as_ref())
                 .arg(publish.ts)

@@ -9,8 +9,9 @@
 
 use std::sync::LazyLock;
 
-use redis::aio::MultiplexedConnection;
 use redis::{Cmd, RedisResult, Value};
+
+use crate::redis_client::Connection;
 
 /// One script: its source and the hash Redis knows it by.
 pub(super) struct LuaScript {
@@ -56,26 +57,27 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 });
 
 impl Scripts {
-    /// Loads every script into Redis's script cache.
-    pub(super) async fn load(
-        &self,
-        connection: &mut MultiplexedConnection,
-    ) -> redis::RedisResult<()> {
-        let mut pipeline = redis::pipe();
-        for script in [
+    /// Loads every script into Redis's script cache: on a cluster, into every master's, as
+    /// redis-rs sends a lone `SCRIPT LOAD` to all of them (a pipeline would reach one).
+    pub(super) async fn load(&self, connection: &mut Connection) -> redis::RedisResult<()> {
+        let loads = [
             &self.publish,
             &self.presence_add,
             &self.presence_remove,
             &self.presence_sweep,
             &self.heartbeat,
-        ] {
-            pipeline
-                .cmd("SCRIPT")
-                .arg("LOAD")
-                .arg(script.source)
-                .ignore();
-        }
-        pipeline.query_async(connection).await
+        ]
+        .map(|script| {
+            let mut connection = connection.clone();
+            async move {
+                redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(script.source)
+                    .query_async::<Value>(&mut connection)
+                    .await
+            }
+        });
+        futures::future::try_join_all(loads).await.map(drop)
     }
 }
 

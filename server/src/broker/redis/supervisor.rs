@@ -7,25 +7,31 @@
 //! unavailable and reconnects with capped, jittered exponential backoff for as long as it
 //! takes. While the broker is unavailable every request fails at once: senders get an error,
 //! never silence.
+//!
+//! On a Redis Cluster the command connection follows the cluster by itself, and a change the
+//! subscriptions missed (a failover, a moved slot, a lost master) rebuilds only the
+//! subscriptions ([`super::shards`]): the broker stays ready, the rooms read what they missed
+//! from history, and a rebuild that fails is tried again every `ping_interval`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncCommands, AsyncConnectionConfig, ParsingError, RedisError, Value};
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{AsyncCommands, AsyncConnectionConfig, ParsingError, Value};
 use tokio::sync::{Notify, mpsc};
 
 use super::RedisTiming;
 use super::heartbeat::Heartbeat;
-use super::pipeline::within;
+use super::pipeline::{classify, each, within};
 use super::scripts::SCRIPTS;
-use super::subscriptions::{Command, Subscriptions, push_handler};
+use super::shards::Shards;
+use super::subscriptions::{Command, PushParts, Subscriber, Subscriptions};
 use super::sweep::Sweeper;
 use crate::broker::{BrokerError, Inbound};
 use crate::metrics::Metrics;
 use crate::presence::{HEARTBEAT_INTERVAL, NODE_TIMEOUT};
-use crate::redis_client::{Backoff, ConnectionCell};
+use crate::redis_client::{Backoff, Client, Connection, ConnectionCell};
 
 /// What the supervisor tells everyone else: whether the broker is ready, and the publisher
 /// connection while it is.
@@ -54,14 +60,14 @@ impl State {
     }
 
     /// The publisher connection, if the broker is ready.
-    pub(super) fn publisher(&self) -> Option<MultiplexedConnection> {
+    pub(super) fn publisher(&self) -> Option<Connection> {
         if !self.is_ready() {
             return None;
         }
         self.publisher.get()
     }
 
-    fn set_ready(&self, publisher: Option<MultiplexedConnection>) {
+    fn set_ready(&self, publisher: Option<Connection>) {
         let ready = publisher.is_some();
         self.publisher.set(publisher);
         self.ready.store(ready, Ordering::Release);
@@ -77,9 +83,7 @@ pub(super) enum Lost {
     #[error("SUBSCRIBE failed: {0}")]
     Subscribe(#[source] BrokerError),
     #[error("UNSUBSCRIBE failed: {0}")]
-    Unsubscribe(#[source] RedisError),
-    #[error("UNSUBSCRIBE timed out")]
-    UnsubscribeTimedOut,
+    Unsubscribe(#[source] BrokerError),
     #[error("heartbeat failed: {0}")]
     Heartbeat(#[source] BrokerError),
     #[error("heartbeat failed: {0}")]
@@ -87,19 +91,17 @@ pub(super) enum Lost {
     #[error("renewing presence keys failed: {0}")]
     Renewal(#[source] BrokerError),
     #[error("PING failed: {0}")]
-    Ping(#[source] RedisError),
+    Ping(#[source] BrokerError),
     #[error("PING timed out")]
     PingTimedOut,
 }
 
-/// A live pair of connections.
+/// A live subscriber and publisher.
 struct Link {
-    subscriber: MultiplexedConnection,
-    publisher: MultiplexedConnection,
-    /// Signalled by the subscriber's push handler when redis-rs reports the connection closed.
-    lost: Arc<Notify>,
-    /// Messages the subscriber has delivered, so a busy subscriber is not mistaken for a dead one.
-    delivered: Arc<AtomicU64>,
+    subscriber: Subscriber,
+    publisher: Connection,
+    /// What the subscriber's push handlers signal: a closed connection, a moved slot.
+    push: PushParts,
 }
 
 /// Why [`Supervisor::serve`] returned.
@@ -110,7 +112,7 @@ enum Outcome {
 
 /// The task that owns the connections and the set of wanted channels.
 pub(super) struct Supervisor {
-    client: redis::Client,
+    client: Client,
     timing: RedisTiming,
     state: Arc<State>,
     inbound: Arc<dyn Inbound>,
@@ -126,7 +128,7 @@ pub(super) struct Supervisor {
 
 impl Supervisor {
     pub(super) fn new(
-        client: redis::Client,
+        client: Client,
         timing: RedisTiming,
         state: Arc<State>,
         inbound: Arc<dyn Inbound>,
@@ -135,7 +137,7 @@ impl Supervisor {
         heartbeat: Heartbeat,
     ) -> Self {
         let sweeper = Sweeper::new(
-            heartbeat.prefix(),
+            heartbeat.keyspace(),
             heartbeat.sweeps_key(),
             timing.command_timeout,
         );
@@ -209,32 +211,25 @@ impl Supervisor {
     /// loaded, heartbeat beaten (on the first connect, what an earlier run of this node id
     /// left in presence swept, before any member of this run can be confused with it), every
     /// wanted channel subscribed.
-    async fn connect(&mut self, first: bool) -> Result<Link, RedisError> {
-        let lost = Arc::new(Notify::new());
-        let delivered = Arc::new(AtomicU64::new(0));
-        let base = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timing.command_timeout))
-            .set_response_timeout(Some(self.timing.command_timeout));
-        let subscriber_config = base.clone().set_push_sender(push_handler(
-            self.inbound.clone(),
-            lost.clone(),
-            delivered.clone(),
-        ));
-        let mut subscriber = self
-            .client
-            .get_multiplexed_async_connection_with_config(&subscriber_config)
-            .await?;
-        let mut publisher = self
-            .client
-            .get_multiplexed_async_connection_with_config(&base)
-            .await?;
-        SCRIPTS.load(&mut publisher).await?;
+    async fn connect(&mut self, first: bool) -> Result<Link, BrokerError> {
+        let timeout = self.timing.command_timeout;
+        let redis = |error: redis::RedisError| classify(&error);
+        let mut publisher = within(timeout, self.client.connect(timeout)).await?;
+        let push = PushParts::new(self.inbound.clone());
+        let mut subscriber = self.subscriber(&mut publisher, &push).await?;
+        within(timeout, SCRIPTS.load(&mut publisher)).await?;
+        let beat = within(
+            timeout,
+            self.heartbeat
+                .cmd(NODE_TIMEOUT, first)
+                .query_async::<Value>(&mut publisher),
+        )
+        .await?;
         let beat = self
             .heartbeat
-            .cmd(NODE_TIMEOUT, first)
-            .query_async::<Value>(&mut publisher)
-            .await?;
-        for node in self.heartbeat.read(beat)?.claimed {
+            .read(beat)
+            .map_err(|error| redis(error.into()))?;
+        for node in beat.claimed {
             if node == self.heartbeat.node_id() {
                 self.sweeper.sweep_logged(&mut publisher, &node).await;
             } else {
@@ -245,9 +240,59 @@ impl Supervisor {
         Ok(Link {
             subscriber,
             publisher,
-            lost,
-            delivered,
+            push,
         })
+    }
+
+    /// A subscriber with no subscriptions yet: one connection to a single Redis, or the
+    /// masters of a cluster on its current slot map.
+    async fn subscriber(
+        &self,
+        publisher: &mut Connection,
+        push: &PushParts,
+    ) -> Result<Subscriber, BrokerError> {
+        let timeout = self.timing.command_timeout;
+        match &self.client {
+            Client::Single(client) => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout))
+                    .set_push_sender(push.handler());
+                let connection = within(
+                    timeout,
+                    client.get_multiplexed_async_connection_with_config(&config),
+                )
+                .await?;
+                Ok(Subscriber::Single(connection))
+            }
+            Client::Cluster { .. } => {
+                let shards = Shards::open(self.client.clone(), publisher, timeout, push.clone());
+                Ok(Subscriber::Sharded(Box::new(shards.await?)))
+            }
+        }
+    }
+
+    /// Replaces a cluster's subscriptions with a set built on its current slot map, after
+    /// `reason` showed the old one out of date; the rooms then read what they missed. If the
+    /// cluster cannot be subscribed yet (a master is down and not yet replaced), the old set
+    /// stays, still delivering what it can, and the next check tries again.
+    async fn resubscribe(&mut self, link: &mut Link, reason: &str) {
+        log::info!("Redis Cluster changed ({reason}); subscribing again");
+        let push = PushParts::new(self.inbound.clone());
+        let rebuilt = async {
+            let mut subscriber = self.subscriber(&mut link.publisher, &push).await?;
+            self.subscriptions.resubscribe(&mut subscriber).await?;
+            Ok::<_, BrokerError>(subscriber)
+        };
+        match rebuilt.await {
+            Ok(subscriber) => {
+                link.subscriber = subscriber;
+                link.push = push;
+                self.state.metrics.redis_resubscribes.inc();
+                self.inbound.reconnected();
+            }
+            Err(error) => log::warn!("cannot subscribe on the Redis Cluster yet: {error}"),
+        }
     }
 
     /// Runs while the link is healthy; returns why it stopped.
@@ -260,7 +305,17 @@ impl Supervisor {
         let timeout = self.timing.command_timeout;
         loop {
             let check = tokio::select! {
-                _ = link.lost.notified() => return Outcome::Lost(Lost::Closed),
+                _ = link.push.lost.notified() => {
+                    if matches!(link.subscriber, Subscriber::Single(_)) {
+                        return Outcome::Lost(Lost::Closed);
+                    }
+                    self.resubscribe(&mut link, "a master's connection closed").await;
+                    false
+                }
+                _ = link.push.moved.notified() => {
+                    self.resubscribe(&mut link, "Redis moved a slot we listen in").await;
+                    false
+                }
                 _ = ping.tick() => true,
                 _ = heartbeat.tick() => {
                     if let Err(error) = self.beat(&mut link.publisher).await {
@@ -274,8 +329,14 @@ impl Supervisor {
                     Some(command) => {
                         let applied =
                             self.subscriptions.apply(command, &mut link.subscriber, timeout);
-                        if let Err(error) = applied.await {
-                            return Outcome::Lost(error);
+                        match applied.await {
+                            Err(error) if matches!(link.subscriber, Subscriber::Single(_)) => {
+                                return Outcome::Lost(error);
+                            }
+                            Err(error) => {
+                                self.resubscribe(&mut link, &error.to_string()).await;
+                            }
+                            Ok(()) => {}
                         }
                         false
                     }
@@ -290,7 +351,7 @@ impl Supervisor {
     /// Refreshes this node's heartbeat and sweeps the dead nodes it claimed, in the background.
     /// If this node had been swept
     /// itself (cut off for longer than the timeout), its members are announced again.
-    async fn beat(&mut self, publisher: &mut MultiplexedConnection) -> Result<(), Lost> {
+    async fn beat(&mut self, publisher: &mut Connection) -> Result<(), Lost> {
         let reply: Value = within(
             self.timing.command_timeout,
             self.heartbeat
@@ -303,12 +364,9 @@ impl Supervisor {
         self.sweeper.spawn(publisher, beat.claimed);
         if !beat.renew.is_empty() {
             let renewal = Heartbeat::renewal(&beat.renew);
-            within(
-                self.timing.command_timeout,
-                renewal.query_async::<()>(publisher),
-            )
-            .await
-            .map_err(Lost::Renewal)?;
+            each::<Value>(publisher, renewal, self.timing.command_timeout)
+                .await
+                .map_err(Lost::Renewal)?;
         }
         if beat.was_missing {
             log::warn!("this node's presence had expired; announcing its members again");
@@ -317,23 +375,48 @@ impl Supervisor {
         Ok(())
     }
 
-    async fn ping(&self, link: &mut Link) -> Result<(), Lost> {
+    /// Checks both sides: a PING on the publisher (on a cluster, to any one node: a master
+    /// being replaced is the subscriptions' concern, not a reason to refuse every send), and
+    /// the subscriber: a PING on a single Redis, the slot map and every master on a cluster.
+    async fn ping(&mut self, link: &mut Link) -> Result<(), Lost> {
         let timeout = self.timing.command_timeout;
-        let delivered = link.delivered.load(Ordering::Relaxed);
-        for (connection, subscriber) in [(&mut link.subscriber, true), (&mut link.publisher, false)]
-        {
-            match tokio::time::timeout(timeout, connection.ping::<String>()).await {
-                Ok(Ok(_)) => continue,
-                Ok(Err(error)) if !error.is_timeout() => return Err(Lost::Ping(error)),
-                Ok(Err(_)) | Err(_) => {}
+        let ping = match &mut link.publisher {
+            Connection::Single(connection) => {
+                within(timeout, connection.ping::<String>()).await.map(drop)
             }
-            // A burst of messages queues the subscriber's PONG behind them: a subscriber that
-            // kept delivering while its PONG was late is busy, not lost.
-            if subscriber && link.delivered.load(Ordering::Relaxed) != delivered {
-                log::debug!("Redis subscriber busy: PING answered late while delivering");
-                continue;
+            Connection::Cluster(connection) => {
+                let any = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+                within(timeout, connection.route_command(redis::cmd("PING"), any))
+                    .await
+                    .map(drop)
             }
-            return Err(Lost::PingTimedOut);
+        };
+        match ping {
+            Ok(_) => {}
+            Err(BrokerError::Timeout) => return Err(Lost::PingTimedOut),
+            Err(error) => return Err(Lost::Ping(error)),
+        }
+        let delivered = link.push.delivered.load(Ordering::Relaxed);
+        let stale = match &mut link.subscriber {
+            Subscriber::Single(connection) => {
+                return match within(timeout, connection.ping::<String>()).await {
+                    Ok(_) => Ok(()),
+                    Err(BrokerError::Timeout)
+                        if link.push.delivered.load(Ordering::Relaxed) != delivered =>
+                    {
+                        // A burst of messages queues the subscriber's PONG behind them: a
+                        // subscriber that kept delivering while its PONG was late is busy.
+                        log::debug!("Redis subscriber busy: PING answered late while delivering");
+                        Ok(())
+                    }
+                    Err(BrokerError::Timeout) => Err(Lost::PingTimedOut),
+                    Err(error) => Err(Lost::Ping(error)),
+                };
+            }
+            Subscriber::Sharded(shards) => shards.check(&mut link.publisher).await,
+        };
+        if let Err(reason) = stale {
+            self.resubscribe(link, &reason).await;
         }
         Ok(())
     }

@@ -12,12 +12,12 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
-
 use super::heartbeat::node_rooms_key;
-use super::pipeline::within;
+use super::pipeline::{each, within};
 use super::scripts::SCRIPTS;
 use crate::broker::BrokerError;
+use crate::keyspace::Keyspace;
+use crate::redis_client::Connection;
 
 /// How long a claimed sweep belongs to the node that claimed it.
 pub(super) const CLAIM: Duration = Duration::from_secs(30);
@@ -29,16 +29,16 @@ const ROOMS_PER_ROUND: usize = 100;
 /// still runs does not start a second one.
 #[derive(Clone)]
 pub(super) struct Sweeper {
-    prefix: String,
+    keyspace: Keyspace,
     sweeps_key: String,
     timeout: Duration,
     running: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Sweeper {
-    pub(super) fn new(prefix: &str, sweeps_key: &str, timeout: Duration) -> Self {
+    pub(super) fn new(keyspace: &Keyspace, sweeps_key: &str, timeout: Duration) -> Self {
         Sweeper {
-            prefix: prefix.to_owned(),
+            keyspace: keyspace.clone(),
             sweeps_key: sweeps_key.to_owned(),
             timeout,
             running: Arc::default(),
@@ -46,7 +46,7 @@ impl Sweeper {
     }
 
     /// Sweeps each of `nodes` in the background, on `connection`.
-    pub(super) fn spawn(&self, connection: &MultiplexedConnection, nodes: Vec<String>) {
+    pub(super) fn spawn(&self, connection: &Connection, nodes: Vec<String>) {
         for node in nodes {
             let fresh = self
                 .running
@@ -70,7 +70,7 @@ impl Sweeper {
     }
 
     /// Sweeps `node` to the end, and logs the outcome.
-    pub(super) async fn sweep_logged(&self, connection: &mut MultiplexedConnection, node: &str) {
+    pub(super) async fn sweep_logged(&self, connection: &mut Connection, node: &str) {
         match self.sweep(connection, node).await {
             Ok(0) => {}
             Ok(swept) => log::info!("removed {swept} member(s) of node {node:?}, which stopped"),
@@ -80,12 +80,9 @@ impl Sweeper {
     }
 
     /// Sweeps `node` to the end; returns how many members it removed.
-    async fn sweep(
-        &self,
-        connection: &mut MultiplexedConnection,
-        node: &str,
-    ) -> Result<u64, BrokerError> {
-        let rooms_key = node_rooms_key(&self.prefix, node);
+    async fn sweep(&self, connection: &mut Connection, node: &str) -> Result<u64, BrokerError> {
+        let rooms_key = node_rooms_key(&self.keyspace, node);
+        let publish = super::publish_command(&self.keyspace);
         let mut swept = 0;
         loop {
             let mut pick = redis::cmd("SRANDMEMBER");
@@ -94,17 +91,19 @@ impl Sweeper {
             if hashes.is_empty() {
                 break;
             }
-            let mut round = redis::pipe();
-            for hash in &hashes {
-                if let Some(channel) = hash.strip_suffix(":presence") {
-                    let mut sweep = SCRIPTS.presence_sweep.invoke(&[hash, channel]);
-                    sweep.arg(node).arg("PUBLISH");
-                    round.add_command(sweep);
-                }
-                round.cmd("SREM").arg(&rooms_key).arg(hash).ignore();
-            }
-            let counts: Vec<u64> = within(self.timeout, round.query_async(connection)).await?;
+            // Each room is a slot of its own on a cluster: one call per room, all in flight at
+            // once; a room leaves the node's set only once it is swept.
+            let round = hashes.iter().filter_map(|hash| {
+                let channel = hash.strip_suffix(":presence")?;
+                let mut sweep = SCRIPTS.presence_sweep.invoke(&[hash, channel]);
+                sweep.arg(node).arg(publish);
+                Some(sweep)
+            });
+            let counts: Vec<u64> = each(connection, round, self.timeout).await?;
             swept += counts.iter().sum::<u64>();
+            let mut forget = redis::cmd("SREM");
+            forget.arg(&rooms_key).arg(&hashes);
+            within(self.timeout, forget.query_async::<()>(connection)).await?;
         }
         let mut done = redis::cmd("ZREM");
         done.arg(&self.sweeps_key).arg(node);
