@@ -10,8 +10,11 @@ mod support;
 use std::collections::HashSet;
 use std::time::Duration;
 
+use chat_protocol::ErrorCode;
 use chat_server::keyspace::{Keyspace, slot_of};
 use redis::{AsyncConnectionConfig, PushKind, Value};
+use serde_json::json;
+use support::api::{API_KEY, body, get, post};
 use support::chatters::{
     ROOM, assert_exactly_once_in_order, assert_in_order_acked_after, outcomes, start_users,
 };
@@ -118,9 +121,10 @@ async fn shard_channels(cluster: &RedisCluster, port: u16) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_chat_recover_and_share_presence_through_a_cluster() {
     let cluster = RedisCluster::start();
+    let api = ["--api-key", API_KEY];
     let nodes = [
-        cluster.node("node-0", &[]).await,
-        cluster.node("node-1", &[]).await,
+        cluster.node("node-0", &api).await,
+        cluster.node("node-1", &api).await,
     ];
     // Rooms until every master serves at least one.
     let mut rooms: Vec<String> = Vec::new();
@@ -144,6 +148,20 @@ async fn nodes_chat_recover_and_share_presence_through_a_cluster() {
     for room in &rooms {
         let id = ada.say(room, &format!("hello {room}")).await;
         assert_eq!(bob.message_with_id(&id).await.text, format!("hello {room}"));
+    }
+    // The HTTP API publishes through the cluster too, and reads presence from it.
+    for room in &rooms {
+        let sent = post(
+            &nodes[1],
+            "/api/publish",
+            &json!({"room": room, "from": "api", "text": "from the API"}),
+        )
+        .await;
+        assert_eq!(sent.status, 200, "{}", sent.body);
+        let id = body(&sent)["id"].as_str().expect("an id").to_owned();
+        assert_eq!(ada.message_with_id(&id).await.text, "from the API");
+        let figures = body(&get(&nodes[0], &format!("/api/rooms/{room}")).await);
+        assert_eq!(figures["count"], 2, "{figures}");
     }
     // Every room's channel is a sharded channel on its master; nothing is on plain pub/sub.
     for room in &rooms {
@@ -272,4 +290,29 @@ async fn a_killed_master_is_replaced_and_delivery_resumes() {
     // replica; everything acknowledged once delivery resumed must arrive, exactly once.
     let resumed = killed + Duration::from_secs(10);
     assert_in_order_acked_after(&outcomes, Some(resumed));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_is_limited_across_nodes_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    let limits = ["--name-send-rate", "0.5", "--name-send-burst", "2"];
+    let nodes = [
+        cluster.node("node-0", &limits).await,
+        cluster.node("node-1", &limits).await,
+    ];
+    let mut here = nodes[0].client("ada").await;
+    let mut there = nodes[1].client("ada").await;
+    here.join(ROOM).await;
+    there.join(ROOM).await;
+    here.say(ROOM, "one").await;
+    there.say(ROOM, "two").await;
+    // The third send of the name, from either node, is over its burst.
+    let reference = here.send_chat(ROOM, "three").await;
+    here.expect_error(ErrorCode::RateLimited, Some(&reference))
+        .await;
+    // Its keys share the name's slot, with an expiry.
+    let key = Keyspace::new("chat", true).flood("ada") + "rate";
+    let master = cluster.master_of(&key).await;
+    let ttl: i64 = cluster.query(master, &["PTTL", &key]).await;
+    assert!(ttl > 0, "PTTL {ttl}");
 }

@@ -131,7 +131,13 @@ impl RedisCluster {
         .into_iter()
         .map(str::to_owned)
         .collect::<Vec<_>>();
-        args.extend(NO_FLOOD_LIMITS.iter().chain(extra).map(|a| (*a).to_owned()));
+        // No flood limits, but for those `extra` sets.
+        for pair in NO_FLOOD_LIMITS.chunks(2) {
+            if !extra.contains(&pair[0]) {
+                args.extend(pair.iter().map(|a| (*a).to_owned()));
+            }
+        }
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
         let node = Node::spawn(&args, &[]).await;
         wait_until("the node is ready", Duration::from_secs(10), async || {
             node.status_of("/readyz").await == 200
