@@ -17,6 +17,11 @@
 #                           and agree on their room's count (the test command runs it);
 #                           draws the charts into its scratch directory when matplotlib is
 #                           there, to prove they can be drawn, and keeps none
+#   bench/run.sh --peers    a run of its own: saturation, 290 sends/s and 10,000 idle
+#                           connections against two of our nodes and against two Socket.IO
+#                           nodes with the Redis adapter, and the table of issue 16 with both
+#                           sides and their ratio (bench/peers/run.sh says more; it takes
+#                           --quick, --duration, --clients and --connections)
 #
 # Options: --duration SECS (default 60), --saturation-clients N (default 100),
 # --connections N (default 50000), --processes N (ws-client processes for them, default 4),
@@ -24,6 +29,11 @@
 # Everything it starts is stopped by PID when it ends, also on failure or Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Beside Socket.IO is a run with shapes and a report of its own.
+for arg in "$@"; do
+  if [ "$arg" = --peers ]; then exec bench/peers/run.sh "$@"; fi
+done
 
 # The options as given, for the report to say how to reproduce it.
 args=("$@")
