@@ -158,4 +158,12 @@ WORK="$work" COMMIT="$commit" LOAD_BEFORE="$load_before" LOAD_AFTER="$load_after
   INTERVAL_MS="$interval_ms" RUSTC="$(rustc --version)" REDIS="$(redis-server --version)" \
   NODE="$(node --version)" python3 "$peers/report.py" "bench/results/$stamp"
 echo "bench --peers: wrote bench/results/$stamp.md and bench/results/$stamp.json"
+# Our shapes over time and both sides as bars, with Debian's matplotlib when it is there; the
+# tables are the results, so a chart that cannot be drawn never fails the run.
+for py in python3 /usr/bin/python3; do
+  if "$py" -c 'import matplotlib' 2>/dev/null; then
+    "$py" bench/charts.py "bench/results/$stamp.json" || echo "bench --peers: charts not drawn" >&2
+    break
+  fi
+done
 ((failures == 0)) || { echo "bench --peers: $failures shape(s) failed (see above)" >&2; exit 1; }
