@@ -53,7 +53,7 @@ if ((quick)); then
   tail=2
 fi
 
-for tool in redis-server redis-cli node npm python3; do
+for tool in redis-server redis-cli openssl node npm python3; do
   command -v "$tool" >/dev/null || { echo "bench --peers: $tool is missing (scripts/test.sh installs it)" >&2; exit 2; }
 done
 peers=bench/peers
@@ -61,27 +61,10 @@ if [ ! -e "$peers/node_modules/.package-lock.json" ] ||
   [ "$peers/package-lock.json" -nt "$peers/node_modules/.package-lock.json" ]; then
   (cd "$peers" && npm ci --no-audit --no-fund)
 fi
-if ((quick)); then
-  profile=debug
-  cargo build --locked -q -p chat-server -p ws-client
-else
-  profile=release
-  cargo build --locked --release -q -p chat-server -p ws-client
-fi
-target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-bin="$target_dir/$profile"
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/chat-peers.XXXXXX")
-pids=()
-stop_all() {
-  local pid
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  pids=()
-}
-trap 'stop_all; rm -rf "$work"' EXIT
-trap 'exit 130' INT TERM
-
+# shellcheck source=bench/common.sh
+source bench/common.sh
+build_binaries "$quick"
+open_work chat-peers
 # shellcheck source=bench/peers/sides.sh
 source "$peers/sides.sh"
 

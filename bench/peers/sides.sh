@@ -2,73 +2,31 @@
 # Redis of its own, then two nodes on loopback), how its load client runs, and how the facts of
 # a shape are taken, the same way for both, so that a difference in the report is the servers'.
 #
-# Expects $bin (chat-server and ws-client), $peers (this folder), $work, and the pids array
-# that stop_all empties.
-
-# Sum of user and system CPU seconds of a process so far.
-cpu_secs() {
-  awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / hz }' "/proc/$1/stat"
-}
-rss_kib() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status"; }
-
-# http_get HOST:PORT PATH: the response to a plain HTTP/1.0 GET.
-http_get() {
-  exec 3<>"/dev/tcp/${1%:*}/${1##*:}" || return 1
-  printf 'GET %s HTTP/1.0\r\n\r\n' "$2" >&3
-  cat <&3
-  exec 3<&-
-}
+# Expects bench/common.sh sourced, $bin (chat-server and ws-client), $peers (this folder) and
+# $work.
 
 # The connections a node holds now: our nodes' chat_connections gauge, the Socket.IO nodes'
 # GET /connections; 0 if unknown.
 connections_of() {
   if [ "$1" = ours ]; then
-    { http_get "$2" /metrics 2>/dev/null || true; } | awk '$1 == "chat_connections" { n = $2 } END { print n + 0 }'
+    { node_get "$2" /metrics 2>/dev/null || true; } | awk '$1 == "chat_connections" { n = $2 } END { print n + 0 }'
   else
-    { http_get "$2" /connections 2>/dev/null || true; } | tail -n1 | awk '{ print $1 + 0 }'
+    { node_get "$2" /connections 2>/dev/null || true; } | tail -n1 | awk '{ print $1 + 0 }'
   fi
 }
 
-redis_pid=""
 node_pids=()
 node_addrs=()
-
-start_redis() {
-  local port
-  for _ in 1 2 3 4 5 6 7 8 9 10; do
-    port=$((20000 + RANDOM % 30000))
-    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no >"$work/redis-$1.log" 2>&1 &
-    redis_pid=$!
-    for _ in $(seq 50); do
-      if redis-cli -p "$port" ping 2>/dev/null | grep -q PONG; then
-        pids+=("$redis_pid")
-        redis_port=$port
-        return 0
-      fi
-      kill -0 "$redis_pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill "$redis_pid" 2>/dev/null || true
-    wait "$redis_pid" 2>/dev/null || true
-  done
-  echo "bench --peers: redis-server did not start" >&2
-  exit 1
-}
-
-# Flood control, the debounce and the per-address handshake cap are off and the connection cap
-# above the open-file limit, as in bench/run.sh: the shapes measure capacity, not the limits.
-node_flags=(--send-rate 0 --name-send-rate 0 --duplicate-window-ms 0 --flood-close-after 0
-  --max-connections 19000 --max-pending-handshakes-per-address 0)
 
 # start_side SIDE LABEL: a fresh Redis and two nodes of SIDE (ours or socketio), each ready.
 start_side() {
   local side=$1 label=$2 i key
-  start_redis "$side-$label"
+  start_redis "$work/redis-$side-$label.log"
   key=$(openssl rand -base64 32)
   node_pids=()
   node_addrs=()
   for i in 1 2; do
-    local out="$work/$side-$label-node$i.out" log="$work/$side-$label-node$i.log"
+    local out="$work/$side-$label-node$i.out" log="$work/$side-$label-node$i.log" addr
     if [ "$side" = ours ]; then
       CHAT_KEY="$key" RUST_LOG=warn "$bin/chat-server" --listen 127.0.0.1:0 \
         --redis-url "redis://127.0.0.1:$redis_port/" --node-id "peers-$i" "${node_flags[@]}" \
@@ -76,21 +34,10 @@ start_side() {
     else
       node "$peers/server.mjs" "redis://127.0.0.1:$redis_port/" 0 >"$out" 2>"$log" &
     fi
-    local pid=$! addr=""
-    pids+=("$pid")
-    node_pids+=("$pid")
-    for _ in $(seq 100); do
-      addr=$(sed -n 's/^listening on //p' "$out" | head -n1)
-      [ -n "$addr" ] && break
-      sleep 0.1
-    done
-    [ -n "$addr" ] || { echo "bench --peers: $side node $i did not start" >&2; cat "$log" >&2; exit 1; }
-    if [ "$side" = ours ]; then
-      for _ in $(seq 100); do
-        http_get "$addr" /readyz 2>/dev/null | head -n1 | grep -q ' 200 ' && break
-        sleep 0.1
-      done
-    fi
+    pids+=("$!")
+    node_pids+=("$!")
+    addr=$(listening_address "$out" "$log" "$side node $i") || exit 1
+    if [ "$side" = ours ]; then wait_ready "$addr"; fi
     node_addrs+=("$addr")
   done
   # Both nodes idle before anything is taken.
@@ -103,7 +50,7 @@ take() {
   local pid cpu=0 rss=0 held=0 addr
   for pid in "${node_pids[@]}"; do
     cpu=$(awk -v a="$cpu" -v b="$(cpu_secs "$pid")" 'BEGIN { print a + b }')
-    rss=$((rss + $(rss_kib "$pid")))
+    rss=$((rss + $(mem_kib "$pid" VmRSS)))
   done
   for addr in "${node_addrs[@]}"; do
     held=$((held + $(connections_of "${1%%-*}" "$addr")))
