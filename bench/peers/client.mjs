@@ -31,7 +31,7 @@ const { values: opt } = parseArgs({
     'room-prefix': { type: 'string', default: 'load' },
     'message-size': { type: 'string', default: '90' },
     duration: { type: 'string', default: '30' },
-    'drain-secs': { type: 'string', default: '10' },
+    'drain-secs': { type: 'string', default: '30' },
     'source-addresses': { type: 'string', default: '0' },
     json: { type: 'string' },
   },

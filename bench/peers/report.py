@@ -92,16 +92,49 @@ def side_figures(work, side):
 
 
 def shape_details(f, s):
+    latency = s.get("latency_ms", {})
     return {
         "sends_per_sec": s.get("sends_per_sec"),
         "deliveries": s.get("deliveries"),
         "missing": s.get("missing"),
         "duplicates": s.get("duplicates"),
+        # Deliveries still coming in after sending stopped: a backlog the rate above includes.
+        "drain_secs": s.get("drain_secs"),
+        "drain_complete": s.get("drain_complete"),
+        "latency_p50_ms": latency.get("p50"),
+        "latency_p99_ms": latency.get("p99"),
         "nodes_cpu_s": f.get("after_nodes_cpu", 0) - f.get("before_nodes_cpu", 0),
         "redis_cpu_s": f.get("after_redis_cpu", 0) - f.get("before_redis_cpu", 0),
         "client_cpu_s": f.get("client_cpu"),
         "client_status": f.get("status"),
     }
+
+
+DETAILS = [
+    # column, key, format
+    ("sends/s", "sends_per_sec", "{:,.0f}"),
+    ("deliveries", "deliveries", "{:,.0f}"),
+    ("missing", "missing", "{:,.0f}"),
+    ("duplicates", "duplicates", "{:,.0f}"),
+    ("drain s", "drain_secs", "{:.1f}"),
+    ("p50 / p99 ms", None, None),
+    ("nodes CPU-s", "nodes_cpu_s", "{:.2f}"),
+    ("Redis CPU-s", "redis_cpu_s", "{:.2f}"),
+    ("client CPU-s", "client_cpu_s", "{:.2f}"),
+]
+
+
+def detail_row(shape, side, d):
+    cells = []
+    for _, key, form in DETAILS:
+        if key is None:
+            cells.append(f"{d['latency_p50_ms'] or 0:.2f} / {d['latency_p99_ms'] or 0:.2f}")
+        elif d.get(key) is None:
+            cells.append("n/a")
+        else:
+            cells.append(form.format(d[key]) + ("" if key != "drain_secs" or d["drain_complete"]
+                                                else " (cut)"))
+    return f"| {shape}, {side} | " + " | ".join(cells) + " |"
 
 
 def fmt(key, value):
@@ -176,16 +209,15 @@ def markdown(env, figures):
             f"| {label} | {fmt(key, theirs[key])} | {fmt(key, ours[key])} | "
             f"{ratio_text(key, theirs[key], ours[key])} | {target} | {met(key, ours[key])} |"
         )
-    lines += ["", "| shape, side | sends/s | deliveries | missing | duplicates | nodes CPU-s | Redis CPU-s | client CPU-s |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "Deliveries/s counts every delivery, the drain's included, over the seconds of "
+              "sending, as ws-client does; CPU is over the whole shape (connecting, sending, "
+              "draining). A drain marked (cut) ended at its limit with deliveries still coming, "
+              "which then count as missing.",
+              "", "| shape, side | " + " | ".join(c for c, _, _ in DETAILS) + " |",
+              "|---" * (len(DETAILS) + 1) + "|"]
     for shape in ("saturation", "latency"):
         for side in SIDES:
-            d = figures[side]["details"][shape]
-            cells = [d["sends_per_sec"], d["deliveries"], d["missing"], d["duplicates"],
-                     d["nodes_cpu_s"], d["redis_cpu_s"], d["client_cpu_s"]]
-            text = [f"{c:,.0f}" if isinstance(c, (int, float)) and i < 4 else
-                    (f"{c:.2f}" if isinstance(c, (int, float)) else "n/a") for i, c in enumerate(cells)]
-            lines.append(f"| {shape}, {side} | " + " | ".join(text) + " |")
+            lines.append(detail_row(shape, side, figures[side]["details"][shape]))
     for side in SIDES:
         d = figures[side]["details"]["idle"]
         lines.append(f"\nIdle, {side}: {d['connections_held']:,.0f} connections held; nodes' RSS "
