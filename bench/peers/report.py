@@ -69,6 +69,18 @@ def per_million(seconds, deliveries):
     return seconds / deliveries * 1e6 if deliveries else None
 
 
+def chart_entry(work, label, series=False):
+    """A shape's figures as bench/charts.py reads them, with this report's deliveries/s; with
+    `series`, also ws-client's summary and status lines, for the charts over time."""
+    s = summary(work, label)
+    secs = delivery_secs(s)
+    entry = {"deliveries_per_sec": s.get("deliveries", 0) / secs if secs else 0,
+             "latency_ms": s.get("latency_ms", {})}
+    if series:
+        entry.update(json.loads((work / f"{label}.json").read_text()))
+    return entry
+
+
 def side_figures(work, side):
     """Every figure of the table for one side, and the details behind them."""
     sat_f, sat = facts(work, f"{side}-saturation"), summary(work, f"{side}-saturation")
@@ -296,11 +308,12 @@ def main():
         "env": env,
         "table": rows,
         "details": {s: figures[s]["details"] for s in SIDES},
-        "results": {mode: json.loads((work / f"ours-{shape}.json").read_text())
+        "results": {mode: chart_entry(work, f"ours-{shape}", series=True)
                     for mode, shape in (("saturation", "saturation"), ("latency", "latency"),
                                         ("connections", "idle"))
                     if (work / f"ours-{shape}.json").exists()},
-        "peers": {PEER: {shape: summary(work, f"socketio-{shape}") for shape in ("saturation", "latency")}},
+        "peers": {PEER: {shape: chart_entry(work, f"socketio-{shape}")
+                         for shape in ("saturation", "latency")}},
     }
     out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     return 0
