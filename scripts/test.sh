@@ -38,6 +38,8 @@ for project in browser-test clients/js bench/peers; do
 done
 # The client library's JSDoc types, checked as its users' TypeScript would read them.
 (cd clients/js && npx --no-install tsc --noEmit -p .)
+# The benchmark's Socket.IO load client: its histogram and frame parsing, which decide its figures.
+(cd bench/peers && node --test test/)
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -39,18 +39,20 @@ done
 rate=290
 # Idle connections open at 500 a second, as bench/run.sh's connections mode opens ours; the
 # hold waits up to $slack s past the ramp, then $settle s of quiet before RSS is taken, and
-# the clients stay $tail s after.
+# the clients stay $tail s after. Fresh nodes are left alone $calm s before anything is taken.
 ramp=500
 slack=15
 settle=5
 tail=5
+calm=1
 if ((quick)); then
   duration=2
   clients=10
   connections=200
-  slack=3
+  slack=2
   settle=1
-  tail=2
+  tail=1
+  calm=0.2
 fi
 
 for tool in redis-server redis-cli openssl node npm python3; do

@@ -2,8 +2,8 @@
 # Redis of its own, then two nodes on loopback), how its load client runs, and how the facts of
 # a shape are taken, the same way for both, so that a difference in the report is the servers'.
 #
-# Expects bench/common.sh sourced, $bin (chat-server and ws-client), $peers (this folder) and
-# $work.
+# Expects bench/common.sh sourced, $bin (chat-server and ws-client), $peers (this folder),
+# $work, and $calm (seconds the nodes are left alone after starting).
 
 # The connections a node holds now: our nodes' chat_connections gauge, the Socket.IO nodes'
 # GET /connections; 0 if unknown.
@@ -41,7 +41,7 @@ start_side() {
     node_addrs+=("$addr")
   done
   # Both nodes idle before anything is taken.
-  sleep 1
+  sleep "$calm"
 }
 
 # take LABEL PHASE: the nodes' and Redis's CPU seconds and the nodes' RSS now, as
