@@ -55,7 +55,7 @@ while (($#)); do
     --saturation-clients) saturation_clients="$2"; shift ;;
     --connections) connections="$2"; shift ;;
     --processes) processes="$2"; shift ;;
-    *) echo "usage: bench/run.sh [--quick | --big-room] [--duration SECS] [--saturation-clients N]" \
+    *) echo "usage: bench/run.sh [--quick | --big-room | --peers] [--duration SECS] [--saturation-clients N]" \
          "[--connections N] [--processes N] [--big-room-clients N] [--churn-secs SECS]" >&2; exit 2 ;;
   esac
   shift
