@@ -17,6 +17,11 @@
 #                           and agree on their room's count (the test command runs it);
 #                           draws the charts into its scratch directory when matplotlib is
 #                           there, to prove they can be drawn, and keeps none
+#   bench/run.sh --peers    a run of its own: saturation, 290 sends/s and 10,000 idle
+#                           connections against two of our nodes and against two Socket.IO
+#                           nodes with the Redis adapter, and the table of issue 16 with both
+#                           sides and their ratio (bench/peers/run.sh says more; it takes
+#                           --quick, --duration, --clients and --connections)
 #
 # Options: --duration SECS (default 60), --saturation-clients N (default 100),
 # --connections N (default 50000), --processes N (ws-client processes for them, default 4),
@@ -24,6 +29,11 @@
 # Everything it starts is stopped by PID when it ends, also on failure or Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Beside Socket.IO is a run with shapes and a report of its own.
+for arg in "$@"; do
+  if [ "$arg" = --peers ]; then exec bench/peers/run.sh "$@"; fi
+done
 
 # The options as given, for the report to say how to reproduce it.
 args=("$@")
@@ -45,7 +55,7 @@ while (($#)); do
     --saturation-clients) saturation_clients="$2"; shift ;;
     --connections) connections="$2"; shift ;;
     --processes) processes="$2"; shift ;;
-    *) echo "usage: bench/run.sh [--quick | --big-room] [--duration SECS] [--saturation-clients N]" \
+    *) echo "usage: bench/run.sh [--quick | --big-room | --peers] [--duration SECS] [--saturation-clients N]" \
          "[--connections N] [--processes N] [--big-room-clients N] [--churn-secs SECS]" >&2; exit 2 ;;
   esac
   shift
@@ -88,54 +98,17 @@ draw_charts() {
 CHAT_API_KEY=$(openssl rand -base64 32)
 export CHAT_API_KEY
 
-if ((quick)); then
-  profile=debug
-  cargo build --locked -q -p chat-server -p ws-client
-else
-  profile=release
-  cargo build --locked --release -q -p chat-server -p ws-client
-fi
-target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-bin="$target_dir/$profile"
+# shellcheck source=bench/common.sh
+source bench/common.sh
+build_binaries "$quick"
+open_work chat-bench
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/chat-bench.XXXXXX")
-pids=()
-stop_all() {
-  local pid
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  pids=()
-}
-trap 'stop_all; rm -rf "$work"' EXIT
-trap 'exit 130' INT TERM
-
-# Sum of user and system CPU seconds of a process so far.
-cpu_secs() {
-  awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / hz }' "/proc/$1/stat"
-}
-# A field of /proc/PID/status in KiB (VmRSS now, VmHWM peak).
-mem_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
 # What Redis holds in memory now (its used_memory), in KiB.
 redis_used_kib() {
   redis-cli -p "$redis_port" info memory 2>/dev/null | tr -d '\r' |
     awk -F: '$1 == "used_memory" { printf "%d", $2 / 1024 }'
 }
 
-# The schedules send faster than one person may (the default --send-rate is 10/s), and the
-# benchmark measures delivery capacity: flood control and the debounce are off. The
-# connections mode puts a third of 50,000 on each node, more than the default
-# --max-connections; the open-file limit (20,000 here) stays the real bound. Every client
-# connects from 127.0.0.1, so the per-address cap on pending handshakes is off too.
-node_flags=(--send-rate 0 --name-send-rate 0 --duplicate-window-ms 0 --flood-close-after 0
-  --max-connections 19000 --max-pending-handshakes-per-address 0)
-
-# node_get HOST:PORT PATH: the body and headers of a plain HTTP GET to a node.
-node_get() {
-  exec 3<>"/dev/tcp/${1%:*}/${1##*:}" || return 1
-  printf 'GET %s HTTP/1.0\r\n\r\n' "$2" >&3
-  cat <&3
-  exec 3<&-
-}
 # The WebSocket connections a node holds now (its chat_connections gauge), 0 if unknown.
 node_connections() {
   { node_get "$1" /metrics 2>/dev/null || true; } |
@@ -148,49 +121,21 @@ node_pids=()
 node_urls=()
 node_addrs=()
 start_cluster() {
-  local label=$1 port i
-  for _ in 1 2 3 4 5 6 7 8 9 10; do
-    port=$((20000 + RANDOM % 30000))
-    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
-      >"$work/redis-$label.log" 2>&1 &
-    redis_pid=$!
-    for _ in $(seq 50); do
-      if redis-cli -p "$port" ping 2>/dev/null | grep -q PONG; then break 2; fi
-      kill -0 "$redis_pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill "$redis_pid" 2>/dev/null || true
-    wait "$redis_pid" 2>/dev/null || true
-    redis_pid=""
-  done
-  [ -n "$redis_pid" ] || { echo "bench: redis-server did not start" >&2; exit 1; }
-  pids+=("$redis_pid")
-  redis_port=$port
-
-  local key
+  local label=$1 i key
+  start_redis "$work/redis-$label.log"
   key=$(openssl rand -base64 32)
   node_pids=()
   node_urls=()
   node_addrs=()
   for i in 1 2 3; do
-    local out="$work/node-$label-$i.out"
+    local out="$work/node-$label-$i.out" addr
     CHAT_KEY="$key" RUST_LOG=warn "$bin/chat-server" --listen 127.0.0.1:0 \
-      --redis-url "redis://127.0.0.1:$port/" --node-id "bench-$i" "${node_flags[@]}" \
+      --redis-url "redis://127.0.0.1:$redis_port/" --node-id "bench-$i" "${node_flags[@]}" \
       >"$out" 2>"$work/node-$label-$i.log" &
-    local pid=$!
-    pids+=("$pid")
-    node_pids+=("$pid")
-    local addr=""
-    for _ in $(seq 100); do
-      addr=$(sed -n 's/^listening on //p' "$out" | head -n1)
-      [ -n "$addr" ] && break
-      sleep 0.1
-    done
-    [ -n "$addr" ] || { echo "bench: node $i did not start" >&2; cat "$work/node-$label-$i.log" >&2; exit 1; }
-    for _ in $(seq 100); do
-      node_get "$addr" /readyz 2>/dev/null | head -n1 | grep -q ' 200 ' && break
-      sleep 0.1
-    done
+    pids+=("$!")
+    node_pids+=("$!")
+    addr=$(listening_address "$out" "$work/node-$label-$i.log" "node $i") || exit 1
+    wait_ready "$addr"
     node_urls+=("ws://$addr/ws")
     node_addrs+=("$addr")
   done

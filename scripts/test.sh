@@ -28,8 +28,9 @@ if ((${#missing[@]})); then
 fi
 
 # The versions pinned in each package-lock.json (the browser test's playwright-core; the client
-# library's ws and typescript), installed again whenever a lock changes.
-for project in browser-test clients/js; do
+# library's ws and typescript; the Socket.IO side of the benchmark's --peers run), installed
+# again whenever a lock changes.
+for project in browser-test clients/js bench/peers; do
   if [ ! -e "$project/node_modules/.package-lock.json" ] ||
     [ "$project/package-lock.json" -nt "$project/node_modules/.package-lock.json" ]; then
     (cd "$project" && npm ci --no-audit --no-fund)
@@ -37,6 +38,8 @@ for project in browser-test clients/js; do
 done
 # The client library's JSDoc types, checked as its users' TypeScript would read them.
 (cd clients/js && npx --no-install tsc --noEmit -p .)
+# The benchmark's Socket.IO load client: its histogram and frame parsing, which decide its figures.
+(cd bench/peers && node --test test/)
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -45,3 +48,6 @@ cargo test --workspace --locked
 # The benchmark's quick variant: a few seconds per load mode against a real three-node cluster,
 # checking only that nothing went missing and nothing arrived twice.
 bench/run.sh --quick
+# The same beside Socket.IO: a few seconds of each of issue 16's shapes on both sides, checking
+# that ours lost and duplicated nothing and that Socket.IO delivered.
+bench/run.sh --peers --quick
