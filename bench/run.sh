@@ -22,6 +22,11 @@
 #                           nodes with the Redis adapter, and the table of issue 16 with both
 #                           sides and their ratio (bench/peers/run.sh says more; it takes
 #                           --quick, --duration, --clients and --connections)
+#   bench/run.sh --small-rooms
+#                           a run of its own (bench/small_rooms.sh): 1,000 clients in rooms
+#                           of two on a single Redis, then on a Redis Cluster of three
+#                           masters: Redis CPU per message, and messages and CPU per shard;
+#                           every full run ends with it, and --quick runs it briefly
 #
 # Options: --duration SECS (default 60), --saturation-clients N (default 100),
 # --connections N (default 50000), --processes N (ws-client processes for them, default 4),
@@ -30,9 +35,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Beside Socket.IO is a run with shapes and a report of its own.
+# Beside Socket.IO, and small rooms on a Redis Cluster, are runs with reports of their own.
 for arg in "$@"; do
   if [ "$arg" = --peers ]; then exec bench/peers/run.sh "$@"; fi
+  if [ "$arg" = --small-rooms ]; then exec bench/small_rooms.sh "$@"; fi
 done
 
 # The options as given, for the report to say how to reproduce it.
@@ -55,7 +61,7 @@ while (($#)); do
     --saturation-clients) saturation_clients="$2"; shift ;;
     --connections) connections="$2"; shift ;;
     --processes) processes="$2"; shift ;;
-    *) echo "usage: bench/run.sh [--quick | --big-room | --peers] [--duration SECS] [--saturation-clients N]" \
+    *) echo "usage: bench/run.sh [--quick | --big-room | --peers | --small-rooms] [--duration SECS] [--saturation-clients N]" \
          "[--connections N] [--processes N] [--big-room-clients N] [--churn-secs SECS]" >&2; exit 2 ;;
   esac
   shift
@@ -357,6 +363,7 @@ if ((quick)); then
   run_mode http-ingest 1 --mode http-ingest --clients 4 --batch 200 --duration 2
   connections_run 100 2 10 200 2 --drain-secs 5
   big_room_run 200 400 2 2
+  bench/small_rooms.sh --quick || failures=$((failures + 1))
   # Drawn only to prove the charts can be drawn from real summaries; the working directory,
   # charts and all, goes when the run ends.
   draw_charts --work "$work" "$work/quick"
@@ -392,4 +399,5 @@ ARGS="${args[*]}" NODE_FLAGS="${node_flags[*]}" WORK="$work" PROCESSES="$process
   python3 bench/report.py "bench/results/$stamp"
 echo "bench: wrote bench/results/$stamp.md and bench/results/$stamp.json"
 draw_charts "bench/results/$stamp.json"
+if ((!big_room_only)); then bench/small_rooms.sh || failures=$((failures + 1)); fi
 ((failures == 0)) || { echo "bench: $failures mode(s) failed their check (see their verdicts above)" >&2; exit 1; }

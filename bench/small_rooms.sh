@@ -1,61 +1,44 @@
 #!/usr/bin/env bash
-# The small-rooms benchmark (`bench/run.sh --small-rooms`, and part of every full run): many
-# rooms of two, like direct messages, sent to as fast as acks allow, once on a single Redis and
-# once on a local Redis Cluster of three masters (scripts/redis-cluster.sh), two chat nodes
-# each. It measures what Redis spends per message, and on the cluster how evenly the shards
-# share the work: each master's CPU time (INFO cpu) and the messages it stored (XADD calls in
-# INFO commandstats, made by the publish script) over the run.
+# The small-rooms run (`bench/run.sh --small-rooms`, and part of every full run): many rooms
+# of two, like direct messages, sent to as fast as acks allow, once on a single Redis and once
+# on a local Redis Cluster of three masters with a replica each (scripts/redis-cluster.sh), two
+# chat nodes each. It measures what Redis spends per message, and on the cluster how evenly
+# the shards share the work: each master's CPU time (INFO cpu) and the messages it stored (the
+# XADD calls the publish script made, in INFO commandstats) over the run.
 #
-#   bench/small_rooms.sh BIN-DIR OUT-PREFIX [--quick] [--duration SECS] [--clients N]
+#   bench/small_rooms.sh [--quick] [--duration SECS] [--clients N]
 #
-# BIN-DIR holds the chat-server and ws-client builds to run; the results go to
-# OUT-PREFIX.md and OUT-PREFIX.json. --quick runs a few seconds each and checks only that
-# nothing went missing. Everything it starts is stopped by PID when it ends, also on failure.
+# Defaults: 1,000 clients (500 rooms: enough rooms that their spread over three shards is
+# even), 30 s each. Results go to bench/results/<time>-small-rooms.md and .json. --quick
+# (in the test command) runs debug builds a few seconds each and checks only that nothing
+# went missing or arrived twice. Everything it starts is stopped by PID when it ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bin=$1
-out=$2
-shift 2
 quick=0
 duration=30
-clients=100
+clients=1000
 while (($#)); do
   case "$1" in
+    --small-rooms) ;;
     --quick) quick=1; duration=2; clients=20 ;;
     --duration) duration="$2"; shift ;;
     --clients) clients="$2"; shift ;;
-    *) echo "usage: bench/small_rooms.sh BIN-DIR OUT-PREFIX [--quick] [--duration SECS] [--clients N]" >&2; exit 2 ;;
+    *) echo "usage: bench/run.sh --small-rooms [--quick] [--duration SECS] [--clients N]" >&2; exit 2 ;;
   esac
   shift
 done
 rooms=$((clients / 2))
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/chat-small-rooms.XXXXXX")
-pids=()
+# shellcheck source=bench/common.sh
+source bench/common.sh
+build_binaries "$quick"
+open_work chat-small-rooms
 cluster_dir=""
-stop_all() {
-  local pid
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  pids=()
-  if [ -n "$cluster_dir" ]; then scripts/redis-cluster.sh stop "$cluster_dir"; cluster_dir=""; fi
-}
-trap 'stop_all; rm -rf "$work"' EXIT
-trap 'exit 130' INT TERM
+# The cluster is stopped by its own script, which knows its PIDs.
+trap 'stop_all; if [ -n "$cluster_dir" ]; then scripts/redis-cluster.sh stop "$cluster_dir"; fi; rm -rf "$work"' EXIT
 
 key=$(openssl rand -base64 32)
-node_flags=(--send-rate 0 --name-send-rate 0 --duplicate-window-ms 0 --flood-close-after 0)
-
-# ready HOST:PORT: whether the node there answers /readyz with 200.
-ready() {
-  local status
-  exec 3<>"/dev/tcp/${1%:*}/${1##*:}" 2>/dev/null || return 1
-  printf 'GET /readyz HTTP/1.0\r\n\r\n' >&3
-  status=$(head -n1 <&3)
-  exec 3<&-
-  [[ $status == *" 200 "* ]]
-}
 
 # start_nodes LABEL REDIS-FLAGS...: two nodes on the given backplane; their --url flags go to
 # $urls. (Not printed for a $(…): the nodes would hold its pipe open.)
@@ -68,17 +51,8 @@ start_nodes() {
     CHAT_KEY="$key" RUST_LOG=warn "$bin/chat-server" --listen 127.0.0.1:0 --node-id "$label-$i" \
       "$@" "${node_flags[@]}" >"$work/$label-$i.out" 2>"$work/$label-$i.log" &
     pids+=("$!")
-    addr=""
-    for _ in $(seq 100); do
-      addr=$(sed -n 's/^listening on //p' "$work/$label-$i.out" | head -n1)
-      [ -n "$addr" ] && break
-      sleep 0.1
-    done
-    [ -n "$addr" ] || { echo "bench: node $label-$i did not start" >&2; cat "$work/$label-$i.log" >&2; exit 1; }
-    for _ in $(seq 100); do
-      ready "$addr" && break
-      sleep 0.1
-    done
+    addr=$(listening_address "$work/$label-$i.out" "$work/$label-$i.log" "node $label-$i")
+    wait_ready "$addr"
     urls="$urls --url ws://$addr/ws"
   done
 }
@@ -107,10 +81,8 @@ measure() {
 }
 
 echo "== small rooms: $clients clients in $rooms rooms of 2, saturation, ${duration}s, single Redis"
-single=$((20000 + RANDOM % 30000))
-redis-server --port "$single" --bind 127.0.0.1 --save '' --appendonly no >"$work/redis.log" 2>&1 &
-pids+=("$!")
-for _ in $(seq 50); do redis-cli -p "$single" ping >/dev/null 2>&1 && break; sleep 0.1; done
+start_redis "$work/redis.log"
+single=$redis_port
 start_nodes single --redis-url "redis://127.0.0.1:$single/"
 measure single "$single" "$urls"
 stop_all
@@ -127,6 +99,11 @@ done
 start_nodes cluster --redis-cluster "$seed"
 measure cluster "$masters" "$urls"
 stop_all
+scripts/redis-cluster.sh stop "$cluster_dir"
+cluster_dir=""
+
+mkdir -p bench/results
+out="bench/results/$(date -u +%Y-%m-%dT%H%MZ)-small-rooms"
 
 QUICK=$quick WORK="$work" MASTERS="$masters" SINGLE="$single" CLIENTS="$clients" ROOMS="$rooms" \
   DURATION="$duration" LOAD="$(cut -d' ' -f1-3 /proc/loadavg)" REDIS="$(redis-server --version)" \
@@ -167,6 +144,7 @@ for label, ports in [("single", [os.environ["SINGLE"]]), ("cluster", os.environ[
 
 bad = [l for l, r in runs.items() if r["missing"] or r["duplicates"]]
 if os.environ["QUICK"] == "1":
+    # Nothing is kept from a quick run.
     if bad:
         sys.exit(f"bench: small rooms lost or repeated messages on {bad}")
     print("bench: small rooms delivered everything exactly once on one Redis and on a cluster")
@@ -191,6 +169,7 @@ for x in runs["cluster"]["shards"]:
 with open(out + ".md", "w") as f:
     f.write("\n".join(lines) + "\n")
 print("\n".join(lines))
+print(f"bench: wrote {out}.md and {out}.json")
 if bad:
     sys.exit(f"bench: small rooms lost or repeated messages on {bad}")
 EOF
