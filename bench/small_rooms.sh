@@ -89,9 +89,7 @@ stop_all
 
 echo "== small rooms: the same on a Redis Cluster of 3 masters and 3 replicas"
 cluster_dir="$work/cluster"
-# Not in a $(…): the servers it starts would hold its pipe open.
-scripts/redis-cluster.sh start "$cluster_dir" >/dev/null
-seed=$(cat "$cluster_dir/seed")
+seed=$(scripts/redis-cluster.sh start "$cluster_dir")
 masters=""
 for port in $(cat "$cluster_dir/ports"); do
   [ "$(redis-cli -p "$port" role | head -n1)" = master ] && masters="$masters $port"

@@ -76,12 +76,15 @@ start() {
   trap 'stop "$dir"' ERR
   read -r -a ports <<<"$(pick_ports)"
   : >"$dir/pids"
+  # The servers' standard streams go nowhere (they log to files), so that the caller may
+  # read the seed with seed=$(scripts/redis-cluster.sh start DIR): a server holding the
+  # pipe open would keep that from ever returning.
   for port in "${ports[@]}"; do
     mkdir -p "$dir/$port"
     redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes \
       --cluster-config-file "$dir/$port/nodes.conf" --cluster-node-timeout "$NODE_TIMEOUT_MS" \
       --dir "$dir/$port" --save '' --appendonly no --daemonize no \
-      --logfile "$dir/$port/redis.log" &
+      --logfile "$dir/$port/redis.log" </dev/null >/dev/null 2>&1 &
     echo $! >>"$dir/pids"
   done
   for port in "${ports[@]}"; do
