@@ -63,8 +63,11 @@ impl Subscriptions {
         }
     }
 
-    /// Applies a command on a live connection. Fails only if the connection is lost: a
-    /// refusal (say, an ACL that forbids the channel) concerns this channel only.
+    /// Applies a command on a live connection. Fails if the connection is lost, or on a
+    /// cluster if the subscription failed at all (a `MOVED`: the slot map is out of date, and
+    /// the supervisor subscribes everything again; the joiner hears `unavailable` and may try
+    /// again). On a single Redis a refusal (say, an ACL that forbids the channel) concerns
+    /// this channel only.
     pub(super) async fn apply(
         &mut self,
         command: Command,
