@@ -144,8 +144,12 @@ impl Shards {
         channels: impl IntoIterator<Item = &'a String>,
     ) -> Result<(), BrokerError> {
         let mut groups: BTreeMap<usize, Vec<&String>> = BTreeMap::new();
+        // A channel subscribed already is left alone: Redis would not count it twice, and
+        // neither may the check.
         for channel in channels {
-            groups.entry(slot_of(channel)).or_default().push(channel);
+            if !self.channels.contains_key(channel.as_str()) {
+                groups.entry(slot_of(channel)).or_default().push(channel);
+            }
         }
         for (slot, group) in groups {
             let address = self
