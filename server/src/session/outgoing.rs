@@ -1,0 +1,163 @@
+//! What a connection owes its client, written straight to the socket as encoded frames.
+//!
+//! Every frame a session writes (deliveries, replies, pings) is a [`TextFrame`] or a ping,
+//! already in wire form, so a batch goes out as one vectored write of shared buffers: no copy
+//! into a per-connection buffer and no per-frame trip through tungstenite. tungstenite still
+//! reads the socket, answers pings and writes the closing handshake; before the first frame of
+//! a batch its own pending bytes (a pong) are flushed, so the two never interleave.
+//!
+//! A write may stop halfway through a frame (the client stopped reading, the session is told
+//! to end). The rest of that frame is kept: [`Outgoing::finish_frame`] completes it before a
+//! close frame follows, and otherwise nothing more may be written, as a half frame followed
+//! by anything else would corrupt the stream.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use futures::SinkExt;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::Error as WsError;
+
+use crate::wire::{self, TextFrame};
+
+/// Most frames handed to one write system call (Linux accepts 1024).
+const MAX_SLICES: usize = 64;
+
+/// The frames queued for the next write, oldest first.
+#[derive(Default)]
+pub(super) struct Outgoing {
+    frames: VecDeque<Bytes>,
+    /// The first frame has been partly written: only its remaining bytes are left.
+    partial: bool,
+}
+
+impl Outgoing {
+    /// Queues a text frame: its wire bytes are shared, not copied.
+    pub(super) fn push(&mut self, frame: TextFrame) {
+        self.frames.push_back(frame.into_wire());
+    }
+
+    /// Queues an empty ping.
+    pub(super) fn push_ping(&mut self) {
+        self.frames.push_back(wire::ping());
+    }
+
+    /// Frames queued and not fully written.
+    pub(super) fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Whether nothing is queued.
+    pub(super) fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Writes every queued frame: tungstenite's pending bytes first, then the frames in
+    /// vectored writes. Cancelling it leaves what was not written queued, a half-written frame
+    /// first.
+    pub(super) async fn write<S>(&mut self, ws: &mut WebSocketStream<S>) -> Result<(), WsError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        if !self.partial {
+            // A pong tungstenite queued goes first; it never lands inside one of ours.
+            ws.flush().await?;
+        }
+        while !self.frames.is_empty() {
+            let written = poll_fn(|cx| {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let count = self.frames.len().min(MAX_SLICES);
+                for (slice, frame) in slices.iter_mut().zip(&self.frames) {
+                    *slice = IoSlice::new(frame);
+                }
+                Pin::new(ws.get_mut()).poll_write_vectored(cx, &slices[..count])
+            })
+            .await?;
+            if written == 0 {
+                return Err(WsError::Io(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.consume(written);
+        }
+        // Most connections are idle between batches: the queue's storage is given back
+        // rather than kept for the next one.
+        self.frames = VecDeque::new();
+        poll_fn(|cx| Pin::new(ws.get_mut()).poll_flush(cx)).await?;
+        Ok(())
+    }
+
+    /// Drops `written` bytes from the front, remembering a frame left half-written.
+    fn consume(&mut self, mut written: usize) {
+        while written > 0 {
+            let Some(front) = self.frames.front_mut() else {
+                return;
+            };
+            if written < front.len() {
+                front.advance(written);
+                self.partial = true;
+                return;
+            }
+            written -= front.len();
+            self.frames.pop_front();
+            self.partial = false;
+        }
+    }
+
+    /// Completes a half-written frame within `timeout`, leaving the frames after it queued;
+    /// returns whether the stream stands between two frames, where a close frame may follow.
+    pub(super) async fn finish_frame<S>(
+        &mut self,
+        ws: &mut WebSocketStream<S>,
+        timeout: Duration,
+    ) -> bool
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        if self.partial {
+            let rest = self.frames.split_off(1);
+            let _ = tokio::time::timeout(timeout, self.write(ws)).await;
+            if self.partial {
+                return false;
+            }
+            self.frames = rest;
+        }
+        true
+    }
+
+    /// Writes everything queued within `timeout`; returns whether the stream stands between
+    /// two frames afterwards (see [`Outgoing::finish_frame`]).
+    pub(super) async fn write_within<S>(
+        &mut self,
+        ws: &mut WebSocketStream<S>,
+        timeout: Duration,
+    ) -> bool
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let _ = tokio::time::timeout(timeout, self.write(ws)).await;
+        !self.partial
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_write_keeps_the_rest_of_its_frame_first() {
+        let mut out = Outgoing::default();
+        out.push(TextFrame::new("abc"));
+        out.push(TextFrame::new("de"));
+        // Header (2) + "abc" + 1 byte of the next header.
+        out.consume(6);
+        assert!(out.partial);
+        assert_eq!(out.len(), 1);
+        assert_eq!(&out.frames[0][..], &[2, b'd', b'e'][..]);
+        out.consume(3);
+        assert!(!out.partial && out.is_empty());
+    }
+}
