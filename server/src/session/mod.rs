@@ -3,7 +3,7 @@
 //! The task `select!`s over the socket, its bounded outbound queue and its requests in flight,
 //! so reading and writing share one stream without a lock or a split. Every event that produces
 //! output appends to a batch of frames already encoded for the wire (see [`outgoing`]); the
-//! batch goes out in one vectored write, which turns a burst of deliveries into one write
+//! batch goes out in one write, which turns a burst of deliveries into one write
 //! syscall.
 //!
 //! At most `max_in_flight` requests wait for their reply at once; beyond that the task stops
