@@ -13,6 +13,7 @@ use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, Pro
 
 use super::Session;
 use super::closing::{CLOSE_TIMEOUT, close_lingering, close_with};
+use super::outgoing::Owed;
 use super::replies::error_frame;
 use super::write_deadline::is_write_stall;
 use crate::frame_budget;
@@ -74,7 +75,11 @@ impl Session {
         // Ends that owe the client its whole batch write it below instead.
         let whole = match end {
             End::Gone | End::Shutdown | End::Flooding | End::TokenExpired => true,
-            _ => self.batch.finish_frame(ws, CLOSE_TIMEOUT).await,
+            _ => {
+                self.batch
+                    .write_owed(ws, Owed::RestOfFrame, CLOSE_TIMEOUT)
+                    .await
+            }
         };
         match end {
             End::Gone => {}
@@ -85,7 +90,10 @@ impl Session {
             }
             End::Shutdown => {
                 self.drain().await;
-                let whole = self.batch.write_within(ws, CLOSE_TIMEOUT).await;
+                let whole = self
+                    .batch
+                    .write_owed(ws, Owed::Everything, CLOSE_TIMEOUT)
+                    .await;
                 close_with(&hub, ws, whole, close::GOING_AWAY, "server shutting down").await;
             }
             End::SlowConsumer => {
@@ -99,7 +107,10 @@ impl Session {
             End::Flooding => {
                 // The client learns why from the errors it was sent.
                 hub.metrics().limits.flood_closes.inc();
-                let whole = self.batch.write_within(ws, CLOSE_TIMEOUT).await;
+                let whole = self
+                    .batch
+                    .write_owed(ws, Owed::Everything, CLOSE_TIMEOUT)
+                    .await;
                 close_lingering(&hub, ws, whole, close::POLICY_VIOLATION, "flooding").await;
             }
             End::Idle => {
@@ -125,7 +136,10 @@ impl Session {
             }
             End::TokenExpired => {
                 // Replies already due go out first, then the code that asks for a fresh token.
-                let whole = self.batch.write_within(ws, CLOSE_TIMEOUT).await;
+                let whole = self
+                    .batch
+                    .write_owed(ws, Owed::Everything, CLOSE_TIMEOUT)
+                    .await;
                 close_with(&hub, ws, whole, close::TOKEN_EXPIRED, "token expired").await;
             }
             End::Violation {

@@ -10,7 +10,7 @@
 //! a batch its own pending bytes (a pong) are flushed, so the two never interleave.
 //!
 //! A write may stop halfway through a frame (the client stopped reading, the session is told
-//! to end). The rest of that frame is kept: [`Outgoing::finish_frame`] completes it before a
+//! to end). The rest of that frame is kept: [`Outgoing::write_owed`] completes it before a
 //! close frame follows, and otherwise nothing more may be written, as a half frame followed
 //! by anything else would corrupt the stream.
 
@@ -123,40 +123,41 @@ impl Outgoing {
         }
     }
 
-    /// Completes a half-written frame within `timeout`, leaving the frames after it queued;
-    /// returns whether the stream stands between two frames, where a close frame may follow.
-    pub(super) async fn finish_frame<S>(
+    /// Writes what a closing session owes within `timeout`: everything queued, or only the
+    /// rest of a half-written frame (the frames after it stay queued). Returns whether the
+    /// stream stands between two frames afterwards, where a close frame may follow.
+    pub(super) async fn write_owed<S>(
         &mut self,
         ws: &mut WebSocketStream<S>,
+        owed: Owed,
         timeout: Duration,
     ) -> bool
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        let rest = match owed {
+            Owed::Everything => None,
+            Owed::RestOfFrame if self.partial => Some(self.frames.split_off(1)),
+            Owed::RestOfFrame => return true,
+        };
+        let _ = tokio::time::timeout(timeout, self.write(ws)).await;
         if self.partial {
-            let rest = self.frames.split_off(1);
-            let _ = tokio::time::timeout(timeout, self.write(ws)).await;
-            if self.partial {
-                return false;
-            }
+            return false;
+        }
+        if let Some(rest) = rest {
             self.frames = rest;
         }
         true
     }
+}
 
-    /// Writes everything queued within `timeout`; returns whether the stream stands between
-    /// two frames afterwards (see [`Outgoing::finish_frame`]).
-    pub(super) async fn write_within<S>(
-        &mut self,
-        ws: &mut WebSocketStream<S>,
-        timeout: Duration,
-    ) -> bool
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        let _ = tokio::time::timeout(timeout, self.write(ws)).await;
-        !self.partial
-    }
+/// What a closing session writes before its close frame.
+#[derive(Clone, Copy)]
+pub(super) enum Owed {
+    /// Every queued frame: the replies and deliveries it was owed.
+    Everything,
+    /// Only the rest of a half-written frame, which must be whole before anything follows.
+    RestOfFrame,
 }
 
 #[cfg(test)]
