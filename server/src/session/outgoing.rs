@@ -163,6 +163,44 @@ pub(super) enum Owed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+
+    #[tokio::test]
+    async fn a_half_written_frame_is_completed_before_the_close_and_nothing_else() {
+        let (node_io, client_io) = tokio::io::duplex(64);
+        let mut node = WebSocketStream::from_raw_socket(node_io, Role::Server, None).await;
+        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        let text = "x".repeat(200);
+        let mut out = Outgoing::default();
+        out.push(TextFrame::new(&text));
+        out.push(TextFrame::new("not owed"));
+        // Nobody reads: 64 bytes fit and the write stalls inside the first frame.
+        let stalled = tokio::time::timeout(Duration::from_millis(50), out.write(&mut node)).await;
+        assert!(stalled.is_err() && out.partial);
+
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(Ok(message)) = client.next().await {
+                got.push(message);
+            }
+            got
+        });
+        let timeout = Duration::from_secs(5);
+        assert!(out.write_owed(&mut node, Owed::RestOfFrame, timeout).await);
+        let close = CloseFrame {
+            code: CloseCode::from(4001),
+            reason: "slow consumer".into(),
+        };
+        node.close(Some(close)).await.expect("the close is written");
+        drop(node);
+        let got = reader.await.expect("the reader");
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0], Message::text(text));
+        assert!(matches!(&got[1], Message::Close(Some(frame)) if u16::from(frame.code) == 4001));
+    }
 
     #[test]
     fn a_partial_write_keeps_the_rest_of_its_frame_first() {
