@@ -7,6 +7,11 @@
 //! frame of up to [`FRAME_BUDGET`] is always accepted. A frame larger than that is a bug of
 //! the node, not the client's doing: the session closes with 1011 and counts it.
 //!
+//! Sessions now write their frames themselves (see `session::outgoing`), so only the frames
+//! tungstenite still writes (a refusal before a session starts, an error before a close) can
+//! meet that check; the budget still bounds every frame the node builds, which is what keeps
+//! a `joined` frame within what a client accepts and one write's memory bounded.
+//!
 //! Where each frame's bound comes from:
 //! - `welcome`, `ack`, `left`: names, rooms, refs, node ids and message ids all have protocol
 //!   limits, which keep these frames under a few KiB;

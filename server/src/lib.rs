@@ -18,6 +18,7 @@
 //! - [`envelope`]: sealing and opening payloads;
 //! - [`ids`], [`metrics`]: identifiers the node makes up, and Prometheus series; `hex`: the
 //!   one hex encoder;
+//! - [`wire`]: server frames encoded once and shared by every recipient;
 //! - [`frame_budget`]: the largest frame the node may build, and `joined` cut to fit it;
 //! - [`flood`]: rate limits per connection and per name, and the debounce;
 //! - [`redis_client`]: connecting to Redis or a Redis Cluster, shared by the broker and the
@@ -52,3 +53,4 @@ pub mod relay;
 pub mod rooms;
 mod session;
 mod token;
+pub mod wire;

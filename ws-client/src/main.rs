@@ -15,6 +15,7 @@ mod ingest;
 mod ledger;
 mod membership;
 mod payload;
+mod quick;
 mod report;
 mod room_report;
 mod run;

@@ -21,6 +21,7 @@ use crate::connect::{self, Ws};
 use crate::ledger::Fate;
 use crate::membership::{Due, Membership};
 use crate::payload::{self, Stamp, now_us};
+use crate::quick::{self, Quick};
 use crate::stats::ClientStats;
 
 /// The `ref` of join and leave requests; sends use their sequence number.
@@ -192,6 +193,17 @@ impl<'a> Session<'a> {
             }
             _ => return Ok(()),
         };
+        match quick::read(text.as_str()) {
+            Some(Quick::Message { id, text }) => {
+                self.on_message(id, text, true);
+                return Ok(());
+            }
+            Some(Quick::Ack { reference }) => {
+                self.settle(reference, Fate::Acked);
+                return Ok(());
+            }
+            None => {}
+        }
         let frame: ServerFrame<'_> = serde_json::from_str(text.as_str())
             .map_err(|e| format!("unreadable frame from the node: {e}"))?;
         match frame {

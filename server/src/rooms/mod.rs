@@ -44,13 +44,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use crate::wire::TextFrame;
 use bytes::Bytes;
 use chat_protocol::MessageId;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use futures::future::{BoxFuture, Shared};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::broker::BrokerError;
 use crate::envelope::Keyring;
@@ -112,7 +112,7 @@ struct Room {
 impl Room {
     /// Offers a message frame to every member that does not have it yet; returns how many
     /// took it.
-    fn fan_out(&self, id: MessageId, frame: &Utf8Bytes) -> u64 {
+    fn fan_out(&self, id: MessageId, frame: &TextFrame) -> u64 {
         self.members
             .values()
             .filter(|member| {

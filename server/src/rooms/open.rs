@@ -8,8 +8,8 @@
 
 use std::fmt::Display;
 
+use crate::wire::TextFrame;
 use chat_protocol::MessageId;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::Rooms;
 use crate::broker::HistoryEntry;
@@ -41,11 +41,11 @@ impl Rooms {
         channel: &str,
         id: MessageId,
         sealed_body: Vec<u8>,
-    ) -> Result<Utf8Bytes, PayloadError> {
+    ) -> Result<TextFrame, PayloadError> {
         let body = self.keyring.open(channel.as_bytes(), sealed_body)?;
         let body = std::str::from_utf8(&body).map_err(|_| PayloadError::BodyNotUtf8)?;
         relay::message_frame(id, body)
-            .map(Utf8Bytes::from)
+            .map(TextFrame::from)
             .ok_or(PayloadError::BodyNotObject)
     }
 
@@ -55,7 +55,7 @@ impl Rooms {
         &self,
         channel: &str,
         entries: Vec<HistoryEntry>,
-    ) -> Vec<(MessageId, Utf8Bytes)> {
+    ) -> Vec<(MessageId, TextFrame)> {
         entries
             .into_iter()
             .filter_map(|entry| {

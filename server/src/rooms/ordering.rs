@@ -17,8 +17,8 @@
 //! Held messages have a budget in count and bytes: beyond it they are dropped (counted) rather
 //! than kept, and history fills them in after the resync.
 
+use crate::wire::TextFrame;
 use chat_protocol::MessageId;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// How many messages, and how many bytes of them, one room may hold back while it waits for
 /// history. A resync takes one round trip to Redis, but that reply waits in Redis behind every
@@ -44,7 +44,7 @@ impl Default for HeldBudget {
 /// Messages held back while a room waits for its position or for missing messages.
 #[derive(Debug, Default)]
 pub struct Held {
-    messages: Vec<(MessageId, Utf8Bytes)>,
+    messages: Vec<(MessageId, TextFrame)>,
     bytes: usize,
     /// Messages dropped because the budget was spent.
     pub overflowed: u64,
@@ -52,7 +52,7 @@ pub struct Held {
 
 impl Held {
     /// Holds a message unless that would exceed `budget`; returns whether it was held.
-    pub fn hold(&mut self, budget: HeldBudget, id: MessageId, frame: Utf8Bytes) -> bool {
+    pub fn hold(&mut self, budget: HeldBudget, id: MessageId, frame: TextFrame) -> bool {
         let bytes = self.bytes.saturating_add(frame.len());
         if self.messages.len() >= budget.messages || bytes > budget.bytes {
             self.overflowed += 1;
@@ -112,7 +112,7 @@ pub fn order(last: Option<MessageId>, id: MessageId) -> Order {
 #[derive(Debug, Default)]
 pub struct Settled {
     /// In id order.
-    pub deliver: Vec<(MessageId, Utf8Bytes)>,
+    pub deliver: Vec<(MessageId, TextFrame)>,
     /// The newest id delivered (or the room's earlier position).
     pub last: Option<MessageId>,
     /// Held messages dropped because they did not continue from what history confirmed.
@@ -138,7 +138,7 @@ impl Settled {
 /// counted. A forged id beyond history is past the bound and follows nothing.
 pub fn settle(
     mut last: Option<MessageId>,
-    found: Vec<(MessageId, Utf8Bytes)>,
+    found: Vec<(MessageId, TextFrame)>,
     newest: Option<MessageId>,
     held: Held,
 ) -> Settled {
@@ -149,7 +149,7 @@ pub fn settle(
         ..
     } = held;
     // History's entries sort before held ones of the same id, so the dedup keeps history's.
-    let mut entries: Vec<(MessageId, bool, Utf8Bytes)> = found
+    let mut entries: Vec<(MessageId, bool, TextFrame)> = found
         .into_iter()
         .map(|(id, frame)| (id, true, frame))
         .chain(messages.into_iter().map(|(id, frame)| (id, false, frame)))
@@ -185,8 +185,8 @@ mod tests {
         MessageId { epoch: 7, seq }
     }
 
-    fn frame(seq: u64) -> (MessageId, Utf8Bytes) {
-        (id(seq), Utf8Bytes::from(format!("m{seq}")))
+    fn frame(seq: u64) -> (MessageId, TextFrame) {
+        (id(seq), TextFrame::from(format!("m{seq}")))
     }
 
     fn held(seqs: &[u64]) -> Held {
@@ -235,10 +235,10 @@ mod tests {
             bytes: 10,
         };
         let mut held = Held::default();
-        assert!(held.hold(budget, id(1), Utf8Bytes::from("12345678")));
-        assert!(!held.hold(budget, id(2), Utf8Bytes::from("123")));
-        assert!(held.hold(budget, id(3), Utf8Bytes::from("12")));
-        assert!(!held.hold(budget, id(4), Utf8Bytes::from("1")));
+        assert!(held.hold(budget, id(1), TextFrame::from("12345678")));
+        assert!(!held.hold(budget, id(2), TextFrame::from("123")));
+        assert!(held.hold(budget, id(3), TextFrame::from("12")));
+        assert!(!held.hold(budget, id(4), TextFrame::from("1")));
         assert_eq!(
             (held.messages.len(), held.bytes, held.overflowed),
             (2, 10, 2)
@@ -248,8 +248,8 @@ mod tests {
             bytes: usize::MAX,
         };
         let mut held = Held::default();
-        assert!(held.hold(counted, id(1), Utf8Bytes::from("")));
-        assert!(!held.hold(counted, id(2), Utf8Bytes::from("")));
+        assert!(held.hold(counted, id(1), TextFrame::from("")));
+        assert!(!held.hold(counted, id(2), TextFrame::from("")));
         // What was dropped makes the room ask history again.
         let settled = settle(Some(id(0)), Vec::new(), None, held);
         assert_eq!(seqs(&settled), vec![1]);

@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
+use crate::wire::TextFrame;
 use futures::task::AtomicWaker;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// The sending end of one connection's queue, cloned into every room the connection is in.
 #[derive(Clone)]
@@ -39,7 +39,7 @@ struct Shared {
 }
 
 struct Frames {
-    queue: VecDeque<Utf8Bytes>,
+    queue: VecDeque<TextFrame>,
     /// The receiver is gone: nothing more is taken.
     closed: bool,
 }
@@ -66,7 +66,7 @@ impl Outbox {
 
     /// Queues a frame without waiting; returns whether it was queued. A full queue flags the
     /// connection as a slow consumer.
-    pub(super) fn offer(&self, frame: &Utf8Bytes) -> bool {
+    pub(super) fn offer(&self, frame: &TextFrame) -> bool {
         self.push(frame, self.shared.capacity, true)
     }
 
@@ -74,13 +74,13 @@ impl Outbox {
     /// was queued. A burst of departures (a crashed node's members leave all at once) must not
     /// close healthy connections as slow consumers, nor crowd out their messages: what does
     /// not fit is dropped, and the member list is whole again at the next join.
-    pub(super) fn offer_presence(&self, frame: &Utf8Bytes) -> bool {
+    pub(super) fn offer_presence(&self, frame: &TextFrame) -> bool {
         self.push(frame, self.shared.capacity.div_ceil(2), false)
     }
 
     /// Queues `frame` while fewer than `limit` frames wait; otherwise flags the connection as
     /// a slow consumer when `overflow` says so.
-    fn push(&self, frame: &Utf8Bytes, limit: usize, overflow: bool) -> bool {
+    fn push(&self, frame: &TextFrame, limit: usize, overflow: bool) -> bool {
         let mut frames = self.shared.lock();
         if frames.closed {
             return false;
@@ -93,20 +93,25 @@ impl Outbox {
             }
             return false;
         }
+        let was_empty = frames.queue.is_empty();
         frames.queue.push_back(frame.clone());
         drop(frames);
-        self.shared.task.wake();
+        // The task takes everything queued whenever it runs, so only the first frame of a
+        // burst needs to wake it: one wake-up per batch rather than per frame.
+        if was_empty {
+            self.shared.task.wake();
+        }
         true
     }
 }
 
 impl Inbox {
     /// The next frame, waiting for one.
-    pub async fn recv(&self) -> Utf8Bytes {
+    pub async fn recv(&self) -> TextFrame {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
 
-    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Utf8Bytes> {
+    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<TextFrame> {
         if let Some(frame) = self.try_recv() {
             return Poll::Ready(frame);
         }
@@ -116,13 +121,23 @@ impl Inbox {
     }
 
     /// The next frame if one waits.
-    pub fn try_recv(&self) -> Option<Utf8Bytes> {
+    pub fn try_recv(&self) -> Option<TextFrame> {
         let mut frames = self.shared.lock();
         let frame = frames.queue.pop_front();
-        if frames.queue.is_empty() && frames.queue.capacity() > 0 {
-            frames.queue = VecDeque::new();
-        }
+        release_if_empty(&mut frames.queue);
         frame
+    }
+
+    /// Hands up to `max` waiting frames to `take`, in order, under one lock rather than one
+    /// per frame; returns how many it handed over.
+    pub fn take_up_to(&self, max: usize, mut take: impl FnMut(TextFrame)) -> usize {
+        let mut frames = self.shared.lock();
+        let count = max.min(frames.queue.len());
+        for frame in frames.queue.drain(..count) {
+            take(frame);
+        }
+        release_if_empty(&mut frames.queue);
+        count
     }
 
     /// Resolves once the queue overflowed: the connection must close as a slow consumer.
@@ -152,6 +167,13 @@ impl Drop for Inbox {
         let mut frames = self.shared.lock();
         frames.closed = true;
         frames.queue = VecDeque::new();
+    }
+}
+
+/// Gives an emptied queue's storage back: most connections are idle between bursts.
+fn release_if_empty(queue: &mut VecDeque<TextFrame>) {
+    if queue.is_empty() && queue.capacity() > 0 {
+        *queue = VecDeque::new();
     }
 }
 

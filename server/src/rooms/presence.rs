@@ -11,8 +11,8 @@
 use std::borrow::Cow;
 use std::sync::{Arc, PoisonError};
 
+use crate::wire::TextFrame;
 use chat_protocol::ServerFrame;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::roster::{Change, Loaded, MemberPage, Report};
 use super::{Recovery, Rooms};
@@ -60,7 +60,7 @@ impl Rooms {
             let Some(report) = room.roster.take_report(names_max) else {
                 continue;
             };
-            let frame = Utf8Bytes::from(presence_frame(&room.name, report));
+            let frame = TextFrame::from(presence_frame(&room.name, report));
             let changes = room.roster.changes();
             let dropped = room
                 .members

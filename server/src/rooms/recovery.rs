@@ -7,8 +7,8 @@
 //! new room does the same once it learns where history stands. The ordering rules themselves
 //! live in [`ordering`](super::ordering), a pure type tested on its own.
 
+use crate::wire::TextFrame;
 use chat_protocol::MessageId;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::drops::DropReason;
 use super::ordering::{Sequence, Settled, settle};
@@ -58,7 +58,7 @@ impl Room {
     fn resume(
         &mut self,
         last: Option<MessageId>,
-        found: Vec<(MessageId, Utf8Bytes)>,
+        found: Vec<(MessageId, TextFrame)>,
         newest: Option<MessageId>,
         metrics: &Metrics,
     ) -> Settled {
@@ -102,7 +102,7 @@ impl Rooms {
     pub fn recovered(
         &self,
         resync: &Resync,
-        found: Vec<(MessageId, Utf8Bytes)>,
+        found: Vec<(MessageId, TextFrame)>,
         newest: Option<MessageId>,
     ) {
         if let Some(mut room) = self.rooms.get_mut(&resync.channel)

@@ -98,7 +98,7 @@ impl Fixture {
         }
     }
 
-    fn frame(&self, seq: u64) -> (MessageId, Utf8Bytes) {
+    fn frame(&self, seq: u64) -> (MessageId, TextFrame) {
         let payload = self.message(seq);
         let Some(Relayed::Message { offset, .. }) = relay::parse(&payload) else {
             unreachable!()
@@ -115,7 +115,7 @@ impl Fixture {
 fn received(queue: &mut Inbox) -> Vec<u64> {
     let mut seqs = Vec::new();
     while let Some(frame) = queue.try_recv() {
-        let frame: chat_protocol::ServerFrame<'_> = serde_json::from_str(&frame).unwrap();
+        let frame: chat_protocol::ServerFrame<'_> = serde_json::from_str(frame.as_str()).unwrap();
         if let chat_protocol::ServerFrame::Message { id, .. } = frame {
             seqs.push(id.parse::<MessageId>().unwrap().seq);
         }
@@ -284,7 +284,7 @@ impl Fixture {
 
 fn frames(queue: &mut Inbox) -> Vec<String> {
     std::iter::from_fn(|| queue.try_recv())
-        .map(|frame| frame.to_string())
+        .map(|frame| frame.as_str().to_owned())
         .collect()
 }
 

@@ -7,8 +7,8 @@
 //! close a slow reader nor crowd out its messages; what does not fit is dropped, which a typing
 //! indicator survives by nature.
 
+use crate::wire::TextFrame;
 use chat_protocol::ServerFrame;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::Rooms;
 use super::open::PayloadError;
@@ -28,7 +28,7 @@ impl Rooms {
             room: room.name.as_str().into(),
             from: name.as_str().into(),
         };
-        let frame = Utf8Bytes::from(frame.to_json());
+        let frame = TextFrame::from(frame.to_json());
         for member in room.members.values() {
             if *member.name != *name && !member.outbox.offer_presence(&frame) {
                 self.metrics.chat.typing_dropped.inc();

@@ -32,17 +32,25 @@ const LINGER_BYTES: usize = 4 << 20;
 /// Size of the buffer lingering reads into, allocated only when a close lingers.
 const SCRATCH_BYTES: usize = 16 * 1024;
 
+/// `writable` is false when half a frame is stuck on the wire (see
+/// [`Outgoing`](super::outgoing::Outgoing)): a close frame after it would corrupt the stream,
+/// so the close is only counted and the connection dropped.
+///
 /// Starts the closing handshake with `code` and waits briefly for the peer's answer: for closes
 /// that blame nobody (shutdown, idle), after which the peer has nothing left to send.
 pub(super) async fn close_with<S>(
     hub: &Hub,
     ws: &mut WebSocketStream<S>,
+    writable: bool,
     code: u16,
     reason: &'static str,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     hub.metrics().close(code);
+    if !writable {
+        return;
+    }
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
         if ws.close(Some(close_frame(code, reason))).await.is_ok() {
             while let Some(Ok(_)) = ws.next().await {}
@@ -57,12 +65,16 @@ pub(super) async fn close_with<S>(
 pub(super) async fn close_lingering<S>(
     hub: &Hub,
     ws: &mut WebSocketStream<S>,
+    writable: bool,
     code: u16,
     reason: &'static str,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     hub.metrics().close(code);
+    if !writable {
+        return;
+    }
     let sent = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(Some(close_frame(code, reason)))).await;
     if matches!(sent, Ok(Ok(()))) {
         let discarded = linger(ws.get_mut(), LINGER_TIMEOUT, LINGER_BYTES).await;

@@ -11,10 +11,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 
+use super::Session;
 use super::closing::{CLOSE_TIMEOUT, close_lingering, close_with};
+use super::outgoing::Owed;
 use super::replies::error_frame;
 use super::write_deadline::is_write_stall;
-use super::{Session, write_batch};
 use crate::frame_budget;
 
 /// Why the main loop ended.
@@ -70,33 +71,51 @@ impl Session {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let hub = self.hub.clone();
+        // A frame left half-written is completed first: nothing else may follow half a frame.
+        // Ends that owe the client its whole batch write it below instead.
+        let whole = match end {
+            End::Gone | End::Shutdown | End::Flooding | End::TokenExpired => true,
+            _ => {
+                self.batch
+                    .write_owed(ws, Owed::RestOfFrame, CLOSE_TIMEOUT)
+                    .await
+            }
+        };
         match end {
             End::Gone => {}
             End::ClosedByPeer => {
-                let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.flush()).await;
+                if whole {
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.flush()).await;
+                }
             }
             End::Shutdown => {
                 self.drain().await;
-                let _ = tokio::time::timeout(CLOSE_TIMEOUT, write_batch(ws, &mut self.batch)).await;
-                close_with(&hub, ws, close::GOING_AWAY, "server shutting down").await;
+                let whole = self
+                    .batch
+                    .write_owed(ws, Owed::Everything, CLOSE_TIMEOUT)
+                    .await;
+                close_with(&hub, ws, whole, close::GOING_AWAY, "server shutting down").await;
             }
             End::SlowConsumer => {
                 hub.metrics().slow_consumer_closes.inc();
-                close_lingering(&hub, ws, close::SLOW_CONSUMER, "slow consumer").await;
+                close_lingering(&hub, ws, whole, close::SLOW_CONSUMER, "slow consumer").await;
             }
             End::WriteStalled => {
                 hub.metrics().limits.write_timeouts.inc();
-                close_lingering(&hub, ws, close::SLOW_CONSUMER, "write timed out").await;
+                close_lingering(&hub, ws, whole, close::SLOW_CONSUMER, "write timed out").await;
             }
             End::Flooding => {
                 // The client learns why from the errors it was sent.
                 hub.metrics().limits.flood_closes.inc();
-                let _ = tokio::time::timeout(CLOSE_TIMEOUT, write_batch(ws, &mut self.batch)).await;
-                close_lingering(&hub, ws, close::POLICY_VIOLATION, "flooding").await;
+                let whole = self
+                    .batch
+                    .write_owed(ws, Owed::Everything, CLOSE_TIMEOUT)
+                    .await;
+                close_lingering(&hub, ws, whole, close::POLICY_VIOLATION, "flooding").await;
             }
             End::Idle => {
                 hub.metrics().limits.idle_closes.inc();
-                close_with(&hub, ws, close::IDLE_TIMEOUT, "idle timeout").await;
+                close_with(&hub, ws, whole, close::IDLE_TIMEOUT, "idle timeout").await;
             }
             End::Oversize { bytes } => {
                 log::warn!(
@@ -106,23 +125,33 @@ impl Session {
                     frame_budget::FRAME_BUDGET
                 );
                 hub.metrics().frames.oversize_closes.inc();
-                close_with(&hub, ws, close::INTERNAL_ERROR, "frame too large to send").await;
+                close_with(
+                    &hub,
+                    ws,
+                    whole,
+                    close::INTERNAL_ERROR,
+                    "frame too large to send",
+                )
+                .await;
             }
             End::TokenExpired => {
                 // Replies already due go out first, then the code that asks for a fresh token.
-                let _ = tokio::time::timeout(CLOSE_TIMEOUT, write_batch(ws, &mut self.batch)).await;
-                close_with(&hub, ws, close::TOKEN_EXPIRED, "token expired").await;
+                let whole = self
+                    .batch
+                    .write_owed(ws, Owed::Everything, CLOSE_TIMEOUT)
+                    .await;
+                close_with(&hub, ws, whole, close::TOKEN_EXPIRED, "token expired").await;
             }
             End::Violation {
                 code,
                 reason,
                 error,
             } => {
-                if let Some(error) = error {
+                if let Some(error) = error.filter(|_| whole) {
                     let frame = error_frame(&hub, error);
-                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.send(frame)).await;
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.send(frame.into())).await;
                 }
-                close_lingering(&hub, ws, code, reason).await;
+                close_lingering(&hub, ws, whole, code, reason).await;
             }
         }
     }

@@ -2,8 +2,9 @@
 //!
 //! The task `select!`s over the socket, its bounded outbound queue and its requests in flight,
 //! so reading and writing share one stream without a lock or a split. Every event that produces
-//! output appends to a batch; the batch is fed to the socket frame by frame and flushed once,
-//! which turns a burst of deliveries into one write syscall.
+//! output appends to a batch of frames already encoded for the wire (see [`outgoing`]); the
+//! batch goes out in one write, which turns a burst of deliveries into one write
+//! syscall.
 //!
 //! At most `max_in_flight` requests wait for their reply at once; beyond that the task stops
 //! reading the socket and TCP pushes back on the client.
@@ -23,6 +24,7 @@ mod idle;
 mod in_order;
 mod joined_rooms;
 mod limits;
+mod outgoing;
 mod replies;
 mod requests;
 pub(crate) mod write_deadline;
@@ -52,6 +54,7 @@ use idle::{IdleCheck, IdleStep};
 use in_order::InOrder;
 use joined_rooms::JoinedRooms;
 pub(crate) use limits::SessionLimits;
+use outgoing::Outgoing;
 use replies::{Reply, error_frame, text_message};
 
 /// Most frames written between two flushes.
@@ -112,7 +115,7 @@ pub(crate) async fn run<S>(
                 typing: HashMap::new(),
                 joins_pending: 0,
                 replies: InOrder::new(),
-                batch: Vec::new(),
+                batch: Outgoing::default(),
                 limits,
             };
             session.serve(ws, queue, expires, &shutdown).await;
@@ -125,8 +128,8 @@ pub(crate) async fn run<S>(
             let refusal = error_frame(&hub, error);
             // Boxed for the same reason as a session's end.
             Box::pin(async {
-                let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.send(refusal)).await;
-                close_lingering(&hub, ws, close::POLICY_VIOLATION, reason).await;
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.send(refusal.into())).await;
+                close_lingering(&hub, ws, true, close::POLICY_VIOLATION, reason).await;
             })
             .await;
         }
@@ -154,7 +157,7 @@ struct Session {
     joins_pending: usize,
     flood: FloodState,
     replies: InOrder<BoxFuture<'static, Reply>>,
-    batch: Vec<Message>,
+    batch: Outgoing,
     limits: Arc<SessionLimits>,
 }
 
@@ -211,7 +214,7 @@ impl Session {
         loop {
             if !self.batch.is_empty() || flush_needed {
                 let written = tokio::select! {
-                    result = write_batch(ws, &mut self.batch) => result,
+                    result = self.batch.write(ws) => result,
                     () = queue.overflowed() => return End::SlowConsumer,
                     _ = shutdown.cancelled() => return End::Shutdown,
                 };
@@ -232,7 +235,7 @@ impl Session {
                 () = &mut idle_check, if idle.half().is_some() => {
                     match idle.check(reading) {
                         IdleStep::GiveUp => return End::Idle,
-                        IdleStep::Ping => self.batch.push(Message::Ping(Default::default())),
+                        IdleStep::Ping => self.batch.push_ping(),
                         IdleStep::Wait => {}
                     }
                     if let Some(half) = idle.half() {
@@ -249,7 +252,7 @@ impl Session {
                 // After the socket, so a busy room cannot starve a client's requests; whatever
                 // is queued is drained below after every event anyway.
                 frame = queue.recv(), if self.joins_pending == 0 => {
-                    self.batch.push(Message::Text(frame));
+                    self.batch.push(frame);
                 }
             }
             self.take_ready(queue);
@@ -288,11 +291,9 @@ impl Session {
         while let Some(Some(reply)) = self.replies.next().now_or_never() {
             self.on_reply(reply);
         }
-        while self.joins_pending == 0 && self.batch.len() < WRITE_BATCH {
-            match queue.try_recv() {
-                Some(frame) => self.batch.push(Message::Text(frame)),
-                None => break,
-            }
+        if self.joins_pending == 0 {
+            let room = WRITE_BATCH.saturating_sub(self.batch.len());
+            queue.take_up_to(room, |frame| self.batch.push(frame));
         }
     }
 }
@@ -310,21 +311,4 @@ async fn expired(expiry: &mut Option<Pin<Box<Sleep>>>) {
 fn deadline_of(at: SystemTime) -> Option<Instant> {
     let left = at.duration_since(SystemTime::now()).unwrap_or_default();
     Instant::now().checked_add(left)
-}
-
-/// Feeds the batch to the socket frame by frame and flushes once.
-async fn write_batch<S>(
-    ws: &mut WebSocketStream<S>,
-    batch: &mut Vec<Message>,
-) -> Result<(), WsError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    for message in batch.drain(..) {
-        ws.feed(message).await?;
-    }
-    // Most connections are idle between batches: the batch's storage is given back rather
-    // than kept for the next one, a malloc per write against a kept buffer per connection.
-    *batch = Vec::new();
-    ws.flush().await
 }

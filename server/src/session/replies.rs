@@ -8,17 +8,17 @@
 
 use chat_protocol::{ErrorCode, FrameError, MessageId, ServerFrame};
 use futures::FutureExt;
-use tokio_tungstenite::tungstenite::Message;
 
 use super::Session;
 use crate::broker::{BrokerError, BrokerFuture};
 use crate::flood::Verdict;
 use crate::frame_budget;
 use crate::hub::{Hub, Joined};
+use crate::wire::TextFrame;
 
 /// The outcome of a request, produced in request order.
 pub(super) enum Reply {
-    Ready(Message),
+    Ready(TextFrame),
     Joined {
         room: String,
         /// Whether this join counted in `joins_pending`.
@@ -51,7 +51,7 @@ impl Session {
             self.joins_pending -= 1;
         }
         match reply {
-            Reply::Ready(message) => self.batch.push(message),
+            Reply::Ready(frame) => self.batch.push(frame),
             Reply::Joined {
                 room,
                 reference,
@@ -136,9 +136,9 @@ impl Session {
     }
 
     /// Queues an immediate reply behind the replies still in flight, keeping request order.
-    pub(super) fn reply(&mut self, message: Message) {
+    pub(super) fn reply(&mut self, frame: TextFrame) {
         self.replies
-            .push_back(futures::future::ready(Reply::Ready(message)).boxed());
+            .push_back(futures::future::ready(Reply::Ready(frame)).boxed());
     }
 
     /// Queues an error reply, in request order.
@@ -210,11 +210,11 @@ pub(super) fn unavailable(
 }
 
 /// An `error` frame, counted by code.
-pub(super) fn error_frame(hub: &Hub, error: FrameError) -> Message {
+pub(super) fn error_frame(hub: &Hub, error: FrameError) -> TextFrame {
     error_frame_with_retry(hub, error, None)
 }
 
-fn error_frame_with_retry(hub: &Hub, error: FrameError, retry_after_ms: Option<u64>) -> Message {
+fn error_frame_with_retry(hub: &Hub, error: FrameError, retry_after_ms: Option<u64>) -> TextFrame {
     hub.metrics().error(error.code);
     let frame = ServerFrame::Error {
         code: error.code,
@@ -225,7 +225,7 @@ fn error_frame_with_retry(hub: &Hub, error: FrameError, retry_after_ms: Option<u
     text_message(frame.to_json())
 }
 
-/// A text frame of `json`.
-pub(super) fn text_message(json: String) -> Message {
-    Message::Text(json.into())
+/// A text frame of `json`, encoded for the wire.
+pub(super) fn text_message(json: String) -> TextFrame {
+    TextFrame::from(json)
 }
