@@ -385,10 +385,18 @@ impl Supervisor {
                 within(timeout, connection.ping::<String>()).await.map(drop)
             }
             Connection::Cluster(connection) => {
-                let any = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
-                within(timeout, connection.route_command(redis::cmd("PING"), any))
-                    .await
-                    .map(drop)
+                // A random node may be the one just lost: the cluster is reachable if any
+                // of three answers.
+                let mut answer = Err(BrokerError::Disconnected);
+                for _ in 0..3 {
+                    let any = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+                    let ping = connection.route_command(redis::cmd("PING"), any);
+                    answer = within(timeout, ping).await.map(drop);
+                    if answer.is_ok() {
+                        break;
+                    }
+                }
+                answer
             }
         };
         match ping {
