@@ -70,11 +70,6 @@ impl Keyspace {
         self.cluster
     }
 
-    /// The key prefix.
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     /// The channel of a (validated) room: its history and presence keys are named after it.
     pub fn channel(&self, room: &str) -> String {
         if self.cluster {

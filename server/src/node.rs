@@ -91,11 +91,13 @@ impl Node {
             Rooms::new(keyring.clone(), metrics.clone(), recovery)
                 .with_max_text_bytes(config.max_text_bytes),
         );
-        let (broker, presence) = backplane(config, &node_id, &keyring, &rooms, &metrics)?;
-        let names = name_limiter(config, &metrics)?;
+        let keyspace = keyspace(config);
+        let (broker, presence) =
+            backplane(config, &keyspace, &node_id, &keyring, &rooms, &metrics)?;
+        let names = name_limiter(config, &keyspace, &metrics)?;
         let hub = Arc::new(Hub::new(HubParts {
             node_id,
-            keyspace: keyspace(config),
+            keyspace,
             rooms,
             broker,
             presence: presence.clone(),
@@ -213,6 +215,7 @@ fn keyspace(config: &Config) -> Keyspace {
 /// memory (one node).
 fn backplane(
     config: &Config,
+    keyspace: &Keyspace,
     node_id: &str,
     keyring: &Keyring,
     rooms: &Arc<Rooms>,
@@ -235,7 +238,7 @@ fn backplane(
     let options = RedisOptions {
         timing: RedisTiming::default(),
         history: config.history(),
-        keyspace: keyspace(config),
+        keyspace: keyspace.clone(),
         node_id: node_id.to_owned(),
     };
     let broker = RedisBroker::start(&target, options, rooms.clone(), metrics.clone())
@@ -253,6 +256,7 @@ fn backplane(
 /// The per-name limiter: shared through Redis when there is one and a per-name limit is on.
 fn name_limiter(
     config: &Config,
+    keyspace: &Keyspace,
     metrics: &Arc<Metrics>,
 ) -> Result<Arc<dyn NameLimiter>, NodeError> {
     let name_rate = config.flood.name_rate();
@@ -262,7 +266,7 @@ fn name_limiter(
         Some(target) if name_rate.is_some() || window.is_some() => Arc::new(
             RedisLimiter::start(
                 &target,
-                keyspace(config),
+                keyspace.clone(),
                 name_rate,
                 window,
                 metrics.clone(),

@@ -288,7 +288,7 @@ async fn run_batch(
         within(timeout, pipeline.query_async(&mut connection)).await?;
     let refused = scripts::missing(&results);
     if !refused.is_empty() {
-        within(timeout, SCRIPTS.load(&mut connection)).await?;
+        SCRIPTS.load(&connection, timeout).await?;
         // Rare (Redis restarted or flushed its scripts), so the refused commands are copied.
         let mut again = redis::pipe();
         again.ignore_errors();

@@ -9,8 +9,12 @@
 
 use std::sync::LazyLock;
 
+use std::time::Duration;
+
 use redis::{Cmd, RedisResult, Value};
 
+use super::pipeline::each;
+use crate::broker::BrokerError;
 use crate::redis_client::Connection;
 
 /// One script: its source and the hash Redis knows it by.
@@ -59,7 +63,11 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 impl Scripts {
     /// Loads every script into Redis's script cache: on a cluster, into every master's, as
     /// redis-rs sends a lone `SCRIPT LOAD` to all of them (a pipeline would reach one).
-    pub(super) async fn load(&self, connection: &mut Connection) -> redis::RedisResult<()> {
+    pub(super) async fn load(
+        &self,
+        connection: &Connection,
+        timeout: Duration,
+    ) -> Result<(), BrokerError> {
         let loads = [
             &self.publish,
             &self.presence_add,
@@ -68,16 +76,13 @@ impl Scripts {
             &self.heartbeat,
         ]
         .map(|script| {
-            let mut connection = connection.clone();
-            async move {
-                redis::cmd("SCRIPT")
-                    .arg("LOAD")
-                    .arg(script.source)
-                    .query_async::<Value>(&mut connection)
-                    .await
-            }
+            let mut load = redis::cmd("SCRIPT");
+            load.arg("LOAD").arg(script.source);
+            load
         });
-        futures::future::try_join_all(loads).await.map(drop)
+        each::<Value>(connection, loads.into_iter(), timeout)
+            .await
+            .map(drop)
     }
 }
 

@@ -186,7 +186,8 @@ pub(super) enum Subscriber {
 }
 
 impl Subscriber {
-    fn is_sharded(&self) -> bool {
+    /// Whether this is a cluster's set of per-master connections.
+    pub(super) fn is_sharded(&self) -> bool {
         matches!(self, Subscriber::Sharded(_))
     }
 

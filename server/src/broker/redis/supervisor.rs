@@ -217,7 +217,7 @@ impl Supervisor {
         let mut publisher = within(timeout, self.client.connect(timeout)).await?;
         let push = PushParts::new(self.inbound.clone());
         let mut subscriber = self.subscriber(&mut publisher, &push).await?;
-        within(timeout, SCRIPTS.load(&mut publisher)).await?;
+        SCRIPTS.load(&publisher, timeout).await?;
         let beat = within(
             timeout,
             self.heartbeat
@@ -306,7 +306,7 @@ impl Supervisor {
         loop {
             let check = tokio::select! {
                 _ = link.push.lost.notified() => {
-                    if matches!(link.subscriber, Subscriber::Single(_)) {
+                    if !link.subscriber.is_sharded() {
                         return Outcome::Lost(Lost::Closed);
                     }
                     self.resubscribe(&mut link, "a master's connection closed").await;
@@ -330,7 +330,7 @@ impl Supervisor {
                         let applied =
                             self.subscriptions.apply(command, &mut link.subscriber, timeout);
                         match applied.await {
-                            Err(error) if matches!(link.subscriber, Subscriber::Single(_)) => {
+                            Err(error) if !link.subscriber.is_sharded() => {
                                 return Outcome::Lost(error);
                             }
                             Err(error) => {
