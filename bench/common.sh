@@ -99,3 +99,27 @@ wait_ready() {
 # connects from 127.0.0.1, so the per-address cap on pending handshakes is off too.
 node_flags=(--send-rate 0 --name-send-rate 0 --duplicate-window-ms 0 --flood-close-after 0
   --max-connections 19000 --max-pending-handshakes-per-address 0)
+
+# start_chat_nodes COUNT NAME FLAGS...: COUNT chat-server nodes named NAME-1, NAME-2, … that
+# share one fresh key, started with FLAGS (their backplane) and $node_flags; waits until each
+# is ready, and sets $node_pids, $node_addrs (HOST:PORT) and $node_urls (their WebSocket URLs).
+start_chat_nodes() {
+  local count=$1 name=$2 i key out log addr
+  shift 2
+  key=$(openssl rand -base64 32)
+  node_pids=()
+  node_addrs=()
+  node_urls=()
+  for ((i = 1; i <= count; i++)); do
+    out="$work/$name-$i.out"
+    log="$work/$name-$i.log"
+    CHAT_KEY="$key" RUST_LOG=warn "$bin/chat-server" --listen 127.0.0.1:0 --node-id "$name-$i" \
+      "$@" "${node_flags[@]}" >"$out" 2>"$log" &
+    pids+=("$!")
+    node_pids+=("$!")
+    addr=$(listening_address "$out" "$log" "node $name-$i") || exit 1
+    wait_ready "$addr"
+    node_addrs+=("$addr")
+    node_urls+=("ws://$addr/ws")
+  done
+}

@@ -127,24 +127,8 @@ node_pids=()
 node_urls=()
 node_addrs=()
 start_cluster() {
-  local label=$1 i key
-  start_redis "$work/redis-$label.log"
-  key=$(openssl rand -base64 32)
-  node_pids=()
-  node_urls=()
-  node_addrs=()
-  for i in 1 2 3; do
-    local out="$work/node-$label-$i.out" addr
-    CHAT_KEY="$key" RUST_LOG=warn "$bin/chat-server" --listen 127.0.0.1:0 \
-      --redis-url "redis://127.0.0.1:$redis_port/" --node-id "bench-$i" "${node_flags[@]}" \
-      >"$out" 2>"$work/node-$label-$i.log" &
-    pids+=("$!")
-    node_pids+=("$!")
-    addr=$(listening_address "$out" "$work/node-$label-$i.log" "node $i") || exit 1
-    wait_ready "$addr"
-    node_urls+=("ws://$addr/ws")
-    node_addrs+=("$addr")
-  done
+  start_redis "$work/redis-$1.log"
+  start_chat_nodes 3 "node-$1" --redis-url "redis://127.0.0.1:$redis_port/"
 }
 
 # How run_mode runs, set around its calls (see run_mode): modes that failed their check so

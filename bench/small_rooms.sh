@@ -38,25 +38,6 @@ cluster_dir=""
 # The cluster is stopped by its own script, which knows its PIDs.
 trap 'stop_all; if [ -n "$cluster_dir" ]; then scripts/redis-cluster.sh stop "$cluster_dir"; fi; rm -rf "$work"' EXIT
 
-key=$(openssl rand -base64 32)
-
-# start_nodes LABEL REDIS-FLAGS...: two nodes on the given backplane; their --url flags go to
-# $urls. (Not printed for a $(…): the nodes would hold its pipe open.)
-urls=""
-start_nodes() {
-  local label=$1 i addr
-  shift
-  urls=""
-  for i in 1 2; do
-    CHAT_KEY="$key" RUST_LOG=warn "$bin/chat-server" --listen 127.0.0.1:0 --node-id "$label-$i" \
-      "$@" "${node_flags[@]}" >"$work/$label-$i.out" 2>"$work/$label-$i.log" &
-    pids+=("$!")
-    addr=$(listening_address "$work/$label-$i.out" "$work/$label-$i.log" "node $label-$i")
-    wait_ready "$addr"
-    urls="$urls --url ws://$addr/ws"
-  done
-}
-
 # redis_facts PORT: "cpu_seconds xadd_calls" of the Redis on PORT now.
 redis_facts() {
   local cpu calls
@@ -67,13 +48,13 @@ redis_facts() {
   echo "$cpu ${calls:-0}"
 }
 
-# measure LABEL "PORTS" URL-FLAGS: the saturation run against the nodes, with each Redis's
-# facts before and after it, into $work/LABEL.*.
+# measure LABEL "PORTS": the saturation run against the nodes just started, with the facts
+# of each Redis on PORTS before and after it, into $work/LABEL.*.
 measure() {
-  local label=$1 ports=$2 urls=$3 port
+  local label=$1 ports=$2 port url urls=()
+  for url in "${node_urls[@]}"; do urls+=(--url "$url"); done
   for port in $ports; do redis_facts "$port" >"$work/$label.$port.before"; done
-  # shellcheck disable=SC2086
-  "$bin/ws-client" $urls --mode saturation --clients "$clients" --rooms "$rooms" \
+  "$bin/ws-client" "${urls[@]}" --mode saturation --clients "$clients" --rooms "$rooms" \
     --room-prefix "dm" --duration "$duration" --drain-secs 5 --json "$work/$label.json" \
     >"$work/$label.client" 2>&1 || { cat "$work/$label.client" >&2; exit 1; }
   for port in $ports; do redis_facts "$port" >"$work/$label.$port.after"; done
@@ -83,8 +64,8 @@ measure() {
 echo "== small rooms: $clients clients in $rooms rooms of 2, saturation, ${duration}s, single Redis"
 start_redis "$work/redis.log"
 single=$redis_port
-start_nodes single --redis-url "redis://127.0.0.1:$single/"
-measure single "$single" "$urls"
+start_chat_nodes 2 single --redis-url "redis://127.0.0.1:$single/"
+measure single "$single"
 stop_all
 
 echo "== small rooms: the same on a Redis Cluster of 3 masters and 3 replicas"
@@ -94,8 +75,8 @@ masters=""
 for port in $(cat "$cluster_dir/ports"); do
   [ "$(redis-cli -p "$port" role | head -n1)" = master ] && masters="$masters $port"
 done
-start_nodes cluster --redis-cluster "$seed"
-measure cluster "$masters" "$urls"
+start_chat_nodes 2 cluster --redis-cluster "$seed"
+measure cluster "$masters"
 stop_all
 scripts/redis-cluster.sh stop "$cluster_dir"
 cluster_dir=""

@@ -20,26 +20,22 @@ node_addrs=()
 
 # start_side SIDE LABEL: a fresh Redis and two nodes of SIDE (ours or socketio), each ready.
 start_side() {
-  local side=$1 label=$2 i key
+  local side=$1 label=$2 i
   start_redis "$work/redis-$side-$label.log"
-  key=$(openssl rand -base64 32)
-  node_pids=()
-  node_addrs=()
-  for i in 1 2; do
-    local out="$work/$side-$label-node$i.out" log="$work/$side-$label-node$i.log" addr
-    if [ "$side" = ours ]; then
-      CHAT_KEY="$key" RUST_LOG=warn "$bin/chat-server" --listen 127.0.0.1:0 \
-        --redis-url "redis://127.0.0.1:$redis_port/" --node-id "peers-$i" "${node_flags[@]}" \
-        >"$out" 2>"$log" &
-    else
+  if [ "$side" = ours ]; then
+    start_chat_nodes 2 "ours-$label" --redis-url "redis://127.0.0.1:$redis_port/"
+  else
+    node_pids=()
+    node_addrs=()
+    for i in 1 2; do
+      local out="$work/$side-$label-node$i.out" log="$work/$side-$label-node$i.log" addr
       node "$peers/server.mjs" "redis://127.0.0.1:$redis_port/" 0 >"$out" 2>"$log" &
-    fi
-    pids+=("$!")
-    node_pids+=("$!")
-    addr=$(listening_address "$out" "$log" "$side node $i") || exit 1
-    if [ "$side" = ours ]; then wait_ready "$addr"; fi
-    node_addrs+=("$addr")
-  done
+      pids+=("$!")
+      node_pids+=("$!")
+      addr=$(listening_address "$out" "$log" "$side node $i") || exit 1
+      node_addrs+=("$addr")
+    done
+  fi
   # Both nodes idle before anything is taken.
   sleep "$calm"
 }
